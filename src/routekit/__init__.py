@@ -1,0 +1,70 @@
+"""routekit: route LLM requests through fallback chains that end inside your own process.
+
+    from routekit import Router
+    with Router.default() as router:
+        reply = router.chat.completions.create(model="llama3.2", messages=[...])
+        print(reply.choices[0].message.content, reply.route.answered_by)
+
+``import routekit`` loads neither ``openai`` nor ``llama_cpp``: they load when a router that
+uses them is built.
+"""
+
+from __future__ import annotations
+
+from ._config import Config
+from ._exceptions import (
+    AllCandidatesFailed,
+    AuthenticationFailed,
+    BadRequest,
+    ConfigError,
+    ConfigIssue,
+    ConnectionFailed,
+    ContextLengthExceeded,
+    MissingAPIKey,
+    ModelNotFound,
+    NoRouteError,
+    ProviderBusy,
+    ProviderError,
+    RateLimited,
+    RequestTimeout,
+    RouteKitError,
+    ServerError,
+    StatusError,
+    StreamInterrupted,
+)
+from ._loader import load_config
+from ._route import Attempt, Route
+from ._router import AsyncRouter, Router
+from ._streaming import AsyncStream, Stream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllCandidatesFailed",
+    "AsyncRouter",
+    "AsyncStream",
+    "Attempt",
+    "AuthenticationFailed",
+    "BadRequest",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "ConnectionFailed",
+    "ContextLengthExceeded",
+    "MissingAPIKey",
+    "ModelNotFound",
+    "NoRouteError",
+    "ProviderBusy",
+    "ProviderError",
+    "RateLimited",
+    "RequestTimeout",
+    "Route",
+    "RouteKitError",
+    "Router",
+    "ServerError",
+    "StatusError",
+    "Stream",
+    "StreamInterrupted",
+    "__version__",
+    "load_config",
+]

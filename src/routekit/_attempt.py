@@ -1,0 +1,220 @@
+"""The attempt loop: walk a plan's candidates, retrying each per policy, recording the route.
+
+Owns: per-candidate pre-checks (context window), deadlines handed to providers, the
+move-on / fail-fast decision, and the route record. Does not classify errors (providers do)
+nor decide retry timing (``_retry.py``). Streaming's loop lives in ``_streaming.py`` and reuses
+the pieces here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import _constants as C
+from ._config import Config, ModelConfig, TimeoutConfig
+from ._exceptions import (
+    AllCandidatesFailed,
+    MissingAPIKey,
+    NoRouteError,
+    ProviderError,
+    RouteKitError,
+    StatusError,
+)
+from ._retry import CandidateRetry
+from ._route import Attempt, Route, redact
+from .providers._base import ChatRequest, Deadline, Provider
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion
+
+__all__ = ["Candidate", "RouteRecorder", "complete_async", "complete_sync"]
+
+_now = time.perf_counter
+
+
+@dataclass(frozen=True)
+class Candidate:
+    model: str
+    provider_name: str
+    kind: str
+    provider: Provider
+    request: ChatRequest
+    timeout: TimeoutConfig
+    context_window: int | None
+
+
+class RouteRecorder:
+    """Collects attempts for one request. One per request: never shared."""
+
+    __slots__ = ("requested", "attempts", "_t0")
+
+    def __init__(self, requested: str) -> None:
+        self.requested = requested
+        self.attempts: list[Attempt] = []
+        self._t0 = _now()
+
+    def elapsed_ms(self) -> float:
+        return (_now() - self._t0) * 1000.0
+
+    def skip(self, cand: Candidate, reason: str, error_type: str) -> None:
+        self.attempts.append(
+            Attempt(cand.model, cand.provider_name, cand.kind, "skipped",
+                    error_type=error_type, error=redact(reason))
+        )
+
+    def ok(self, cand: Candidate, tries: int, started: float, ttfb: float | None) -> None:
+        self.attempts.append(
+            Attempt(cand.model, cand.provider_name, cand.kind, "ok", tries=tries,
+                    ttfb_ms=None if ttfb is None else (ttfb - started) * 1000.0,
+                    duration_ms=(_now() - started) * 1000.0)
+        )
+
+    def fail(self, cand: Candidate, tries: int, started: float, exc: BaseException,
+             ttfb: float | None = None) -> None:
+        self.attempts.append(
+            Attempt(cand.model, cand.provider_name, cand.kind, "error", tries=tries,
+                    error_type=type(exc).__name__, error=redact(str(exc)),
+                    status_code=exc.status_code if isinstance(exc, StatusError) else None,
+                    ttfb_ms=None if ttfb is None else (ttfb - started) * 1000.0,
+                    duration_ms=(_now() - started) * 1000.0)
+        )
+
+    def build(self) -> Route:
+        return Route(self.requested, tuple(self.attempts), self.elapsed_ms())
+
+    def raise_with_route(self, exc: RouteKitError) -> RouteKitError:
+        exc.route = self.build()
+        return exc
+
+    def all_failed(self) -> RouteKitError:
+        if not self.attempts:
+            return self.raise_with_route(
+                NoRouteError(f"no candidate is available for model {self.requested!r}")
+            )
+        return self.raise_with_route(AllCandidatesFailed(self.requested, self.attempts))
+
+
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    chars = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):  # content parts
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    chars += len(part["text"])
+        chars += 8  # role and template tokens
+    return int(chars / C.CHARS_PER_TOKEN) + 1
+
+
+def precheck(cand: Candidate, prompt_tokens: int) -> str | None:
+    """Why this candidate cannot serve the request, or None."""
+    window = cand.context_window
+    if window is None:
+        return None
+    params = cand.request.params
+    wanted = params.get("max_completion_tokens") or params.get("max_tokens") or 0
+    if prompt_tokens + int(wanted) > window:
+        return (f"prompt ≈{prompt_tokens} tokens + max_tokens {wanted} exceed the context "
+                f"window of {window}")
+    return None
+
+
+def context_window(model: ModelConfig, in_process: bool) -> int | None:
+    if model.context_window is not None:
+        return model.context_window
+    if in_process:
+        return model.n_ctx or C.DEFAULT_N_CTX
+    return None
+
+
+def attempt_deadline(cand: Candidate, deadline_at: float) -> Deadline:
+    remaining = max(0.001, deadline_at - _now())
+    t = cand.timeout
+    return Deadline(connect=min(t.connect, remaining), read=min(t.read, remaining),
+                    total=min(t.total, remaining))
+
+
+def complete_sync(
+    config: Config,
+    requested: str,
+    candidates: list[Candidate],
+    deadline_s: float,
+    wrap: Callable[[ChatCompletion, Route], ChatCompletion],
+) -> ChatCompletion:
+    rec = RouteRecorder(requested)
+    deadline_at = _now() + deadline_s
+    prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
+    last = len(candidates) - 1
+    for i, cand in enumerate(candidates):
+        reason = precheck(cand, prompt_tokens)
+        if reason is not None:
+            rec.skip(cand, reason, "ContextLengthExceeded")
+            continue
+        if _now() >= deadline_at:
+            rec.skip(cand, f"request deadline of {deadline_s:g} s passed", "RequestTimeout")
+            continue
+        policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
+        started = _now()
+        tries = 0
+        try:
+            for attempt in policy.retrying():
+                with attempt:
+                    tries += 1
+                    result = cand.provider.complete(cand.request, attempt_deadline(cand, deadline_at))
+        except MissingAPIKey as exc:
+            rec.skip(cand, str(exc), type(exc).__name__)
+            continue
+        except ProviderError as exc:
+            rec.fail(cand, tries, started, exc)
+            if exc.fatal:
+                raise rec.raise_with_route(exc) from None
+            continue
+        rec.ok(cand, tries, started, None)
+        return wrap(result, rec.build())
+    raise rec.all_failed()
+
+
+async def complete_async(
+    config: Config,
+    requested: str,
+    candidates: list[Candidate],
+    deadline_s: float,
+    wrap: Callable[[ChatCompletion, Route], ChatCompletion],
+) -> ChatCompletion:
+    rec = RouteRecorder(requested)
+    deadline_at = _now() + deadline_s
+    prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
+    last = len(candidates) - 1
+    for i, cand in enumerate(candidates):
+        reason = precheck(cand, prompt_tokens)
+        if reason is not None:
+            rec.skip(cand, reason, "ContextLengthExceeded")
+            continue
+        if _now() >= deadline_at:
+            rec.skip(cand, f"request deadline of {deadline_s:g} s passed", "RequestTimeout")
+            continue
+        policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
+        started = _now()
+        tries = 0
+        try:
+            async for attempt in policy.async_retrying():
+                with attempt:
+                    tries += 1
+                    result = await cand.provider.acomplete(
+                        cand.request, attempt_deadline(cand, deadline_at)
+                    )
+        except MissingAPIKey as exc:
+            rec.skip(cand, str(exc), type(exc).__name__)
+            continue
+        except ProviderError as exc:
+            rec.fail(cand, tries, started, exc)
+            if exc.fatal:
+                raise rec.raise_with_route(exc) from None
+            continue
+        rec.ok(cand, tries, started, None)
+        return wrap(result, rec.build())
+    raise rec.all_failed()

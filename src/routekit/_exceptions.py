@@ -1,0 +1,246 @@
+"""routekit's error tree. Every error routekit raises is a ``RouteKitError``.
+
+Third-party errors (openai, httpx, llama_cpp) are translated into this tree once, at the
+provider boundary, with ``raise ... from exc``; nothing above the providers sees them.
+
+    RouteKitError
+    ├── ConfigError                  bad config: field path and YAML line
+    ├── NoRouteError                 unknown entry model, or no candidate left to try
+    ├── AllCandidatesFailed          every candidate failed; carries every attempt
+    └── ProviderError                one attempt on one candidate failed
+        ├── ConnectionFailed         refused / reset / DNS; ``refused`` is True when nothing listened
+        ├── RequestTimeout           connect, read or total deadline passed
+        ├── ProviderBusy             in-process model queue is full
+        ├── MissingAPIKey            the environment variable the config names is unset
+        ├── StreamInterrupted        a stream ended early; carries the partial text
+        └── StatusError              an HTTP error status; ``status_code``, ``body``
+            ├── BadRequest           400: the request itself is wrong (fails fast)
+            │   └── ContextLengthExceeded   the prompt does not fit this model (moves on)
+            ├── AuthenticationFailed 401 / 403 (moves on, no retry)
+            ├── ModelNotFound        404 (moves on, no retry)
+            ├── RateLimited          429; ``retry_after`` seconds when the server said
+            └── ServerError          5xx, 408, 409 (retryable)
+
+Each ``ProviderError`` class states two policies the attempt loop reads:
+``retryable`` (worth another try on the same candidate) and ``fatal`` (the request itself is
+at fault: stop the whole route rather than move on).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from ._route import Attempt, Route
+
+__all__ = [
+    "AllCandidatesFailed",
+    "AuthenticationFailed",
+    "BadRequest",
+    "ConfigError",
+    "ConfigIssue",
+    "ConnectionFailed",
+    "ContextLengthExceeded",
+    "MissingAPIKey",
+    "ModelNotFound",
+    "NoRouteError",
+    "ProviderBusy",
+    "ProviderError",
+    "RateLimited",
+    "RequestTimeout",
+    "RouteKitError",
+    "ServerError",
+    "StatusError",
+    "StreamInterrupted",
+]
+
+
+class RouteKitError(Exception):
+    """Root of every error routekit raises.
+
+    Errors raised by a router call carry ``route``: every attempt made before the failure.
+    """
+
+    route: Route | None = None
+
+
+class ConfigIssue:
+    """One problem found in a config: where (field path, YAML line) and what."""
+
+    __slots__ = ("path", "line", "message")
+
+    def __init__(self, path: str, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.message = message
+        self.line = line
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line is not None else ""
+        if self.path:
+            head, sep, tail = self.message.partition(";")
+            return f"{self.path}: {head}{where}{sep}{tail}"
+        return f"{self.message}{where}"
+
+    def __repr__(self) -> str:
+        return f"ConfigIssue(path={self.path!r}, line={self.line!r}, message={self.message!r})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "message": self.message}
+
+
+class ConfigError(RouteKitError):
+    """The config is invalid. ``issues`` lists every problem found, each with its path."""
+
+    def __init__(self, issues: Sequence[ConfigIssue], *, source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        head = f"invalid config {source}" if source else "invalid config"
+        body = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"{head}: {len(self.issues)} problem(s)\n{body}")
+
+
+class NoRouteError(RouteKitError):
+    """No candidate can serve the request (unknown model, or every candidate unavailable)."""
+
+
+class ProviderError(RouteKitError):
+    """One attempt on one provider failed."""
+
+    retryable: bool = False
+    fatal: bool = False
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, model: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.model = model
+
+
+class ConnectionFailed(ProviderError):
+    """Could not reach the provider. ``refused``: nothing listened (move on at once)."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        refused: bool = False,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.refused = refused
+
+
+class RequestTimeout(ProviderError):
+    """A connect, read or total deadline passed."""
+
+    retryable = True
+
+
+class ProviderBusy(ProviderError):
+    """The in-process model's request queue is full."""
+
+    retryable = True
+
+
+class MissingAPIKey(ProviderError):
+    """The environment variable named by ``api_key_env`` is not set."""
+
+
+class StreamInterrupted(ProviderError):
+    """A stream stopped before its end. ``partial`` is the text received so far."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        partial: str = "",
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.partial = partial
+
+
+class StatusError(ProviderError):
+    """The provider answered with an HTTP error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        provider: str | None = None,
+        model: str | None = None,
+        body: object | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.status_code = status_code
+        self.body = body
+
+
+class BadRequest(StatusError):
+    """400: the request itself is invalid; it would fail on every candidate."""
+
+    fatal = True
+
+
+class ContextLengthExceeded(BadRequest):
+    """The prompt does not fit this model's context window; a larger one may take it."""
+
+    fatal = False
+
+
+class AuthenticationFailed(StatusError):
+    """401/403: this candidate's credentials were refused."""
+
+
+class ModelNotFound(StatusError):
+    """404: the provider does not serve this model."""
+
+
+class RateLimited(StatusError):
+    """429. ``retry_after`` is the server's hint in seconds, when it gave one."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        provider: str | None = None,
+        model: str | None = None,
+        body: object | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, status_code=status_code, provider=provider, model=model, body=body
+        )
+        self.retry_after = retry_after
+
+
+class ServerError(StatusError):
+    """5xx, 408 or 409: the provider failed; trying again may work."""
+
+    retryable = True
+
+
+class AllCandidatesFailed(RouteKitError):
+    """Every candidate in the plan failed. ``attempts`` holds each one, in order."""
+
+    def __init__(self, model: str, attempts: Sequence[Attempt]) -> None:
+        self.model = model
+        self.attempts = list(attempts)
+        lines = [f"all {len(self.attempts)} attempt(s) for model {model!r} failed:"]
+        for a in self.attempts:
+            lines.append(f"  - {a.describe()}")
+        lines.append(
+            "  Start one of these providers, fix the reasons above, or add an in-process "
+            "model (kind: llama_cpp) to the end of the chain."
+        )
+        super().__init__("\n".join(lines))

@@ -1,0 +1,175 @@
+"""Fallback plans: the Python face of the compiled graph in ``routekit._core``.
+
+This module owns name <-> id mapping for the C++ plan core and is the only module that
+imports ``routekit._core``. It knows nothing about providers beyond their names, and never
+touches the network, a model or a config file (``from_config`` reads an already loaded
+``Config``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from . import _constants as C
+from . import _core
+from ._exceptions import NoRouteError
+
+if TYPE_CHECKING:
+    from ._config import Config
+
+__all__ = ["CompiledGraph"]
+
+
+def _did_you_mean(kind: str, name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"unknown {kind} {name!r}; did you mean {close[0]!r}?"
+    shown = ", ".join(repr(k) for k in known[:8])
+    more = ", ..." if len(known) > 8 else ""
+    return f"unknown {kind} {name!r}; known: {shown}{more}" if known else f"unknown {kind} {name!r}"
+
+
+class CompiledGraph:
+    """Immutable snapshot of a fallback graph compiled to integer ids.
+
+    Plans follow each model's chain depth first, in chain order, listing every model once
+    and going no deeper than ``max_depth`` hops; a model that is unavailable (its own flag,
+    or its provider's) is left out of the plan but its chain is still followed.
+
+    Thread safety: everything may be called from any thread at any time. The graph never
+    changes after construction; availability flags are atomics inside the core, so a plan
+    running while another thread flips a flag sees the flag either before or after.
+    """
+
+    __slots__ = ("models", "providers", "_core", "_index", "_provider_index")
+
+    models: tuple[str, ...]
+    providers: tuple[str, ...]
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        model_providers: Sequence[str],
+        chains: Mapping[str, Sequence[str]],
+    ) -> None:
+        """``models[i]`` is served by ``model_providers[i]``; ``chains`` maps a model to its
+        fallbacks (models absent from it have an empty chain). Raises ValueError for
+        mismatched lengths, duplicate models, or a chain naming an unknown model."""
+        self.models = tuple(models)
+        if len(model_providers) != len(self.models):
+            raise ValueError(
+                f"{len(model_providers)} providers given for {len(self.models)} models"
+            )
+        self.providers = tuple(sorted(set(model_providers)))
+        self._index: dict[str, int] = {}
+        for i, m in enumerate(self.models):
+            if self._index.setdefault(m, i) != i:
+                raise ValueError(f"duplicate model {m!r}")
+        self._provider_index = {p: i for i, p in enumerate(self.providers)}
+        for m in chains:
+            if m not in self._index:
+                raise ValueError(
+                    "chain for " + _did_you_mean("model", m, self.models)
+                )
+        ids: list[list[int]] = []
+        for m in self.models:
+            row: list[int] = []
+            for target in chains.get(m, ()):
+                j = self._index.get(target)
+                if j is None:
+                    raise ValueError(
+                        f"chain of {m!r}: " + _did_you_mean("model", target, self.models)
+                    )
+                row.append(j)
+            ids.append(row)
+        self._core = _core.Graph(
+            list(self.models),
+            [self._provider_index[p] for p in model_providers],
+            len(self.providers),
+            ids,
+        )
+
+    @classmethod
+    def from_config(cls, config: Config) -> CompiledGraph:
+        """Models in ``config.models`` order, chains from ``config.fallback_chains``."""
+        models = list(config.models)
+        return cls(
+            models,
+            [config.models[m].provider for m in models],
+            {name: entry.chain for name, entry in config.fallback_chains.items()},
+        )
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __contains__(self, model: object) -> bool:
+        return isinstance(model, str) and model in self._index
+
+    def __repr__(self) -> str:
+        return f"<CompiledGraph: {len(self.models)} models, {len(self.providers)} providers>"
+
+    def _id(self, model: str) -> int:
+        i = self._index.get(model)
+        if i is None:
+            raise NoRouteError(_did_you_mean("model", model, self.models))
+        return i
+
+    def plan(
+        self,
+        model: str,
+        *,
+        max_depth: int = C.DEFAULT_MAX_DEPTH,
+        respect_availability: bool = True,
+    ) -> list[str]:
+        """Candidates for ``model``, in the order to try them. Unknown model: NoRouteError.
+        An empty list means every reachable candidate is unavailable."""
+        # The hot path of every request: one dict lookup and one C++ call, which maps ids
+        # to names by indexing the models tuple (cheaper than building ints to map here).
+        i = self._index.get(model)
+        if i is None:
+            raise NoRouteError(_did_you_mean("model", model, self.models))
+        return self._core.plan_names(i, max_depth, respect_availability, self.models)
+
+    def plans(
+        self, *, max_depth: int = C.DEFAULT_MAX_DEPTH, respect_availability: bool = False
+    ) -> dict[str, list[str]]:
+        """The plan of every model (computed with the GIL released)."""
+        names = self.models
+        rows = self._core.plans(max_depth, respect_availability)
+        return {m: [names[i] for i in row] for m, row in zip(names, rows)}
+
+    def cycles(self, *, limit: int = 1000) -> list[list[str]]:
+        """Every elementary cycle as a closed path (``['a', 'b', 'a']``), starting at its
+        earliest model in ``models`` order; sorted by model position; at most ``limit``
+        (the first ``limit`` of that order)."""
+        names = self.models
+        return [[names[i] for i in c] for c in self._core.cycles(limit)]
+
+    def terminals(self) -> list[str]:
+        """Models with an empty chain, in ``models`` order."""
+        names = self.models
+        return [names[i] for i in self._core.terminals()]
+
+    def longest_path(self) -> list[str]:
+        """The longest simple chain of fallbacks (exact when the graph has no cycles; with
+        cycles, the longest path once DFS back edges are dropped). Ties: earliest models."""
+        names = self.models
+        return [names[i] for i in self._core.longest_path()]
+
+    def set_model_available(self, model: str, available: bool) -> None:
+        self._core.set_model_available(self._id(model), bool(available))
+
+    def set_provider_available(self, provider: str, available: bool) -> None:
+        """Unknown provider: ValueError (it is a programming error, not a routing one)."""
+        p = self._provider_index.get(provider)
+        if p is None:
+            raise ValueError(_did_you_mean("provider", provider, self.providers))
+        self._core.set_provider_available(p, bool(available))
+
+    def is_available(self, model: str) -> bool:
+        """The model's own flag and its provider's flag are both up."""
+        return self._core.is_available(self._id(model))
+
+    def provider_of(self, model: str) -> str:
+        return self.providers[self._core.provider_of(self._id(model))]

@@ -1,0 +1,118 @@
+"""The route: what happened to one request, attempt by attempt.
+
+Every response carries its own ``Route`` (no "last route" global), so routes stay correct under
+concurrency. Messages stored here have already passed through ``redact`` — API keys never
+reach a route, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Attempt", "Outcome", "Route", "redact"]
+
+Outcome = Literal["ok", "error", "skipped"]
+
+# Shapes of common API keys (OpenAI "sk-...", bearer tokens); plus the literal values of the
+# environment variables the config names, registered by the providers that read them.
+_KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,})")
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Remember a secret so ``redact`` removes it wherever it appears."""
+    if len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERN.sub("***", text)
+
+
+def secret_from_env(name: str) -> str | None:
+    """Read an API key from the environment and register it for redaction."""
+    value = os.environ.get(name)
+    if value:
+        register_secret(value)
+    return value or None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One candidate's part in a route. ``tries`` counts calls made (1 + retries)."""
+
+    model: str
+    provider: str
+    kind: str
+    outcome: Outcome
+    tries: int = 0
+    error_type: str | None = None
+    error: str | None = None
+    status_code: int | None = None
+    ttfb_ms: float | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.tries - 1)
+
+    def describe(self) -> str:
+        head = f"{self.model} via {self.provider} ({self.kind}): {self.outcome}"
+        if self.error_type:
+            head += f" — {self.error_type}: {self.error}"
+        tail = f" [{self.duration_ms:.1f} ms"
+        if self.retries:
+            tail += f", {self.retries} retr{'y' if self.retries == 1 else 'ies'}"
+        return head + tail + "]"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "tries": self.tries,
+            "retries": self.retries,
+            "error_type": self.error_type,
+            "error": self.error,
+            "status_code": self.status_code,
+            "ttfb_ms": self.ttfb_ms,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass(frozen=True)
+class Route:
+    """The whole story of one request: the model asked for, each attempt, who answered."""
+
+    requested: str
+    attempts: tuple[Attempt, ...] = field(default_factory=tuple)
+    total_ms: float = 0.0
+
+    @property
+    def answered_by(self) -> Attempt | None:
+        for attempt in self.attempts:
+            if attempt.outcome == "ok":
+                return attempt
+        return None
+
+    @property
+    def ttfb_ms(self) -> float | None:
+        ok = self.answered_by
+        return ok.ttfb_ms if ok is not None else None
+
+    def as_dict(self) -> dict[str, Any]:
+        ok = self.answered_by
+        return {
+            "requested": self.requested,
+            "answered_by": ok.model if ok else None,
+            "provider": ok.provider if ok else None,
+            "total_ms": self.total_ms,
+            "attempts": [a.as_dict() for a in self.attempts],
+        }

@@ -1,0 +1,377 @@
+"""``Router`` and ``AsyncRouter``: the OpenAI-shaped surface over plans, attempts, providers.
+
+Owns: building providers from a config, warm standby of terminal in-process models, turning
+``chat.completions.create`` arguments into per-candidate requests, and lifecycle (``close``).
+Plans come from ``_plan`` (the C++ core); attempts from ``_attempt`` / ``_streaming``.
+``openai`` and ``llama_cpp`` are imported only when a router that uses them is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import (
+    TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence, Union, overload,
+)
+
+from . import _constants as C
+from ._attempt import Candidate, complete_async, complete_sync, context_window
+from ._config import Config
+from ._exceptions import NoRouteError
+from ._loader import load_config
+from ._plan import CompiledGraph
+from ._route import Route
+from ._streaming import AsyncStream, Stream
+from .providers._base import ChatRequest, HealthReport, Provider
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion
+
+__all__ = ["AsyncRouter", "Router"]
+
+log = logging.getLogger("routekit")
+
+ConfigSource = Union[Config, Mapping[str, Any], str, "os.PathLike[str]"]
+ProgressCallback = Callable[[str, float], None]
+Messages = Iterable[Mapping[str, Any]]
+Stop = Union[str, Sequence[str], None]
+
+
+def _to_config(config: ConfigSource) -> Config:
+    return config if isinstance(config, Config) else load_config(config)
+
+
+class _RouterCore:
+    """State shared by the sync and async routers. Thread-safe: providers are built once at
+    construction; the graph's availability flags are atomics in the core."""
+
+    def __init__(self, config: ConfigSource, *, warm: bool, progress: ProgressCallback | None
+                 ) -> None:
+        self.config = _to_config(config)
+        self.graph = CompiledGraph.from_config(self.config)
+        if self.graph.cycles(limit=1):
+            log.warning("config has fallback cycles; plans de-duplicate them (see routekit validate)")
+        self.providers: dict[str, Provider] = {}
+        self._closed = False
+        self._lock = threading.Lock()
+        self._build_providers()
+        self._model_cache: dict[str, tuple[str, str, Provider, Any, int | None]] = {}
+        for name, m in self.config.models.items():
+            p = self.config.providers[m.provider]
+            self._model_cache[name] = (
+                m.provider, p.kind, self.providers[m.provider], m,
+                context_window(m, p.in_process),
+            )
+        if warm:
+            self.warm(progress=progress)
+
+    def _build_providers(self) -> None:
+        cfg = self.config
+        used = {m.provider for m in cfg.models.values()}
+        for name in used:
+            pcfg = cfg.providers[name]
+            if pcfg.in_process:
+                from .providers.llama_cpp import LlamaCppProvider
+
+                models = {n: m for n, m in cfg.models.items() if m.provider == name}
+                self.providers[name] = LlamaCppProvider(name, pcfg, models)
+            else:
+                from .providers.openai_compat import OpenAICompatProvider
+
+                self.providers[name] = OpenAICompatProvider(
+                    name, pcfg, default_timeout=cfg.routing.timeout
+                )
+
+    def warm_models(self) -> list[str]:
+        """In-process models loaded at start: chain terminals (a cold load on the failover
+        path would ruin its TTFB) and any model with ``warm: true``; ``warm: false`` opts out."""
+        out = []
+        terminals = set(self.graph.terminals())
+        for name, m in self.config.models.items():
+            if not self.config.providers[m.provider].in_process:
+                continue
+            if m.warm or (m.warm is None and name in terminals):
+                out.append(name)
+        return out
+
+    def warm(self, *, progress: ProgressCallback | None = None) -> None:
+        for name in self.warm_models():
+            provider = self.providers[self.config.models[name].provider]
+            try:
+                provider.warm(name, progress=progress)  # type: ignore[attr-defined]
+            except Exception as exc:  # keep routing: the attempt will report it in the route
+                log.warning("could not warm in-process model %r: %s", name, exc)
+
+    def candidates(self, model: str, messages: Messages, params: dict[str, Any],
+                   extra_body: dict[str, Any] | None) -> list[Candidate]:
+        plan = self.graph.plan(model, max_depth=self.config.routing.max_depth)
+        if not plan:
+            raise NoRouteError(
+                f"every candidate for model {model!r} is marked unavailable"
+            )
+        msgs = [m if type(m) is dict else dict(m) for m in messages]
+        user = {k: v for k, v in params.items() if v is not None}
+        out = []
+        for name in plan:
+            prov_name, kind, provider, mcfg, window = self._model_cache[name]
+            merged = {**mcfg.defaults, **user} if mcfg.defaults else user
+            request = ChatRequest(name, mcfg.model_id or name, msgs, merged, extra_body)
+            timeout = self.config.providers[prov_name].timeout or self.config.routing.timeout
+            out.append(Candidate(name, prov_name, kind, provider, request, timeout, window))
+        return out
+
+    def deadline(self, timeout: float | None) -> float:
+        if timeout is not None:
+            return float(timeout)
+        r = self.config.routing
+        return r.deadline if r.deadline is not None else r.timeout.total
+
+    def health(self, timeout: float) -> list[HealthReport]:
+        return [p.health(timeout) for p in self.providers.values()]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for p in self.providers.values():
+            try:
+                p.close()
+            except Exception as exc:  # closing must release everything it can
+                log.warning("error closing provider %r: %s", p.name, exc)
+
+
+def _wrap(completion: ChatCompletion, route: Route) -> ChatCompletion:
+    from ._results import with_route
+
+    return with_route(completion, route)
+
+
+class _Completions:
+    def __init__(self, core: _RouterCore) -> None:
+        self._core = core
+
+    @overload
+    def create(
+        self, *, model: str, messages: Messages, stream: Literal[False] = False,
+        temperature: float | None = None, top_p: float | None = None,
+        max_tokens: int | None = None, max_completion_tokens: int | None = None,
+        stop: Stop = None, seed: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, frequency_penalty: float | None = None,
+        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
+        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None, user: str | None = None,
+        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> ChatCompletion: ...
+
+    @overload
+    def create(
+        self, *, model: str, messages: Messages, stream: Literal[True],
+        temperature: float | None = None, top_p: float | None = None,
+        max_tokens: int | None = None, max_completion_tokens: int | None = None,
+        stop: Stop = None, seed: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, frequency_penalty: float | None = None,
+        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
+        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None, user: str | None = None,
+        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> Stream: ...
+
+    def create(
+        self, *, model: str, messages: Messages, stream: bool = False,
+        temperature: float | None = None, top_p: float | None = None,
+        max_tokens: int | None = None, max_completion_tokens: int | None = None,
+        stop: Stop = None, seed: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, frequency_penalty: float | None = None,
+        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
+        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None, user: str | None = None,
+        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> ChatCompletion | Stream:
+        """Same arguments as ``openai.OpenAI().chat.completions.create``; routed."""
+        params = dict(
+            temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+            max_completion_tokens=max_completion_tokens, stop=stop, seed=seed, n=n,
+            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+            logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs,
+            response_format=response_format, tools=tools, tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls, user=user,
+            stream_options=stream_options,
+        )
+        core = self._core
+        cands = core.candidates(model, messages, params, extra_body)
+        if stream:
+            return Stream(core.config, model, cands, core.deadline(timeout))
+        return complete_sync(core.config, model, cands, core.deadline(timeout), _wrap)
+
+
+class _AsyncCompletions:
+    def __init__(self, core: _RouterCore) -> None:
+        self._core = core
+
+    @overload
+    async def create(
+        self, *, model: str, messages: Messages, stream: Literal[False] = False,
+        temperature: float | None = None, top_p: float | None = None,
+        max_tokens: int | None = None, max_completion_tokens: int | None = None,
+        stop: Stop = None, seed: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, frequency_penalty: float | None = None,
+        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
+        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None, user: str | None = None,
+        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def create(
+        self, *, model: str, messages: Messages, stream: Literal[True],
+        temperature: float | None = None, top_p: float | None = None,
+        max_tokens: int | None = None, max_completion_tokens: int | None = None,
+        stop: Stop = None, seed: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, frequency_penalty: float | None = None,
+        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
+        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None, user: str | None = None,
+        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> AsyncStream: ...
+
+    async def create(
+        self, *, model: str, messages: Messages, stream: bool = False,
+        temperature: float | None = None, top_p: float | None = None,
+        max_tokens: int | None = None, max_completion_tokens: int | None = None,
+        stop: Stop = None, seed: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, frequency_penalty: float | None = None,
+        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
+        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None, user: str | None = None,
+        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> ChatCompletion | AsyncStream:
+        """Same arguments as ``openai.AsyncOpenAI().chat.completions.create``; routed."""
+        params = dict(
+            temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+            max_completion_tokens=max_completion_tokens, stop=stop, seed=seed, n=n,
+            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+            logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs,
+            response_format=response_format, tools=tools, tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls, user=user,
+            stream_options=stream_options,
+        )
+        core = self._core
+        cands = core.candidates(model, messages, params, extra_body)
+        if stream:
+            return await AsyncStream(core.config, model, cands, core.deadline(timeout))._prime()
+        return await complete_async(core.config, model, cands, core.deadline(timeout), _wrap)
+
+
+class _Chat:
+    def __init__(self, completions: Any) -> None:
+        self.completions = completions
+
+
+class _RouterBase:
+    _core: _RouterCore
+
+    @property
+    def config(self) -> Config:
+        return self._core.config
+
+    @property
+    def graph(self) -> CompiledGraph:
+        return self._core.graph
+
+    def plan(self, model: str) -> list[str]:
+        """The candidates a request for ``model`` would try now, in order."""
+        return self._core.graph.plan(model, max_depth=self._core.config.routing.max_depth)
+
+    def health(self, *, timeout: float = 1.0) -> list[HealthReport]:
+        return self._core.health(timeout)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(models={len(self.config.models)}, "
+                f"providers={sorted(self.config.providers)})")
+
+
+class Router(_RouterBase):
+    """Routes OpenAI-shaped chat requests through fallback chains.
+
+    ``router.chat.completions.create(...)`` takes the openai client's arguments and returns
+    the openai types, each carrying ``.route``. Thread-safe: share one router between threads.
+    Use as a context manager, or call ``close()`` to release models and HTTP clients.
+    """
+
+    def __init__(self, config: ConfigSource, *, warm: bool = True,
+                 progress: ProgressCallback | None = None) -> None:
+        self._core = _RouterCore(config, warm=warm, progress=progress)
+        self.chat = _Chat(_Completions(self._core))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,
+                  progress: ProgressCallback | None = None) -> Router:
+        return cls(load_config(path), warm=warm, progress=progress)
+
+    @classmethod
+    def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None) -> Router:
+        """Ollama → vLLM → in-process gemma3-270m, or ``$ROUTEKIT_CONFIG`` when set."""
+        from ._default import default_config_source
+
+        return cls(default_config_source(), warm=warm, progress=progress)
+
+    def close(self) -> None:
+        self._core.close()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncRouter(_RouterBase):
+    """Async twin of ``Router``: ``await router.chat.completions.create(...)``.
+
+    Safe to share between tasks of one event loop (and between threads).
+    """
+
+    def __init__(self, config: ConfigSource, *, warm: bool = True,
+                 progress: ProgressCallback | None = None) -> None:
+        self._core = _RouterCore(config, warm=warm, progress=progress)
+        self.chat = _Chat(_AsyncCompletions(self._core))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,
+                  progress: ProgressCallback | None = None) -> AsyncRouter:
+        return cls(load_config(path), warm=warm, progress=progress)
+
+    @classmethod
+    def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None
+                ) -> AsyncRouter:
+        from ._default import default_config_source
+
+        return cls(default_config_source(), warm=warm, progress=progress)
+
+    async def aclose(self) -> None:
+        for p in self._core.providers.values():
+            await p.aclose()
+        self._core.close()
+
+    async def close(self) -> None:
+        await self.aclose()
+
+    async def __aenter__(self) -> AsyncRouter:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

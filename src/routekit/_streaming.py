@@ -1,0 +1,261 @@
+"""Streaming through a plan: fallback before the first token, then committed.
+
+Owns ``Stream`` / ``AsyncStream`` (iterators *and* context managers that close the provider's
+stream in ``finally``) and the streaming attempt loop. Before the first chunk arrives, a
+failure moves on to the next candidate exactly as a non-streaming call does; after it, the
+answer is committed to that candidate and a failure raises ``StreamInterrupted`` carrying the
+partial text and the route. ``create(stream=True)`` returns once the first chunk is ready, so
+``AllCandidatesFailed`` is raised by ``create`` itself, like the openai client's errors.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, AsyncIterator, Iterator
+
+from ._attempt import Candidate, RouteRecorder, attempt_deadline, estimate_tokens, precheck
+from ._config import Config
+from ._exceptions import MissingAPIKey, ProviderError, StreamInterrupted
+from ._retry import CandidateRetry
+from ._route import Route
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionChunk
+
+__all__ = ["AsyncStream", "Stream"]
+
+_now = time.perf_counter
+
+
+def _chunk_text(chunk: ChatCompletionChunk) -> str:
+    if chunk.choices:
+        delta = chunk.choices[0].delta
+        if delta is not None and delta.content:
+            return delta.content
+    return ""
+
+
+class Stream:
+    """Chunks of one routed streaming answer. Iterate it, or use it as a context manager.
+
+    ``route`` is complete once the stream has ended or been closed. Not thread-safe: one
+    consumer.
+    """
+
+    def __init__(self, config: Config, requested: str, candidates: list[Candidate],
+                 deadline_s: float) -> None:
+        self._rec = RouteRecorder(requested)
+        self._gen = self._run(config, candidates, deadline_s)
+        # Prime: fail over until a first chunk exists, so create() raises routing errors.
+        self._first: ChatCompletionChunk | None = next(self._gen)
+
+    @property
+    def route(self) -> Route:
+        return self._rec.build()
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._first = None
+        self._gen.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def text(self) -> str:
+        """Consume the rest of the stream and return its text."""
+        return "".join(_chunk_text(c) for c in self)
+
+    def _run(self, config: Config, candidates: list[Candidate], deadline_s: float
+             ) -> Iterator[ChatCompletionChunk]:
+        rec = self._rec
+        deadline_at = _now() + deadline_s
+        prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
+        last = len(candidates) - 1
+        for i, cand in enumerate(candidates):
+            reason = precheck(cand, prompt_tokens)
+            if reason is not None:
+                rec.skip(cand, reason, "ContextLengthExceeded")
+                continue
+            if _now() >= deadline_at:
+                rec.skip(cand, f"request deadline of {deadline_s:g} s passed", "RequestTimeout")
+                continue
+            policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
+            started = _now()
+            tries = 0
+            try:
+                for attempt in policy.retrying():
+                    with attempt:
+                        tries += 1
+                        it = cand.provider.stream(cand.request, attempt_deadline(cand, deadline_at))
+                        try:
+                            first = next(it)
+                        except StopIteration:
+                            raise StreamInterrupted(
+                                "stream ended before its first chunk",
+                                provider=cand.provider_name, model=cand.model,
+                            ) from None
+                        except BaseException:
+                            _close(it)
+                            raise
+            except MissingAPIKey as exc:
+                rec.skip(cand, str(exc), type(exc).__name__)
+                continue
+            except ProviderError as exc:
+                rec.fail(cand, tries, started, exc)
+                if exc.fatal:
+                    raise rec.raise_with_route(exc) from None
+                continue
+            ttfb = _now()
+            parts: list[str] = []
+            failed = False
+            try:
+                parts.append(_chunk_text(first))
+                yield first
+                for chunk in it:
+                    parts.append(_chunk_text(chunk))
+                    yield chunk
+            except ProviderError as exc:
+                failed = True
+                rec.fail(cand, tries, started, exc, ttfb)
+                err = StreamInterrupted(
+                    f"stream from {cand.model} via {cand.provider_name} broke after the first "
+                    f"token ({type(exc).__name__}: {exc})",
+                    provider=cand.provider_name, model=cand.model, partial="".join(parts),
+                )
+                raise rec.raise_with_route(err) from exc
+            finally:
+                _close(it)
+                if not failed:  # normal end, or the caller closed early: the answer was served
+                    rec.ok(cand, tries, started, ttfb)
+            return
+        raise rec.all_failed()
+
+
+def _close(it: Iterator[ChatCompletionChunk]) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+class AsyncStream:
+    """Async twin of ``Stream``: ``async for`` it, or ``async with`` it."""
+
+    def __init__(self, config: Config, requested: str, candidates: list[Candidate],
+                 deadline_s: float) -> None:
+        self._rec = RouteRecorder(requested)
+        self._gen = self._run(config, candidates, deadline_s)
+        self._first: ChatCompletionChunk | None = None
+
+    async def _prime(self) -> AsyncStream:
+        self._first = await self._gen.__anext__()
+        return self
+
+    @property
+    def route(self) -> Route:
+        return self._rec.build()
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        return await self._gen.__anext__()
+
+    async def close(self) -> None:
+        self._first = None
+        await self._gen.aclose()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def text(self) -> str:
+        return "".join([_chunk_text(c) async for c in self])
+
+    async def _run(self, config: Config, candidates: list[Candidate], deadline_s: float
+                   ) -> AsyncIterator[ChatCompletionChunk]:
+        rec = self._rec
+        deadline_at = _now() + deadline_s
+        prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
+        last = len(candidates) - 1
+        for i, cand in enumerate(candidates):
+            reason = precheck(cand, prompt_tokens)
+            if reason is not None:
+                rec.skip(cand, reason, "ContextLengthExceeded")
+                continue
+            if _now() >= deadline_at:
+                rec.skip(cand, f"request deadline of {deadline_s:g} s passed", "RequestTimeout")
+                continue
+            policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
+            started = _now()
+            tries = 0
+            try:
+                async for attempt in policy.async_retrying():
+                    with attempt:
+                        tries += 1
+                        ait = cand.provider.astream(cand.request, attempt_deadline(cand, deadline_at))
+                        try:
+                            first = await ait.__anext__()
+                        except StopAsyncIteration:
+                            raise StreamInterrupted(
+                                "stream ended before its first chunk",
+                                provider=cand.provider_name, model=cand.model,
+                            ) from None
+                        except BaseException:
+                            await _aclose(ait)
+                            raise
+            except MissingAPIKey as exc:
+                rec.skip(cand, str(exc), type(exc).__name__)
+                continue
+            except ProviderError as exc:
+                rec.fail(cand, tries, started, exc)
+                if exc.fatal:
+                    raise rec.raise_with_route(exc) from None
+                continue
+            ttfb = _now()
+            parts: list[str] = []
+            failed = False
+            try:
+                parts.append(_chunk_text(first))
+                yield first
+                async for chunk in ait:
+                    parts.append(_chunk_text(chunk))
+                    yield chunk
+            except ProviderError as exc:
+                failed = True
+                rec.fail(cand, tries, started, exc, ttfb)
+                err = StreamInterrupted(
+                    f"stream from {cand.model} via {cand.provider_name} broke after the first "
+                    f"token ({type(exc).__name__}: {exc})",
+                    provider=cand.provider_name, model=cand.model, partial="".join(parts),
+                )
+                raise rec.raise_with_route(err) from exc
+            finally:
+                await _aclose(ait)
+                if not failed:
+                    rec.ok(cand, tries, started, ttfb)
+            return
+        raise rec.all_failed()
+
+
+async def _aclose(ait: AsyncIterator[ChatCompletionChunk]) -> None:
+    aclose = getattr(ait, "aclose", None)
+    if aclose is not None:
+        await aclose()

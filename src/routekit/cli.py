@@ -1,0 +1,289 @@
+"""The ``routekit`` command: validate, chat, plan, health.
+
+The CLI prints; the library never does. Every routekit error becomes a short message and a
+non-zero exit, never a traceback (``ROUTEKIT_DEBUG=1`` shows one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from ._exceptions import ConfigError, RouteKitError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="routekit", description="Route LLM requests through "
+                                "fallback chains that end inside your own process.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a config: cycles, terminals, availability")
+    v.add_argument("config")
+    v.add_argument("--json", action="store_true", help="machine-readable output")
+    v.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+
+    c = sub.add_parser("chat", help="send one prompt through a fallback chain")
+    c.add_argument("prompt")
+    c.add_argument("--config", help="config file (default: $ROUTEKIT_CONFIG or built-in)")
+    c.add_argument("--model", help="entry model (default: routing.default_model)")
+    c.add_argument("--stream", action="store_true")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--max-tokens", type=int, default=64)
+    c.add_argument("--temperature", type=float, default=None)
+    c.add_argument("--system", help="system message")
+
+    pl = sub.add_parser("plan", help="print the candidates a model would try, in order")
+    pl.add_argument("model", nargs="?")
+    pl.add_argument("--config")
+    pl.add_argument("--json", action="store_true")
+
+    h = sub.add_parser("health", help="probe every provider of a config")
+    h.add_argument("--config")
+    h.add_argument("--timeout", type=float, default=1.0)
+    h.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Console()
+    err = Console(stderr=True)
+    try:
+        if args.command == "validate":
+            return _validate(args, out)
+        if args.command == "chat":
+            return _chat(args, out, err)
+        if args.command == "plan":
+            return _plan(args, out)
+        if args.command == "health":
+            return _health(args, out)
+    except ConfigError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "errors": [i.as_dict() for i in exc.issues]}, indent=2))
+        else:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        return EXIT_FAIL
+    except RouteKitError as exc:
+        if os.environ.get("ROUTEKIT_DEBUG"):
+            raise
+        route = getattr(exc, "route", None)
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc),
+                              "route": route.as_dict() if route else None}, indent=2))
+        else:
+            err.print(f"[bold red]{type(exc).__name__}:[/] ", end="")
+            err.print(str(exc), markup=False, highlight=False)
+            if route is not None and not str(exc).startswith("all "):
+                _print_route(route, err)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def _load(path: str | None) -> Any:
+    from ._default import default_config_source
+    from ._loader import load_config
+
+    return load_config(path or default_config_source())
+
+
+# ---------------------------------------------------------------- validate
+
+def _validate(args: argparse.Namespace, out: Console) -> int:
+    from ._analysis import analyze
+    from ._loader import load_config
+
+    t0 = time.perf_counter()
+    config = load_config(args.config)
+    report = analyze(config)
+    elapsed = (time.perf_counter() - t0) * 1000
+    failed = bool(report.errors) or (args.strict and bool(report.warnings))
+    if args.json:
+        data = report.as_dict()
+        data["ok"] = not failed
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return EXIT_FAIL if failed else EXIT_OK
+
+    f = report
+    summary = Table(title=f"routekit validate {args.config}", show_header=False)
+    summary.add_row("models", str(f.models))
+    summary.add_row("providers", str(f.providers))
+    summary.add_row("fallback edges", str(f.edges))
+    summary.add_row("terminals", ", ".join(f.terminals) or "—")
+    summary.add_row("longest path", f"{max(0, len(f.longest_path) - 1)} hops: "
+                    + " → ".join(f.longest_path))
+    summary.add_row("provider diversity by position",
+                    " ".join(f"[{i}]={n}" for i, n in enumerate(f.diversity)))
+    summary.add_row("terminal-provider entropy", f"{f.entropy_bits:.3f} bits")
+    out.print(summary)
+
+    entries = Table(title="entry models")
+    for col in ("model", "plan", "ends on", "availability"):
+        entries.add_column(col)
+    shown = list(f.plans.items())
+    for entry, plan in shown[:40]:
+        entries.add_row(entry, " → ".join(plan), f.terminal_provider[entry],
+                        _nines(f.availability[entry]))
+    out.print(entries)
+    if len(shown) > 40:
+        out.print(f"... and {len(shown) - 40} more entry models (use --json)")
+
+    for finding in f.findings:
+        style = {"error": "bold red", "warning": "yellow", "note": "cyan"}[finding.level]
+        out.print(f"[{style}]{finding.level}[/] [{finding.code}] ", end="")
+        out.print(finding.message, markup=False, highlight=False)
+    verdict = "[bold red]invalid[/]" if failed else "[bold green]ok[/]"
+    out.print(f"{verdict}: {len(f.errors)} error(s), {len(f.warnings)} warning(s) "
+              f"in {elapsed:.0f} ms")
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def _nines(a: float) -> str:
+    return f"{a:.7f}".rstrip("0").rstrip(".") if a < 1 else "1"
+
+
+# ---------------------------------------------------------------- chat
+
+def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from ._router import Router
+
+    config = _load(args.config)
+    model = args.model or config.routing.default_model
+    if model is None:
+        err.print("[bold red]error:[/] no --model given and the config has no "
+                  "routing.default_model")
+        return EXIT_USAGE
+    messages: list[dict[str, Any]] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": args.prompt})
+
+    with _progress(err, quiet=args.json) as progress:
+        router = Router(config, progress=progress)
+    with router:
+        if args.stream:
+            stream = router.chat.completions.create(
+                model=model, messages=messages, stream=True, max_tokens=args.max_tokens,
+                temperature=args.temperature,
+            )
+            parts = []
+            with stream:
+                for chunk in stream:
+                    text = chunk.choices[0].delta.content if chunk.choices else None
+                    if text:
+                        parts.append(text)
+                        if not args.json:
+                            out.print(text, end="", markup=False, highlight=False)
+            if not args.json:
+                out.print()
+            content, route = "".join(parts), stream.route
+        else:
+            reply = router.chat.completions.create(
+                model=model, messages=messages, max_tokens=args.max_tokens,
+                temperature=args.temperature,
+            )
+            content = reply.choices[0].message.content or ""
+            route = reply.route  # type: ignore[attr-defined]
+            if not args.json:
+                out.print(content, markup=False, highlight=False)
+    if args.json:
+        print(json.dumps({"ok": True, "content": content, "route": route.as_dict()},
+                         indent=2, ensure_ascii=False))
+    else:
+        _print_route(route, err)
+    return EXIT_OK
+
+
+def _print_route(route: Any, console: Console) -> None:
+    table = Table(title=f"route for {route.requested!r} ({route.total_ms:.1f} ms)")
+    for col in ("#", "model", "provider", "outcome", "tries", "ttfb ms", "ms", "why"):
+        table.add_column(col)
+    for i, a in enumerate(route.attempts, 1):
+        style = {"ok": "green", "error": "red", "skipped": "yellow"}[a.outcome]
+        why = f"{a.error_type}: {a.error}" if a.error_type else ""
+        table.add_row(str(i), a.model, f"{a.provider} ({a.kind})", f"[{style}]{a.outcome}[/]",
+                      str(a.tries), "" if a.ttfb_ms is None else f"{a.ttfb_ms:.1f}",
+                      f"{a.duration_ms:.1f}", why)
+    console.print(table)
+
+
+class _progress:
+    """A rich progress bar for first-run model assembly; silent when nothing is slow."""
+
+    def __init__(self, console: Console, *, quiet: bool) -> None:
+        self._console = console
+        self._quiet = quiet
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Any:
+        return None if self._quiet else self
+
+    def __call__(self, phase: str, fraction: float) -> None:
+        if self._bar is None:
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"),
+                                 console=self._console, transient=True)
+            self._bar.start()
+        if phase not in self._tasks:
+            self._tasks[phase] = self._bar.add_task(phase, total=1.0)
+        self._bar.update(self._tasks[phase], completed=max(0.0, min(1.0, fraction)))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# ---------------------------------------------------------------- plan / health
+
+def _plan(args: argparse.Namespace, out: Console) -> int:
+    from ._plan import CompiledGraph
+
+    config = _load(args.config)
+    graph = CompiledGraph.from_config(config)
+    models = [args.model] if args.model else list(config.models)
+    plans = {m: graph.plan(m, max_depth=config.routing.max_depth) for m in models}
+    if args.json:
+        print(json.dumps(plans, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    for m, plan in plans.items():
+        out.print(f"{m}: " + " → ".join(
+            f"{c} ({config.models[c].provider})" for c in plan), markup=False, highlight=False)
+    return EXIT_OK
+
+
+def _health(args: argparse.Namespace, out: Console) -> int:
+    from ._router import Router
+
+    config = _load(args.config)
+    with Router(config, warm=False) as router:
+        reports = router.health(timeout=args.timeout)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in reports], indent=2))
+    else:
+        table = Table(title="provider health")
+        for col in ("provider", "ok", "ms", "detail"):
+            table.add_column(col)
+        for r in reports:
+            table.add_row(r.provider, "[green]yes[/]" if r.ok else "[red]no[/]",
+                          f"{r.latency_ms:.1f}", r.detail)
+        out.print(table)
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAIL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

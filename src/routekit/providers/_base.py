@@ -1,0 +1,74 @@
+"""The provider protocol: one small interface every backend implements, sync and async.
+
+A provider serves *one* configured provider (one HTTP client, or one in-process model per
+model name). It translates every third-party error into routekit's error tree, once, here at
+the boundary (``raise ... from exc``). It never retries: the attempt loop owns retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat request, as handed to a provider.
+
+    ``model`` is the routekit model name (for routes and errors); ``model_id`` is the id the
+    provider knows it by. ``params`` holds the other ``chat.completions.create`` arguments
+    (temperature, max_tokens, stop, ...) already merged with the model's defaults; ``None``
+    values are absent. ``extra_body`` is passed through untouched to HTTP providers.
+    """
+
+    model: str
+    model_id: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    extra_body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Timeouts for one attempt, in seconds. ``total`` is what is left of the request's budget."""
+
+    connect: float
+    read: float
+    total: float
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the attempt loop needs from a backend. Implementations state their thread safety."""
+
+    name: str
+    kind: str
+
+    def complete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion: ...
+
+    def stream(self, request: ChatRequest, deadline: Deadline) -> Iterator[ChatCompletionChunk]:
+        """A generator of chunks; closing it early releases the connection / model."""
+        ...
+
+    async def acomplete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion: ...
+
+    def astream(
+        self, request: ChatRequest, deadline: Deadline
+    ) -> AsyncIterator[ChatCompletionChunk]: ...
+
+    def health(self, timeout: float = 1.0) -> HealthReport: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    provider: str
+    ok: bool
+    detail: str
+    latency_ms: float

@@ -1,0 +1,284 @@
+"""Bad input to the loader: broken files, broken YAML, YAML bombs, duplicate keys, wrong
+source types. Every failure must be one ConfigError with a readable issue, never a raw
+yaml / pydantic / OS exception."""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from routekit._config import Config
+from routekit._constants import MAX_YAML_EXPANDED_NODES
+from routekit._exceptions import ConfigError, ConfigIssue
+from routekit._loader import load_config, load_config_text
+
+GOOD = "fallback_chains:\n  a: {chain: [b]}\n  b: {chain: []}\n"
+
+
+def only_issue(source: object) -> tuple[ConfigIssue, ConfigError]:
+    with pytest.raises(ConfigError) as info:
+        if isinstance(source, str) and not os.path.exists(source) and "\n" in source:
+            load_config_text(source)
+        else:
+            load_config(source)  # type: ignore[arg-type]
+    assert len(info.value.issues) == 1, info.value.issues
+    return info.value.issues[0], info.value
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    issue, err = only_issue(tmp_path / "nope.yaml")
+    assert "no such file" in issue.message and "nope.yaml" in issue.message
+    assert err.source == str(tmp_path / "nope.yaml")
+
+
+def test_directory(tmp_path: Path) -> None:
+    issue, _ = only_issue(tmp_path)
+    assert issue.message.endswith("is a directory, expected a YAML file")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_bytes(b"")
+    issue, _ = only_issue(path)
+    assert "empty" in issue.message
+    path.write_text("# nothing but a comment\n\n")
+    issue, _ = only_issue(path)
+    assert "empty" in issue.message
+
+
+def test_non_utf8_file_names_offset_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"fallback_chains:\n  caf\xe9: {chain: []}\n")
+    issue, _ = only_issue(path)
+    assert issue.line == 2
+    assert "UTF-8" in issue.message and "offset 22" in issue.message and "0xe9" in issue.message
+
+
+def test_utf16_file(tmp_path: Path) -> None:
+    path = tmp_path / "u16.yaml"
+    path.write_bytes(GOOD.encode("utf-16"))
+    issue, _ = only_issue(path)
+    assert "UTF-16" in issue.message
+
+
+def test_utf8_bom_and_non_ascii_names_load(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + "fallback_chains:\n  café: {chain: []}\n".encode())
+    config = load_config(path)
+    assert list(config.models) == ["café"]
+
+
+def test_path_types(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(GOOD)
+    assert load_config(str(path)) == load_config(path)
+    with pytest.raises(TypeError):
+        load_config(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        load_config(42)  # type: ignore[arg-type]
+
+
+def test_yaml_text_passed_as_a_path_is_explained() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(GOOD)
+    assert "looks like YAML text" in str(info.value)
+
+
+# --- broken YAML ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("fallback_chains:\n  a: {chain: [b\n  b: {chain: []}\n", 3),
+        ("fallback_chains:\n  a: {chain: []}\n   b: x: y\n", 3),
+        ("providers:\n\tp: {kind: ollama}\n", 2),
+        ("fallback_chains:\n  a: {chain: []}\n---\nmodels: {}\n", 3),
+        ('fallback_chains:\n  "a: {chain: []}\n', 3),
+    ],
+)
+def test_malformed_yaml_names_line_and_problem(text: str, line: int) -> None:
+    issue, err = only_issue(text)
+    assert issue.line == line
+    assert issue.message.startswith("invalid YAML")
+    assert "column" in issue.message
+    assert err.__cause__ is None and err.__context__ is None
+
+
+def test_control_character() -> None:
+    issue, _ = only_issue("fallback_chains:\n  a: {chain: []}\n  b\x07: {chain: []}\n")
+    assert issue.line == 3 and "U+0007" in issue.message
+
+
+def test_python_tags_are_not_constructed() -> None:
+    issue, _ = only_issue("fallback_chains:\n  a: !!python/object/apply:os.system [echo hi]\n")
+    assert issue.line == 2 and "constructor" in issue.message
+
+
+def test_list_at_top_level() -> None:
+    issue, _ = only_issue("- fallback_chains\n- a\n")
+    assert issue.message == "the top level must be a mapping of sections, got a list"
+    assert issue.line == 1
+
+
+def test_scalar_at_top_level() -> None:
+    issue, _ = only_issue("just some words\nand more\n")
+    assert "must be a mapping" in issue.message
+
+
+def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    issue, _ = only_issue("fallback_chains:\n  a: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    assert issue.message.startswith(("invalid YAML", "YAML nests too deeply"))
+
+
+# --- duplicate keys ------------------------------------------------------------------------
+
+
+def test_duplicate_keys_name_both_lines() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(
+            "providers:\n"
+            "  ollama: {kind: ollama}\n"
+            "  vllm: {kind: vllm}\n"
+            "  ollama: {kind: vllm}\n"
+            "models:\n"
+            "  a: {provider: ollama, model_id: x, model_id: y}\n"
+        )
+    issues = info.value.issues
+    assert [(i.path, i.line) for i in issues] == [
+        ('providers["ollama"]', 4), ('models["a"].model_id', 6)
+    ]
+    assert issues[0].message == "duplicate key 'ollama'; first written on line 2"
+    assert str(issues[0]) == (
+        'providers["ollama"]: duplicate key \'ollama\' (line 4); first written on line 2'
+    )
+
+
+def test_duplicate_top_level_section() -> None:
+    issue, _ = only_issue("fallback_chains:\n  a: {chain: []}\nfallback_chains:\n  b: {chain: []}\n")
+    assert (issue.path, issue.line) == ("fallback_chains", 3)
+
+
+def test_merge_keys_are_not_duplicates() -> None:
+    config = load_config_text(
+        "providers:\n"
+        "  base: &base {kind: ollama, availability: 0.9}\n"
+        "  other: {<<: *base, availability: 0.5}\n"
+        "models:\n"
+        "  a: {provider: other}\n"
+    )
+    assert config.providers["other"].kind == "ollama"
+    assert config.providers["other"].availability == 0.5
+
+
+# --- YAML bombs ----------------------------------------------------------------------------
+
+
+def billion_laughs(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_is_refused_quickly_and_small(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(billion_laughs(9))
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    (issue,) = info.value.issues
+    assert issue.message == (
+        f"YAML aliases expand to more than {MAX_YAML_EXPANDED_NODES} nodes (a YAML bomb?)"
+    )
+    assert elapsed < 2.0
+    assert peak < 20 * 1024 * 1024
+
+
+def test_recursive_alias_is_refused() -> None:
+    issue, _ = only_issue("fallback_chains:\n  a: &x {chain: [*x]}\n")
+    assert "recursive" in issue.message and issue.line == 2
+
+
+def test_modest_aliases_are_fine() -> None:
+    config = load_config_text(
+        "routing:\n"
+        "  timeout: &t {connect: 1.5, read: 30, total: 60}\n"
+        "providers:\n"
+        "  p: {kind: ollama, timeout: *t}\n"
+        "fallback_chains:\n"
+        "  a: {chain: []}\n"
+    )
+    assert config.providers["p"].timeout == config.routing.timeout
+
+
+# --- never anything but ConfigError --------------------------------------------------------
+
+_yaml_ish = st.lists(
+    st.sampled_from(list("abk: -[]{},&*!\n\"'#|>\t0.9") + ["chain", "fallback_chains",
+                                                           "providers", "models", "kind"]),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_yaml_ish)
+def test_arbitrary_text_gives_config_or_config_error(text: str) -> None:
+    try:
+        result = load_config_text(text)
+    except ConfigError as exc:
+        assert exc.issues and all(isinstance(i, ConfigIssue) for i in exc.issues)
+        assert all(i.line is None or i.line >= 1 for i in exc.issues)
+    else:
+        assert isinstance(result, Config)
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False),
+                     st.sampled_from(["", "a", "b", "ollama", "llama_cpp", "openai", "x y"]))
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.sampled_from(["a", "b", "kind", "chain", "provider",
+                                                             "package", "tier", "api_key_env"]),
+                                            inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["providers", "models", "fallback_chains", "routing",
+                                        "version", "extra"]), _values, max_size=4))
+def test_arbitrary_mappings_give_config_or_config_error(data: dict[str, object]) -> None:
+    from_mapping: Config | ConfigError
+    try:
+        from_mapping = load_config(data)
+    except ConfigError as exc:
+        assert exc.issues and all(i.line is None for i in exc.issues)
+        from_mapping = exc
+    # The same data written as YAML gets the same verdict and the same paths, now with lines.
+    try:
+        from_yaml: Config | ConfigError = load_config_text(yaml.safe_dump(data))
+    except ConfigError as exc:
+        from_yaml = exc
+    if isinstance(from_mapping, ConfigError):
+        assert isinstance(from_yaml, ConfigError)
+        assert sorted(i.path for i in from_yaml.issues) == sorted(i.path for i in from_mapping.issues)
+        assert all(i.line is not None for i in from_yaml.issues if i.path)
+    else:
+        assert from_yaml == from_mapping
