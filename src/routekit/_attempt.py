@@ -159,21 +159,20 @@ def complete_sync(
             continue
         policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
         started = _now()
-        tries = 0
+        provider, request = cand.provider, cand.request
         try:
-            for attempt in policy.retrying():
-                with attempt:
-                    tries += 1
-                    result = cand.provider.complete(cand.request, attempt_deadline(cand, deadline_at))
+            result = policy.run(
+                lambda: provider.complete(request, attempt_deadline(cand, deadline_at))
+            )
         except MissingAPIKey as exc:
             rec.skip(cand, str(exc), type(exc).__name__)
             continue
         except ProviderError as exc:
-            rec.fail(cand, tries, started, exc)
+            rec.fail(cand, policy.tries, started, exc)
             if exc.fatal:
                 raise rec.raise_with_route(exc) from None
             continue
-        rec.ok(cand, tries, started, None)
+        rec.ok(cand, policy.tries, started, None)
         return wrap(result, rec.build())
     raise rec.all_failed()
 
@@ -199,22 +198,19 @@ async def complete_async(
             continue
         policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
         started = _now()
-        tries = 0
+        provider, request = cand.provider, cand.request
         try:
-            async for attempt in policy.async_retrying():
-                with attempt:
-                    tries += 1
-                    result = await cand.provider.acomplete(
-                        cand.request, attempt_deadline(cand, deadline_at)
-                    )
+            result = await policy.arun(
+                lambda: provider.acomplete(request, attempt_deadline(cand, deadline_at))
+            )
         except MissingAPIKey as exc:
             rec.skip(cand, str(exc), type(exc).__name__)
             continue
         except ProviderError as exc:
-            rec.fail(cand, tries, started, exc)
+            rec.fail(cand, policy.tries, started, exc)
             if exc.fatal:
                 raise rec.raise_with_route(exc) from None
             continue
-        rec.ok(cand, tries, started, None)
+        rec.ok(cand, policy.tries, started, None)
         return wrap(result, rec.build())
     raise rec.all_failed()

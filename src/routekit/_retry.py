@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 import tenacity
 
@@ -22,6 +22,8 @@ from ._config import RetryConfig
 from ._exceptions import ConnectionFailed, ProviderError, RateLimited
 
 __all__ = ["CandidateRetry", "should_retry"]
+
+T = TypeVar("T")
 
 
 def should_retry(exc: BaseException, retry_after_cap: float) -> bool:
@@ -40,7 +42,7 @@ class CandidateRetry:
     Built per candidate (cheap: plain attributes); not shared between threads.
     """
 
-    __slots__ = ("_policy", "_max_tries", "_deadline_at", "_clock", "_next_wait")
+    __slots__ = ("_policy", "_max_tries", "_deadline_at", "_clock", "_next_wait", "tries")
 
     def __init__(
         self,
@@ -55,6 +57,48 @@ class CandidateRetry:
         self._deadline_at = deadline_at
         self._clock = clock
         self._next_wait = 0.0
+        self.tries = 0  # calls made so far by run() / arun()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Call ``fn`` until it succeeds or the policy gives up (then its error propagates).
+
+        The first call runs outside tenacity: most calls succeed, and tenacity's machinery
+        (futures, locks) costs ~20 µs. A first failure is handed to tenacity as its attempt 1,
+        so waits and stops are decided exactly as if tenacity had made that call.
+        """
+        self.tries = 1
+        try:
+            return fn()
+        except ProviderError as exc:
+            if not should_retry(exc, self._policy.retry_after_cap):
+                raise
+            pending: BaseException | None = exc
+        for attempt in self.retrying():
+            with attempt:
+                if pending is not None:
+                    failed, pending = pending, None
+                    raise failed
+                self.tries += 1
+                return fn()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def arun(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Async twin of ``run``."""
+        self.tries = 1
+        try:
+            return await fn()
+        except ProviderError as exc:
+            if not should_retry(exc, self._policy.retry_after_cap):
+                raise
+            pending: BaseException | None = exc
+        async for attempt in self.async_retrying():
+            with attempt:
+                if pending is not None:
+                    failed, pending = pending, None
+                    raise failed
+                self.tries += 1
+                return await fn()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     # tenacity calls retry(), then stop(), then wait(), each with the same RetryCallState.
     def retry(self, state: tenacity.RetryCallState) -> bool:

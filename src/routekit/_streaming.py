@@ -18,6 +18,7 @@ from ._config import Config
 from ._exceptions import MissingAPIKey, ProviderError, StreamInterrupted
 from ._retry import CandidateRetry
 from ._route import Route
+from .providers._base import Deadline
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -93,27 +94,13 @@ class Stream:
                 continue
             policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
             started = _now()
-            tries = 0
             try:
-                for attempt in policy.retrying():
-                    with attempt:
-                        tries += 1
-                        it = cand.provider.stream(cand.request, attempt_deadline(cand, deadline_at))
-                        try:
-                            first = next(it)
-                        except StopIteration:
-                            raise StreamInterrupted(
-                                "stream ended before its first chunk",
-                                provider=cand.provider_name, model=cand.model,
-                            ) from None
-                        except BaseException:
-                            _close(it)
-                            raise
+                it, first = policy.run(lambda: _open(cand, attempt_deadline(cand, deadline_at)))
             except MissingAPIKey as exc:
                 rec.skip(cand, str(exc), type(exc).__name__)
                 continue
             except ProviderError as exc:
-                rec.fail(cand, tries, started, exc)
+                rec.fail(cand, policy.tries, started, exc)
                 if exc.fatal:
                     raise rec.raise_with_route(exc) from None
                 continue
@@ -128,7 +115,7 @@ class Stream:
                     yield chunk
             except ProviderError as exc:
                 failed = True
-                rec.fail(cand, tries, started, exc, ttfb)
+                rec.fail(cand, policy.tries, started, exc, ttfb)
                 err = StreamInterrupted(
                     f"stream from {cand.model} via {cand.provider_name} broke after the first "
                     f"token ({type(exc).__name__}: {exc})",
@@ -138,9 +125,36 @@ class Stream:
             finally:
                 _close(it)
                 if not failed:  # normal end, or the caller closed early: the answer was served
-                    rec.ok(cand, tries, started, ttfb)
+                    rec.ok(cand, policy.tries, started, ttfb)
             return
         raise rec.all_failed()
+
+
+def _open(cand: Candidate, deadline: Deadline
+          ) -> tuple[Iterator[ChatCompletionChunk], ChatCompletionChunk]:
+    """Open a stream and wait for its first chunk (the commit point)."""
+    it = cand.provider.stream(cand.request, deadline)
+    try:
+        return it, next(it)
+    except StopIteration:
+        raise StreamInterrupted("stream ended before its first chunk",
+                                provider=cand.provider_name, model=cand.model) from None
+    except BaseException:
+        _close(it)
+        raise
+
+
+async def _aopen(cand: Candidate, deadline: Deadline
+                 ) -> tuple[AsyncIterator[ChatCompletionChunk], ChatCompletionChunk]:
+    ait = cand.provider.astream(cand.request, deadline)
+    try:
+        return ait, await ait.__anext__()
+    except StopAsyncIteration:
+        raise StreamInterrupted("stream ended before its first chunk",
+                                provider=cand.provider_name, model=cand.model) from None
+    except BaseException:
+        await _aclose(ait)
+        raise
 
 
 def _close(it: Iterator[ChatCompletionChunk]) -> None:
@@ -205,27 +219,15 @@ class AsyncStream:
                 continue
             policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
             started = _now()
-            tries = 0
             try:
-                async for attempt in policy.async_retrying():
-                    with attempt:
-                        tries += 1
-                        ait = cand.provider.astream(cand.request, attempt_deadline(cand, deadline_at))
-                        try:
-                            first = await ait.__anext__()
-                        except StopAsyncIteration:
-                            raise StreamInterrupted(
-                                "stream ended before its first chunk",
-                                provider=cand.provider_name, model=cand.model,
-                            ) from None
-                        except BaseException:
-                            await _aclose(ait)
-                            raise
+                ait, first = await policy.arun(
+                    lambda: _aopen(cand, attempt_deadline(cand, deadline_at))
+                )
             except MissingAPIKey as exc:
                 rec.skip(cand, str(exc), type(exc).__name__)
                 continue
             except ProviderError as exc:
-                rec.fail(cand, tries, started, exc)
+                rec.fail(cand, policy.tries, started, exc)
                 if exc.fatal:
                     raise rec.raise_with_route(exc) from None
                 continue
@@ -240,7 +242,7 @@ class AsyncStream:
                     yield chunk
             except ProviderError as exc:
                 failed = True
-                rec.fail(cand, tries, started, exc, ttfb)
+                rec.fail(cand, policy.tries, started, exc, ttfb)
                 err = StreamInterrupted(
                     f"stream from {cand.model} via {cand.provider_name} broke after the first "
                     f"token ({type(exc).__name__}: {exc})",
@@ -250,7 +252,7 @@ class AsyncStream:
             finally:
                 await _aclose(ait)
                 if not failed:
-                    rec.ok(cand, tries, started, ttfb)
+                    rec.ok(cand, policy.tries, started, ttfb)
             return
         raise rec.all_failed()
 

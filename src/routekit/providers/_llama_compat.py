@@ -1,0 +1,70 @@
+"""Workarounds for faults of the llama.cpp build underneath llama-cpp-python.
+
+Owns only what must change in how a ``Llama`` is constructed; decoding is untouched.
+
+AMX: llama-cpp-python 0.3.36 built from source on a CPU with AMX (Sapphire Rapids and later)
+crashes the process (SIGSEGV in ``ggml_backend_amx_mul_mat``) on the first decode of a
+quantized model, in-process and in ``llama_cpp.server`` alike (seen here on the 2-core CI
+machines, gdb backtrace). The AMX kernels are reached through llama.cpp's "extra buffer
+types" (repacked weights); loading with ``use_extra_bufts = False`` avoids them, at a small
+cost on CPUs where repacking would help. ``Llama`` has no argument for that field, so the
+model-params factory it calls is swapped for the duration of one construction, under a lock.
+``ROUTEKIT_LLAMA_EXTRA_BUFTS=1`` keeps llama.cpp's default (for a fixed build); ``=0`` forces
+the workaround on any CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+from typing import Any, Iterator
+
+__all__ = ["construction_guard", "disable_extra_bufts"]
+
+log = logging.getLogger("routekit")
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_amx(llama_cpp: Any) -> bool:
+    try:
+        info = llama_cpp.llama_print_system_info()
+    except Exception:  # an older build without the call: assume the default is safe
+        return False
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    return "AMX_INT8 = 1" in text
+
+
+def disable_extra_bufts(llama_cpp: Any) -> bool:
+    """Whether models must load without extra buffer types on this machine."""
+    choice = os.environ.get("ROUTEKIT_LLAMA_EXTRA_BUFTS")
+    if choice == "1":
+        return False
+    if choice == "0":
+        return True
+    return _cpu_has_amx(llama_cpp)
+
+
+@contextlib.contextmanager
+def construction_guard(llama_cpp: Any) -> Iterator[bool]:
+    """Wrap one ``llama_cpp.Llama(...)`` call; yields whether the workaround is active."""
+    if not disable_extra_bufts(llama_cpp):
+        yield False
+        return
+    low = llama_cpp.llama_cpp  # the ctypes module that Llama.__init__ reads its defaults from
+    with _lock:
+        original = low.llama_model_default_params
+
+        def params() -> Any:
+            p = original()
+            p.use_extra_bufts = False
+            return p
+
+        low.llama_model_default_params = params
+        try:
+            yield True
+        finally:
+            low.llama_model_default_params = original
