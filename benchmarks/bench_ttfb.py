@@ -4,7 +4,8 @@
 
 Same GGUF (gemma3-270m Q4_K_M from its package), same n_ctx and threads, same prompts,
 max_tokens 16, temperature 0. Each round sends one fresh prompt down every path, in turn,
-so all paths see the same machine noise and the same prompt-cache state; TTFB is the time
+so all paths see the same machine noise (prompts differ per path only by an index, so no
+path reuses another's prompt cache); TTFB is the time
 from the call until the first chunk carrying text. Medians over the rounds.
 
 Paths:
@@ -28,20 +29,20 @@ from _common import median, report
 from llama_server import default_model_path, llama_server
 
 from routekit import Router
+from routekit.providers._llama_compat import construction_guard
 
 
 def ttfb(call: Callable[[], Iterable[Any]], text_of: Callable[[Any], str | None]) -> float:
+    """Time to the first chunk with text. The stream is then drained: a server keeps
+    decoding after an early hang-up and would steal the CPU from the next path measured."""
     t0 = time.perf_counter()
-    it = call()
-    try:
-        for chunk in it:
-            if text_of(chunk):
-                return (time.perf_counter() - t0) * 1000.0
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-    raise RuntimeError("stream produced no text")
+    first: float | None = None
+    for chunk in call():
+        if first is None and text_of(chunk):
+            first = (time.perf_counter() - t0) * 1000.0
+    if first is None:
+        raise RuntimeError("stream produced no text")
+    return first
 
 
 def openai_text(chunk: Any) -> str | None:
@@ -66,9 +67,12 @@ def main() -> int:
     path = default_model_path()
     gpu = bool(llama_cpp.llama_supports_gpu_offload())
     n_gpu = -1 if gpu else 0
-    direct = llama_cpp.Llama(model_path=str(path), n_ctx=args.n_ctx, n_threads=args.threads,
-                             n_threads_batch=args.threads, chat_format="gemma",
-                             n_gpu_layers=n_gpu, verbose=False)
+    # Same load as routekit's provider, including its AMX crash workaround (without it the
+    # direct path segfaults on AMX CPUs; see providers/_llama_compat.py).
+    with construction_guard(llama_cpp):
+        direct = llama_cpp.Llama(model_path=str(path), n_ctx=args.n_ctx,
+                                 n_threads=args.threads, chat_format="gemma",
+                                 n_gpu_layers=n_gpu, verbose=False)
     in_proc = Router({
         "providers": {"local": {"kind": "llama_cpp"}},
         "models": {"gemma": {"provider": "local", "path": str(path), "chat_format": "gemma",
@@ -85,28 +89,34 @@ def main() -> int:
             "providers": {"srv": {"kind": "llama_cpp_server", "base_url": base_url}},
             "models": {"gemma-srv": {"provider": "srv", "model_id": "gemma"}},
         })
+        paths: list[tuple[str, Callable[[list[dict[str, str]]], Iterable[Any]],
+                          Callable[[Any], str | None]]] = [
+            ("llama-cpp-python direct",
+             lambda msgs: direct.create_chat_completion(messages=msgs, stream=True, **params),
+             llama_text),
+            ("routekit in-process",
+             lambda msgs: in_proc.chat.completions.create(model="gemma", messages=msgs,
+                                                          stream=True, **params),
+             openai_text),
+            ("server via openai client",
+             lambda msgs: client.chat.completions.create(model="gemma", messages=msgs,
+                                                         stream=True, **params),
+             openai_text),
+            ("server via routekit",
+             lambda msgs: via_server.chat.completions.create(model="gemma-srv", messages=msgs,
+                                                             stream=True, **params),
+             openai_text),
+        ]
         for r in range(args.runs + 1):  # round 0 warms every path and is discarded
-            msgs = [{"role": "user", "content": f"Round {r}: name one colour."}]
-            row = {
-                "llama-cpp-python direct": ttfb(
-                    lambda: direct.create_chat_completion(messages=msgs, stream=True,
-                                                          **params), llama_text),
-                "routekit in-process": ttfb(
-                    lambda: in_proc.chat.completions.create(model="gemma", messages=msgs,
-                                                            stream=True, **params),
-                    openai_text),
-                "server via openai client": ttfb(
-                    lambda: client.chat.completions.create(model="gemma", messages=msgs,
-                                                           stream=True, **params),
-                    openai_text),
-                "server via routekit": ttfb(
-                    lambda: via_server.chat.completions.create(model="gemma-srv",
-                                                               messages=msgs, stream=True,
-                                                               **params), openai_text),
-            }
-            if r:
-                for k, v in row.items():
-                    timings[k].append(v)
+            # The order rotates each round so no path always follows the same neighbour.
+            for i in range(len(paths)):
+                name, call, text_of = paths[(i + r) % len(paths)]
+                # A fresh prompt per path and round, all the same length: the server's
+                # prompt cache is shared by its two client paths and must favour neither.
+                msgs = [{"role": "user", "content": f"Round {r:02d}.{i}: name one colour."}]
+                took = ttfb(lambda: call(msgs), text_of)
+                if r:
+                    timings[name].append(took)
         client.close()
         via_server.close()
     in_proc.close()

@@ -1,0 +1,160 @@
+"""The router with in-process llama.cpp models: the embedded default, warm standby, the
+in-process queue bound as a reason to move on, and in-process streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import fast_retry, http_provider
+from faultserver import FaultServer, closed_port
+from tinygguf import write_tiny_gguf
+
+from routekit import AsyncRouter, Router
+from routekit._default import DEFAULT_CONFIG, DEFAULT_MODEL
+
+MSG = [{"role": "user", "content": "Name one colour."}]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+def test_default_router_answers_in_process_when_nothing_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROUTEKIT_CONFIG", raising=False)
+    with Router.default() as router:
+        reply = router.chat.completions.create(model=DEFAULT_MODEL, messages=MSG, max_tokens=8,
+                                               temperature=0)
+    route = reply.route
+    assert reply.choices[0].message.content  # real llama.cpp text
+    assert route.answered_by is not None
+    if not _listening(11434) and not _listening(8000):
+        assert [a.model for a in route.attempts] == ["llama3.2", "vllm-default", "gemma3-270m"]
+        assert [a.error_type for a in route.attempts[:2]] == ["ConnectionFailed"] * 2
+        assert route.answered_by.model == "gemma3-270m"
+        assert all(a.tries == 1 for a in route.attempts)
+
+
+def test_default_config_is_overridable_by_env(tmp_path: Path, gemma_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "rk.yaml"
+    cfg.write_text(
+        "providers: {local: {kind: llama_cpp}}\n"
+        f"models: {{solo: {{provider: local, path: '{gemma_path}', chat_format: gemma, "
+        "n_ctx: 512, warm: false}}\n"
+    )
+    monkeypatch.setenv("ROUTEKIT_CONFIG", str(cfg))
+    with Router.default() as router:
+        assert list(router.config.models) == ["solo"]
+        assert router.plan("solo") == ["solo"]
+    assert set(DEFAULT_CONFIG["models"]) == {"llama3.2", "vllm-default", "gemma3-270m"}
+
+
+def _chain_to_local(model_path: Path, *, head_url: str, **local: Any) -> dict[str, Any]:
+    return {
+        "providers": {"head": http_provider(head_url), "local": {"kind": "llama_cpp"}},
+        "models": {
+            "head": {"provider": "head", "model_id": "x"},
+            "local-model": {"provider": "local", "path": str(model_path), "n_ctx": 512,
+                            "n_threads": 1, **local},
+        },
+        "fallback_chains": {"head": {"chain": ["local-model"]}},
+        "routing": fast_retry(),
+    }
+
+
+def test_terminal_in_process_models_are_warm_at_start(tiny_path: Path) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}/v1"
+    cfg = _chain_to_local(tiny_path, head_url=dead, chat_format="chatml")
+    with Router(cfg) as router:
+        provider: Any = router._core.providers["local"]
+        assert provider.is_loaded("local-model")  # loaded before any request
+        reply = router.chat.completions.create(model="head", messages=MSG, max_tokens=4)
+        assert reply.route.answered_by.model == "local-model"
+        assert reply.route.attempts[0].error_type == "ConnectionFailed"
+    with Router(cfg, warm=False) as router:
+        assert not router._core.providers["local"].is_loaded("local-model")  # type: ignore[attr-defined]
+    cfg["models"]["local-model"]["warm"] = False
+    with Router(cfg) as router:
+        assert not router._core.providers["local"].is_loaded("local-model")  # type: ignore[attr-defined]
+
+
+def test_busy_in_process_model_moves_on(tiny_path: Path, fault: FaultServer) -> None:
+    """queue_size 0: while one stream holds the model, the next request fails fast as busy
+    and is answered by the next candidate."""
+    cfg = {
+        "providers": {"local": {"kind": "llama_cpp"}, "backup": http_provider(fault.url("ok"))},
+        "models": {
+            "local-model": {"provider": "local", "path": str(tiny_path), "n_ctx": 512,
+                            "n_threads": 1, "chat_format": "chatml", "queue_size": 0},
+            "backup": {"provider": "backup", "model_id": "b"},
+        },
+        "fallback_chains": {"local-model": {"chain": ["backup"]}},
+        "routing": fast_retry(),
+    }
+    with Router(cfg) as router:
+        holder = router.chat.completions.create(model="local-model", messages=MSG,
+                                                stream=True, max_tokens=200)
+        try:
+            assert holder.route.answered_by is None  # still streaming: holds the model
+            reply = router.chat.completions.create(model="local-model", messages=MSG,
+                                                   max_tokens=4)
+        finally:
+            holder.close()
+        first = reply.route.attempts[0]
+        assert first.error_type == "ProviderBusy"
+        assert reply.route.answered_by.model == "backup"
+        # closing the stream released the model: it answers again
+        again = router.chat.completions.create(model="local-model", messages=MSG, max_tokens=4)
+        assert again.route.answered_by.model == "local-model"
+    assert holder.route.answered_by is not None  # closed early: the answer was served
+
+
+def test_many_threads_share_one_in_process_model(tiny_path: Path) -> None:
+    cfg = _chain_to_local(tiny_path, head_url=f"http://127.0.0.1:{closed_port()}/v1",
+                          chat_format="chatml", queue_size=16)
+    results: list[Any] = []
+    lock = threading.Lock()
+    with Router(cfg) as router:
+        def worker() -> None:
+            r = router.chat.completions.create(model="head", messages=MSG, max_tokens=3)
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert len(results) == 8
+    assert all(r.route.answered_by.model == "local-model" for r in results)
+    assert len({id(r.route) for r in results}) == 8
+
+
+def test_async_stream_in_process(gemma_path: Path) -> None:
+    cfg = _chain_to_local(gemma_path, head_url=f"http://127.0.0.1:{closed_port()}/v1",
+                          chat_format="gemma")
+
+    async def go() -> tuple[str, Any]:
+        async with AsyncRouter(cfg) as router:
+            stream = await router.chat.completions.create(
+                model="head", messages=MSG, stream=True, max_tokens=8, temperature=0)
+            async with stream:
+                return await stream.text(), stream.route
+
+    text, route = asyncio.run(go())
+    assert text.strip()
+    assert [a.outcome for a in route.attempts] == ["error", "ok"]
+    assert route.answered_by.ttfb_ms is not None and route.answered_by.ttfb_ms > 0
