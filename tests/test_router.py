@@ -287,3 +287,32 @@ def test_routekit_errors_tree() -> None:
     assert issubclass(routekit.ContextLengthExceeded, routekit.BadRequest)
     assert not routekit.ContextLengthExceeded.fatal and routekit.BadRequest.fatal
     assert routekit.RateLimited.retryable and not routekit.ModelNotFound.retryable
+
+
+# ------------------------------------------------------------------ a real server
+
+def _server_chain(llama_base_url: str, dead: str) -> dict[str, Any]:
+    cfg = chain_config([dead, llama_base_url])
+    cfg["providers"]["p1"]["kind"] = "llama_cpp_server"
+    cfg["providers"]["p1"]["timeout"] = {"connect": 2.0, "read": 60.0, "total": 120.0}
+    return cfg
+
+
+@modes
+def test_real_llama_server_answers_after_a_dead_port(mode: str, llama_base_url: str,
+                                                     dead_url: str) -> None:
+    reply = call(mode, _server_chain(llama_base_url, dead_url), max_tokens=8, temperature=0)
+    assert isinstance(reply, ChatCompletion)
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    assert [a.outcome for a in reply.route.attempts] == ["error", "ok"]
+
+
+def test_real_llama_server_streams(llama_base_url: str, dead_url: str) -> None:
+    with Router(_server_chain(llama_base_url, dead_url)) as router:
+        with router.chat.completions.create(model="m0", messages=MSG, stream=True,
+                                            max_tokens=8, temperature=0) as stream:
+            chunks = list(stream)
+        route = stream.route
+    assert any(c.choices and c.choices[0].delta.content for c in chunks)
+    assert route.answered_by.model == "m1" and route.answered_by.ttfb_ms > 0
