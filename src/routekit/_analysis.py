@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from . import _constants as C
 from ._config import Config
@@ -145,8 +145,8 @@ def analyze(config: Config, graph: CompiledGraph | None = None) -> Analysis:
 def _topology_warnings(
     config: Config,
     out: Analysis,
-    kind_of: dict[str, str],
-    provider_of: dict[str, str],
+    kind_of: Mapping[str, str],
+    provider_of: Mapping[str, str],
     terminal_counts: Counter[str],
 ) -> None:
     add = out.findings.append

@@ -39,9 +39,9 @@ class _Strict(BaseModel):
 class TimeoutConfig(_Strict):
     """Seconds. ``connect``: TCP connect; ``read``: between bytes; ``total``: whole request."""
 
-    connect: float = Field(C.DEFAULT_CONNECT_TIMEOUT, gt=0)
-    read: float = Field(C.DEFAULT_READ_TIMEOUT, gt=0)
-    total: float = Field(C.DEFAULT_TOTAL_TIMEOUT, gt=0)
+    connect: float = Field(default=C.DEFAULT_CONNECT_TIMEOUT, gt=0)
+    read: float = Field(default=C.DEFAULT_READ_TIMEOUT, gt=0)
+    total: float = Field(default=C.DEFAULT_TOTAL_TIMEOUT, gt=0)
 
 
 class ProviderConfig(_Strict):
@@ -50,8 +50,8 @@ class ProviderConfig(_Strict):
     # The *name* of an environment variable holding the key. Keys never live in a config.
     api_key_env: str | None = None
     timeout: TimeoutConfig | None = None
-    max_concurrency: int | None = Field(None, ge=1)
-    availability: float | None = Field(None, gt=0, le=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    availability: float | None = Field(default=None, gt=0, le=1)
 
     @field_validator("api_key_env")
     @classmethod
@@ -79,20 +79,20 @@ class ProviderConfig(_Strict):
 class PriceConfig(_Strict):
     """US dollars per 1,000 tokens."""
 
-    input_per_1k: float = Field(0.0, ge=0)
-    output_per_1k: float = Field(0.0, ge=0)
+    input_per_1k: float = Field(default=0.0, ge=0)
+    output_per_1k: float = Field(default=0.0, ge=0)
 
 
 class BudgetConfig(_Strict):
-    max_usd_per_day: float | None = Field(None, ge=0)
-    max_requests_per_minute: int | None = Field(None, ge=1)
+    max_usd_per_day: float | None = Field(default=None, ge=0)
+    max_requests_per_minute: int | None = Field(default=None, ge=1)
 
 
 class ModelConfig(_Strict):
     provider: str
     # The provider's own id for this model (defaults to the config name).
     model_id: str | None = None
-    context_window: int | None = Field(None, ge=1)
+    context_window: int | None = Field(default=None, ge=1)
     price: PriceConfig = PriceConfig()
     budget: BudgetConfig | None = None
     # Generation defaults merged under each request's own parameters.
@@ -100,12 +100,12 @@ class ModelConfig(_Strict):
     # In-process (llama_cpp) parameters.
     path: str | None = None
     package: str | None = None
-    n_ctx: int | None = Field(None, ge=16)
-    n_gpu_layers: int | None = Field(None, ge=-1)
-    n_threads: int | None = Field(None, ge=1)
+    n_ctx: int | None = Field(default=None, ge=16)
+    n_gpu_layers: int | None = Field(default=None, ge=-1)
+    n_threads: int | None = Field(default=None, ge=1)
     chat_format: str | None = None
     warm: bool | None = None  # load at router start; default: True for chain terminals
-    queue_size: int | None = Field(None, ge=0)
+    queue_size: int | None = Field(default=None, ge=0)
     # Set by the loader for models a legacy (chains-only) config names but never declares.
     inferred: bool = False
 
@@ -122,28 +122,28 @@ class ChainConfig(_Strict):
 
 
 class RetryConfig(_Strict):
-    max_attempts: int = Field(C.DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
-    last_candidate_attempts: int = Field(C.DEFAULT_LAST_CANDIDATE_ATTEMPTS, ge=1, le=20)
-    backoff_initial: float = Field(C.DEFAULT_BACKOFF_INITIAL, ge=0)
-    backoff_max: float = Field(C.DEFAULT_BACKOFF_MAX, ge=0)
-    jitter: float = Field(C.DEFAULT_BACKOFF_JITTER, ge=0)
-    retry_after_cap: float = Field(C.DEFAULT_RETRY_AFTER_CAP, ge=0)
+    max_attempts: int = Field(default=C.DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
+    last_candidate_attempts: int = Field(default=C.DEFAULT_LAST_CANDIDATE_ATTEMPTS, ge=1, le=20)
+    backoff_initial: float = Field(default=C.DEFAULT_BACKOFF_INITIAL, ge=0)
+    backoff_max: float = Field(default=C.DEFAULT_BACKOFF_MAX, ge=0)
+    jitter: float = Field(default=C.DEFAULT_BACKOFF_JITTER, ge=0)
+    retry_after_cap: float = Field(default=C.DEFAULT_RETRY_AFTER_CAP, ge=0)
 
 
 class BreakerConfig(_Strict):
-    failure_threshold: int = Field(C.DEFAULT_BREAKER_FAILURES, ge=1)
-    reset_timeout: float = Field(C.DEFAULT_BREAKER_RESET, gt=0)
+    failure_threshold: int = Field(default=C.DEFAULT_BREAKER_FAILURES, ge=1)
+    reset_timeout: float = Field(default=C.DEFAULT_BREAKER_RESET, gt=0)
 
 
 class LimitsConfig(_Strict):
-    max_concurrency: int | None = Field(None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
 
 
 class RoutingConfig(_Strict):
     default_model: str | None = None
-    max_depth: int = Field(C.DEFAULT_MAX_DEPTH, ge=0, le=256)
+    max_depth: int = Field(default=C.DEFAULT_MAX_DEPTH, ge=0, le=256)
     # Whole-request deadline across every candidate and retry (seconds).
-    deadline: float | None = Field(None, gt=0)
+    deadline: float | None = Field(default=None, gt=0)
     timeout: TimeoutConfig = TimeoutConfig()
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()

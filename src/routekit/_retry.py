@@ -124,7 +124,7 @@ class CandidateRetry:
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             return max(0.0, exc.retry_after)
         p = self._policy
-        backoff = min(p.backoff_max, p.backoff_initial * (2 ** (state.attempt_number - 1)))
+        backoff = min(p.backoff_max, p.backoff_initial * (2.0 ** (state.attempt_number - 1)))
         return backoff + random.uniform(0.0, p.jitter)
 
     def retrying(self) -> tenacity.Retrying:

@@ -17,7 +17,7 @@ from typing import (
 
 from . import _constants as C
 from ._attempt import Candidate, complete_async, complete_sync, context_window
-from ._config import Config
+from ._config import Config, ModelConfig
 from ._exceptions import NoRouteError
 from ._loader import load_config
 from ._plan import CompiledGraph
@@ -27,6 +27,8 @@ from .providers._base import ChatRequest, HealthReport, Provider
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
+
+    from .providers.llama_cpp import LlamaCppProvider
 
 __all__ = ["AsyncRouter", "Router"]
 
@@ -53,10 +55,12 @@ class _RouterCore:
         if self.graph.cycles(limit=1):
             log.warning("config has fallback cycles; plans de-duplicate them (see routekit validate)")
         self.providers: dict[str, Provider] = {}
+        # The same in-process providers again, typed as what they are: only they can warm.
+        self._in_process: dict[str, LlamaCppProvider] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._build_providers()
-        self._model_cache: dict[str, tuple[str, str, Provider, Any, int | None]] = {}
+        self._model_cache: dict[str, tuple[str, str, Provider, ModelConfig, int | None]] = {}
         for name, m in self.config.models.items():
             p = self.config.providers[m.provider]
             self._model_cache[name] = (
@@ -75,7 +79,8 @@ class _RouterCore:
                 from .providers.llama_cpp import LlamaCppProvider
 
                 models = {n: m for n, m in cfg.models.items() if m.provider == name}
-                self.providers[name] = LlamaCppProvider(name, pcfg, models)
+                llama = LlamaCppProvider(name, pcfg, models)
+                self.providers[name] = self._in_process[name] = llama
             else:
                 from .providers.openai_compat import OpenAICompatProvider
 
@@ -97,9 +102,9 @@ class _RouterCore:
 
     def warm(self, *, progress: ProgressCallback | None = None) -> None:
         for name in self.warm_models():
-            provider = self.providers[self.config.models[name].provider]
+            provider = self._in_process[self.config.models[name].provider]
             try:
-                provider.warm(name, progress=progress)  # type: ignore[attr-defined]
+                provider.warm(name, progress=progress)
             except Exception as exc:  # keep routing: the attempt will report it in the route
                 log.warning("could not warm in-process model %r: %s", name, exc)
 
@@ -277,7 +282,12 @@ class _AsyncCompletions:
 
 
 class _Chat:
-    def __init__(self, completions: Any) -> None:
+    def __init__(self, completions: _Completions) -> None:
+        self.completions = completions
+
+
+class _AsyncChat:
+    def __init__(self, completions: _AsyncCompletions) -> None:
         self.completions = completions
 
 
@@ -348,7 +358,7 @@ class AsyncRouter(_RouterBase):
     def __init__(self, config: ConfigSource, *, warm: bool = True,
                  progress: ProgressCallback | None = None) -> None:
         self._core = _RouterCore(config, warm=warm, progress=progress)
-        self.chat = _Chat(_AsyncCompletions(self._core))
+        self.chat = _AsyncChat(_AsyncCompletions(self._core))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,

@@ -11,7 +11,7 @@ partial text and the route. ``create(stream=True)`` returns once the first chunk
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Generator, Iterator
 
 from ._attempt import Candidate, RouteRecorder, attempt_deadline, estimate_tokens, precheck
 from ._config import Config
@@ -79,7 +79,7 @@ class Stream:
         return "".join(_chunk_text(c) for c in self)
 
     def _run(self, config: Config, candidates: list[Candidate], deadline_s: float
-             ) -> Iterator[ChatCompletionChunk]:
+             ) -> Generator[ChatCompletionChunk, None, None]:
         rec = self._rec
         deadline_at = _now() + deadline_s
         prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
@@ -204,7 +204,7 @@ class AsyncStream:
         return "".join([_chunk_text(c) async for c in self])
 
     async def _run(self, config: Config, candidates: list[Candidate], deadline_s: float
-                   ) -> AsyncIterator[ChatCompletionChunk]:
+                   ) -> AsyncGenerator[ChatCompletionChunk, None]:
         rec = self._rec
         deadline_at = _now() + deadline_s
         prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0

@@ -23,6 +23,7 @@ try:  # libyaml's parser is ~10x faster; the constructor stays PyYAML's safe one
 
     _C_PARSER = True
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    # The pure-Python loader has the same interface under another class: mypy sees a clash.
     from yaml import SafeLoader as _SafeBase  # type: ignore[assignment]
 
     _C_PARSER = False
@@ -147,9 +148,9 @@ class _KeyReader:
             if node.tag == _STR_TAG:
                 return str(node.value)
             try:
-                value = self._constructor.construct_object(node, deep=True)
+                value: Hashable = self._constructor.construct_object(node, deep=True)
                 hash(value)
-                return value  # type: ignore[no-any-return]
+                return value
             except (yaml.YAMLError, ValueError, TypeError):
                 return str(node.value)
         return object()  # a list or mapping as a key: construction reports it, never equal

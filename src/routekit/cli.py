@@ -7,6 +7,7 @@ non-zero exit, never a traceback (``ROUTEKIT_DEBUG=1`` shows one).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -15,12 +16,25 @@ from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from ._exceptions import ConfigError, RouteKitError
+from ._exceptions import AllCandidatesFailed, ConfigError, RouteKitError
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    # llama.cpp reads max_tokens <= 0 as "until the context is full"; the openai API
+    # rejects it. Refuse it here rather than let it mean either.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="entry model (default: routing.default_model)")
     c.add_argument("--stream", action="store_true")
     c.add_argument("--json", action="store_true")
-    c.add_argument("--max-tokens", type=int, default=64)
+    c.add_argument("--max-tokens", type=_positive_int, default=64)
     c.add_argument("--temperature", type=float, default=None)
     c.add_argument("--system", help="system message")
 
@@ -60,6 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console()
     err = Console(stderr=True)
     try:
+        return _run(args, out, err)
+    except BrokenPipeError:
+        # `routekit ... | head`: the reader left; exit quietly instead of a traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAIL
+
+
+def _say(console: Console, label: str, style: str, message: str) -> None:
+    """``label: message``, the message taken literally (names may contain ``[...]``) and
+    never hard-wrapped, so one problem stays one line for grep."""
+    console.print(Text.assemble((label, style), " ", message), soft_wrap=True, highlight=False)
+
+
+def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    try:
         if args.command == "validate":
             return _validate(args, out)
         if args.command == "chat":
@@ -72,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "errors": [i.as_dict() for i in exc.issues]}, indent=2))
         else:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            _say(err, "error:", "bold red", str(exc))
         return EXIT_FAIL
     except RouteKitError as exc:
         if os.environ.get("ROUTEKIT_DEBUG"):
@@ -82,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc),
                               "route": route.as_dict() if route else None}, indent=2))
         else:
-            err.print(f"[bold red]{type(exc).__name__}:[/] ", end="")
-            err.print(str(exc), markup=False, highlight=False)
-            if route is not None and not str(exc).startswith("all "):
+            _say(err, f"{type(exc).__name__}:", "bold red", str(exc))
+            # AllCandidatesFailed's message already lists every hop.
+            if route is not None and not isinstance(exc, AllCandidatesFailed):
                 _print_route(route, err)
         return EXIT_FAIL
     except KeyboardInterrupt:
@@ -117,15 +147,15 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
         return EXIT_FAIL if failed else EXIT_OK
 
     f = report
-    summary = Table(title=f"routekit validate {args.config}", show_header=False)
+    summary = Table(title=Text(f"routekit validate {args.config}"), show_header=False)
     summary.add_row("models", str(f.models))
     summary.add_row("providers", str(f.providers))
     summary.add_row("fallback edges", str(f.edges))
-    summary.add_row("terminals", ", ".join(f.terminals) or "—")
-    summary.add_row("longest path", f"{max(0, len(f.longest_path) - 1)} hops: "
-                    + " → ".join(f.longest_path))
+    summary.add_row("terminals", Text(", ".join(f.terminals) or "—"))
+    summary.add_row("longest path", Text(f"{max(0, len(f.longest_path) - 1)} hops: "
+                                         + " → ".join(f.longest_path)))
     summary.add_row("provider diversity by position",
-                    " ".join(f"[{i}]={n}" for i, n in enumerate(f.diversity)))
+                    Text(" ".join(f"[{i}]={n}" for i, n in enumerate(f.diversity))))
     summary.add_row("terminal-provider entropy", f"{f.entropy_bits:.3f} bits")
     out.print(summary)
 
@@ -134,7 +164,7 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
         entries.add_column(col)
     shown = list(f.plans.items())
     for entry, plan in shown[:40]:
-        entries.add_row(entry, " → ".join(plan), f.terminal_provider[entry],
+        entries.add_row(Text(entry), Text(" → ".join(plan)), Text(f.terminal_provider[entry]),
                         _nines(f.availability[entry]))
     out.print(entries)
     if len(shown) > 40:
@@ -142,8 +172,7 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
 
     for finding in f.findings:
         style = {"error": "bold red", "warning": "yellow", "note": "cyan"}[finding.level]
-        out.print(f"[{style}]{finding.level}[/] [{finding.code}] ", end="")
-        out.print(finding.message, markup=False, highlight=False)
+        _say(out, f"{finding.level} [{finding.code}]", style, finding.message)
     verdict = "[bold red]invalid[/]" if failed else "[bold green]ok[/]"
     out.print(f"{verdict}: {len(f.errors)} error(s), {len(f.warnings)} warning(s) "
               f"in {elapsed:.0f} ms")
@@ -157,14 +186,17 @@ def _nines(a: float) -> str:
 # ---------------------------------------------------------------- chat
 
 def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from ._plan import CompiledGraph
     from ._router import Router
 
     config = _load(args.config)
     model = args.model or config.routing.default_model
     if model is None:
-        err.print("[bold red]error:[/] no --model given and the config has no "
-                  "routing.default_model")
+        _say(err, "error:", "bold red",
+             "no --model given and the config has no routing.default_model")
         return EXIT_USAGE
+    # An unknown model fails here, before the router loads any in-process model.
+    CompiledGraph.from_config(config).plan(model, max_depth=config.routing.max_depth)
     messages: list[dict[str, Any]] = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
@@ -207,16 +239,25 @@ def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _print_route(route: Any, console: Console) -> None:
-    table = Table(title=f"route for {route.requested!r} ({route.total_ms:.1f} ms)")
-    for col in ("#", "model", "provider", "outcome", "tries", "ttfb ms", "ms", "why"):
-        table.add_column(col)
+    # One line per hop rather than a table: at 80 columns a table ellipsizes model names and
+    # error classes, the two things a reader looks for (and greps for).
+    answered = route.answered_by
+    verdict = (f"answered by {answered.model} ({answered.provider})" if answered is not None
+               else "not answered")
+    console.print(Text(f"route for {route.requested!r}: {verdict} in {route.total_ms:.1f} ms",
+                       style="bold"), soft_wrap=True, highlight=False)
     for i, a in enumerate(route.attempts, 1):
-        style = {"ok": "green", "error": "red", "skipped": "yellow"}[a.outcome]
-        why = f"{a.error_type}: {a.error}" if a.error_type else ""
-        table.add_row(str(i), a.model, f"{a.provider} ({a.kind})", f"[{style}]{a.outcome}[/]",
-                      str(a.tries), "" if a.ttfb_ms is None else f"{a.ttfb_ms:.1f}",
-                      f"{a.duration_ms:.1f}", why)
-    console.print(table)
+        style = {"ok": "green", "error": "red", "skipped": "yellow"}.get(a.outcome, "")
+        line = Text.assemble(f"  {i}. {a.model} via {a.provider} ({a.kind}): ",
+                             (a.outcome, style))
+        if a.error_type:
+            line.append(f" — {a.error_type}: {a.error}")
+        timing = [] if a.ttfb_ms is None else [f"ttfb {a.ttfb_ms:.1f} ms"]
+        timing.append(f"{a.duration_ms:.1f} ms")
+        if a.tries > 1:
+            timing.append(f"{a.tries} tries")
+        line.append(f" [{', '.join(timing)}]")
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 class _progress:
@@ -273,14 +314,14 @@ def _health(args: argparse.Namespace, out: Console) -> int:
     with Router(config, warm=False) as router:
         reports = router.health(timeout=args.timeout)
     if args.json:
-        print(json.dumps([r.__dict__ for r in reports], indent=2))
+        print(json.dumps([dataclasses.asdict(r) for r in reports], indent=2))
     else:
         table = Table(title="provider health")
         for col in ("provider", "ok", "ms", "detail"):
             table.add_column(col)
         for r in reports:
-            table.add_row(r.provider, "[green]yes[/]" if r.ok else "[red]no[/]",
-                          f"{r.latency_ms:.1f}", r.detail)
+            table.add_row(Text(r.provider), Text("yes", "green") if r.ok else Text("no", "red"),
+                          f"{r.latency_ms:.1f}", Text(r.detail))
         out.print(table)
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAIL
 

@@ -1,0 +1,178 @@
+"""The per-model gate of the in-process provider: one llama context, one request at a time.
+
+Owns ``ModelSlot``: one configured model's state (its loaded ``Llama`` and the arguments it
+got) and the fair lock with a bounded FIFO queue in front of its single context — admission
+(``ProviderBusy`` past the queue), waiting until a deadline (``RequestTimeout``), hand-off to
+the oldest waiter on release, and waking everyone on close. Also ``free_llama``, the one way a
+``Llama`` is freed. Must not load models (``_llama_load``), decode, or import ``llama_cpp``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .. import _constants as C
+from .._config import ModelConfig
+from .._exceptions import ProviderBusy, ProviderError, RequestTimeout
+
+if TYPE_CHECKING:
+    from ._llama_load import LlamaModel
+
+__all__ = ["ModelSlot", "free_llama"]
+
+log = logging.getLogger("routekit.providers.llama_cpp")
+
+_now = time.monotonic
+
+
+class ModelSlot:
+    """One model: its ``Llama`` (or None), and the gate in front of its single context.
+
+    The gate is a fair lock with a bounded queue. ``pending`` counts admitted requests (the
+    one decoding plus those waiting); admission fails fast past ``capacity`` = 1 + queue_size.
+    A release hands the context straight to the oldest waiter (``busy`` stays set), so a
+    newcomer can never overtake the queue. All fields are guarded by ``cond``; ``llm`` is
+    published under ``load_lock`` too (see ``_llama_load.load``).
+    """
+
+    __slots__ = (
+        "name", "config", "provider", "capacity", "cond", "busy", "pending", "waiters",
+        "closing", "load_lock", "llm", "params",
+    )
+
+    def __init__(self, name: str, config: ModelConfig, provider: str) -> None:
+        self.name = name
+        self.config = config
+        self.provider = provider
+        queue = config.queue_size if config.queue_size is not None else C.DEFAULT_QUEUE_SIZE
+        self.capacity = 1 + queue
+        self.cond = threading.Condition(threading.Lock())
+        self.busy = False
+        self.pending = 0
+        self.waiters: deque[list[bool]] = deque()  # one [granted] flag per waiter, oldest first
+        self.closing = False
+        self.load_lock = threading.Lock()
+        self.llm: LlamaModel | None = None
+        self.params: dict[str, Any] | None = None  # the keyword arguments Llama got
+
+    def enter(self, t_end: float) -> None:
+        """Admit and take the context, waiting in the queue until ``t_end`` at most."""
+        with self.cond:
+            self._admit_locked()
+            self._wait_locked(t_end, None)
+
+    def admit(self) -> None:
+        with self.cond:
+            self._admit_locked()
+
+    def acquire_admitted(self, t_end: float, cancel: threading.Event) -> None:
+        with self.cond:
+            self._wait_locked(t_end, cancel)
+
+    def abandon(self) -> None:
+        """Give back an admission that never reached ``acquire_admitted``."""
+        with self.cond:
+            self.pending -= 1
+
+    def release(self) -> None:
+        with self.cond:
+            self.pending -= 1
+            free = self._handoff_locked()
+        free_llama(free)
+
+    def wake_all(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def queue_depth(self) -> int:
+        with self.cond:
+            return max(0, self.pending - (1 if self.busy else 0))
+
+    def close(self) -> None:
+        """Refuse new requests and wake the waiters; frees the model unless a request holds
+        it (that request frees it on release)."""
+        free = None
+        with self.cond:
+            self.closing = True
+            if not self.busy:
+                free, self.llm = self.llm, None
+            self.cond.notify_all()
+        free_llama(free)
+
+    def closed_error(self) -> ProviderError:
+        return ProviderError(
+            f"in-process provider for model {self.name!r} is closed",
+            provider=self.provider, model=self.name,
+        )
+
+    def _admit_locked(self) -> None:
+        if self.closing:
+            raise self.closed_error()
+        if self.pending >= self.capacity:
+            raise ProviderBusy(
+                f"in-process model {self.name!r} is busy: 1 request decoding and "
+                f"{self.capacity - 1} waiting (queue_size {self.capacity - 1})",
+                provider=self.provider, model=self.name,
+            )
+        self.pending += 1
+
+    def _wait_locked(self, t_end: float, cancel: threading.Event | None) -> None:
+        # Called holding an admission: every way out takes the context or gives it back.
+        if not self.busy and not self.waiters and not self.closing:
+            self.busy = True  # uncontended: no wait, one lock round trip in all
+            return
+        me = [False]
+        self.waiters.append(me)
+        try:
+            while True:
+                if self.closing:
+                    raise self.closed_error()
+                if cancel is not None and cancel.is_set():
+                    raise ProviderError(
+                        "request cancelled", provider=self.provider, model=self.name
+                    )
+                if me[0]:
+                    return
+                remaining = t_end - _now()
+                if remaining <= 0:
+                    raise RequestTimeout(
+                        f"deadline passed while waiting for in-process model {self.name!r} "
+                        f"({len(self.waiters) - 1} other request(s) waiting)",
+                        provider=self.provider, model=self.name,
+                    )
+                self.cond.wait(remaining)
+        except BaseException:
+            self.pending -= 1
+            if me[0]:
+                free_llama(self._handoff_locked())  # granted as we gave up: pass it on
+            else:
+                self.waiters.remove(me)
+            raise
+
+    def _handoff_locked(self) -> LlamaModel | None:
+        """Give the context to the oldest waiter, or mark it idle. Returns a Llama to free."""
+        if self.waiters:
+            self.waiters.popleft()[0] = True
+            self.cond.notify_all()  # queues are short (queue_size); the granted one proceeds
+            return None
+        self.busy = False
+        if self.closing:
+            free, self.llm = self.llm, None
+            return free
+        return None
+
+
+def free_llama(llm: object | None) -> None:
+    """Free a ``Llama`` now rather than at garbage collection; never raises."""
+    if llm is None:
+        return
+    close = getattr(llm, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as exc:  # freeing must not mask the caller's own outcome
+            log.debug("llama close() failed: %s", exc)

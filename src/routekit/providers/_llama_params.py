@@ -1,0 +1,111 @@
+"""OpenAI request parameters → ``llama_cpp.Llama.create_chat_completion`` keyword arguments.
+
+Owns the mapping and its refusals, nothing else (no loading, no decoding, no llama_cpp
+import). Passed on: ``temperature``, ``top_p``, ``stop``, ``seed``, ``presence_penalty``,
+``frequency_penalty``, ``max_tokens`` / ``max_completion_tokens`` (the latter wins),
+``response_format`` (``json_object``, and ``json_schema`` as a grammar-constrained
+``json_object``), and from ``extra_body``: ``top_k``, ``min_p``, ``typical_p``,
+``repeat_penalty``. Requests this model cannot honour without changing their meaning —
+``n`` > 1, ``tools`` / ``functions`` (unless ``tool_choice="none"``), ``logprobs``,
+``logit_bias`` (token ids of another vocabulary) — raise a plain ``ProviderError`` (neither
+fatal nor retryable): the request is fine, another candidate may serve it. Parameters that do
+not change the text (``user``, ``metadata``, ``stream_options``, ...) and unknown ones are
+ignored with a debug log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .._exceptions import ProviderError
+
+if TYPE_CHECKING:
+    from ._base import ChatRequest
+    from ._llama_gate import ModelSlot
+
+__all__ = ["llama_kwargs"]
+
+log = logging.getLogger("routekit.providers.llama_cpp")
+
+_PASSED = frozenset(
+    {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"}
+)
+_EXTRA_BODY_PASSED = frozenset({"top_k", "min_p", "typical_p", "repeat_penalty"})
+# Accepted and dropped: they do not change the generated text.
+_IGNORED = frozenset(
+    {
+        "stream", "stream_options", "user", "metadata", "store", "service_tier",
+        "parallel_tool_calls", "reasoning_effort", "modalities", "prediction",
+        "safety_identifier", "prompt_cache_key", "verbosity", "timeout", "extra_headers",
+    }
+)
+
+
+def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
+    """OpenAI ``chat.completions.create`` arguments → ``create_chat_completion`` kwargs."""
+    out: dict[str, Any] = {}
+    unsupported: list[str] = []
+    tools = False
+    tool_choice: Any = None
+    for key, value in request.params.items():
+        if value is None:
+            continue
+        if key in _PASSED:
+            out[key] = value
+        elif key == "max_completion_tokens":
+            out["max_tokens"] = value
+        elif key == "max_tokens":
+            out.setdefault("max_tokens", value)
+        elif key == "n":
+            if value != 1:
+                unsupported.append(f"n={value} (one choice per request)")
+        elif key == "response_format":
+            fmt = _response_format(value)
+            if fmt is False:
+                unsupported.append(f"response_format {value!r}")
+            elif fmt is not None:
+                out["response_format"] = fmt
+        elif key in ("tools", "functions"):
+            tools = tools or bool(value)
+        elif key in ("tool_choice", "function_call"):
+            tool_choice = value
+        elif key in ("logprobs", "top_logprobs"):
+            if value:
+                unsupported.append(f"{key} (the model is loaded without logits_all)")
+        elif key == "logit_bias":
+            if value:
+                unsupported.append("logit_bias (token ids belong to another vocabulary)")
+        elif key in _IGNORED:
+            log.debug("ignoring parameter %r for in-process model %r", key, slot.name)
+        else:
+            log.debug("ignoring unknown parameter %r for in-process model %r", key, slot.name)
+    if tools and tool_choice != "none":
+        unsupported.append("tools / function calling")
+    if request.extra_body:
+        for key, value in request.extra_body.items():
+            if key in _EXTRA_BODY_PASSED and value is not None:
+                out[key] = value
+            else:
+                log.debug("ignoring extra_body[%r] for in-process model %r", key, slot.name)
+    if unsupported:
+        raise ProviderError(
+            f"in-process model {slot.name!r} does not support {', '.join(unsupported)}",
+            provider=slot.provider, model=slot.name,
+        )
+    return out
+
+
+def _response_format(value: Any) -> dict[str, Any] | None | bool:
+    """None: nothing to pass; False: unsupported; else llama's own response_format."""
+    kind = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        spec = value.get("json_schema") if isinstance(value, Mapping) else None
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        # llama-cpp-python constrains json_object output with a grammar built from "schema".
+        return {"type": "json_object", "schema": schema} if schema else {"type": "json_object"}
+    return False
