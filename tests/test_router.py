@@ -316,3 +316,32 @@ def test_real_llama_server_streams(llama_base_url: str, dead_url: str) -> None:
         route = stream.route
     assert any(c.choices and c.choices[0].delta.content for c in chunks)
     assert route.answered_by.model == "m1" and route.answered_by.ttfb_ms > 0
+
+
+@pytest.mark.parametrize("kw,fragment", [
+    ({"max_tokens": 0}, "max_tokens must be a whole number >= 1"),
+    ({"max_completion_tokens": -3}, "max_completion_tokens"),
+    ({"n": 0}, "n must be"),
+    ({"temperature": 3.0}, "temperature must be a number from 0 to 2"),
+    ({"top_p": -0.1}, "top_p"),
+    ({"messages": []}, "messages must not be empty"),
+    ({"messages": [{"content": "no role"}]}, "messages[0] has no 'role'"),
+])
+def test_requests_every_candidate_would_reject_fail_before_any_attempt(
+        kw: dict[str, Any], fragment: str, fault: FaultServer) -> None:
+    with Router(chain_config([fault.url("ok")])) as router:
+        args: dict[str, Any] = {"model": "m0", "messages": MSG, **kw}
+        with pytest.raises(BadRequest) as info:
+            router.chat.completions.create(**args)
+    assert fragment in str(info.value)
+    assert fault.requests == 0
+
+
+def test_router_start_builds_http_clients(fault: FaultServer) -> None:
+    """Warm start: the openai client exists before the first request, so the first hop
+    does not pay for importing and building it (~0.3 s)."""
+    cfg = chain_config([fault.url("ok")])
+    with Router(cfg) as router:
+        assert router._core._http["p0"]._create is not None
+    with Router(cfg, warm=False) as router:
+        assert router._core._http["p0"]._create is None

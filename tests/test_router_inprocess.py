@@ -158,3 +158,22 @@ def test_async_stream_in_process(gemma_path: Path) -> None:
     assert text.strip()
     assert [a.outcome for a in route.attempts] == ["error", "ok"]
     assert route.answered_by.ttfb_ms is not None and route.answered_by.ttfb_ms > 0
+
+
+def test_llama_cpp_logs_go_to_logging_not_stderr(tiny_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys; from routekit import Router; "
+        "logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format='%(name)s %(message)s'); "
+        f"r = Router({{'providers': {{'l': {{'kind': 'llama_cpp'}}}}, 'models': {{'m': "
+        f"{{'provider': 'l', 'path': {str(tiny_path)!r}, 'chat_format': 'chatml', 'n_ctx': 256}}}}}}); "
+        "r.chat.completions.create(model='m', messages=[{'role': 'user', 'content': 'x'}], max_tokens=2); "
+        "r.close()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "llama" not in out.stderr  # quiet library: nothing from llama.cpp on stderr
+    assert "routekit.llama_cpp" in out.stdout  # ... but every line reaches logging

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import _constants as C
 from ._config import Config, ModelConfig, TimeoutConfig
@@ -29,7 +29,9 @@ from .providers._base import ChatRequest, Deadline, Provider
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
 
-__all__ = ["Candidate", "RouteRecorder", "complete_async", "complete_sync"]
+__all__ = [
+    "Candidate", "RouteRecorder", "complete_async", "complete_sync", "eligible", "record_failure",
+]
 
 _now = time.perf_counter
 
@@ -138,6 +140,36 @@ def attempt_deadline(cand: Candidate, deadline_at: float) -> Deadline:
                     total=min(t.total, remaining))
 
 
+def eligible(
+    config: Config, candidates: list[Candidate], rec: RouteRecorder, deadline_at: float
+) -> Iterator[tuple[Candidate, CandidateRetry]]:
+    """The candidates worth calling, in plan order, each with its retry policy; the others
+    are recorded as skipped (prompt too long for the window, request deadline passed)."""
+    prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
+    last = len(candidates) - 1
+    for i, cand in enumerate(candidates):
+        reason = precheck(cand, prompt_tokens)
+        if reason is not None:
+            rec.skip(cand, reason, "ContextLengthExceeded")
+        elif _now() >= deadline_at:
+            rec.skip(cand, "the request deadline passed before this candidate", "RequestTimeout")
+        else:
+            yield cand, CandidateRetry(config.routing.retry, last=i == last,
+                                       deadline_at=deadline_at)
+
+
+def record_failure(rec: RouteRecorder, cand: Candidate, policy: CandidateRetry,
+                   started: float, exc: ProviderError) -> None:
+    """Record a candidate that failed; raise when the request itself is at fault (it would
+    fail on every candidate), otherwise let the caller move on."""
+    if isinstance(exc, MissingAPIKey):
+        rec.skip(cand, str(exc), type(exc).__name__)
+        return
+    rec.fail(cand, policy.tries, started, exc)
+    if exc.fatal:
+        raise rec.raise_with_route(exc) from None
+
+
 def complete_sync(
     config: Config,
     requested: str,
@@ -147,30 +179,15 @@ def complete_sync(
 ) -> ChatCompletion:
     rec = RouteRecorder(requested)
     deadline_at = _now() + deadline_s
-    prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
-    last = len(candidates) - 1
-    for i, cand in enumerate(candidates):
-        reason = precheck(cand, prompt_tokens)
-        if reason is not None:
-            rec.skip(cand, reason, "ContextLengthExceeded")
-            continue
-        if _now() >= deadline_at:
-            rec.skip(cand, f"request deadline of {deadline_s:g} s passed", "RequestTimeout")
-            continue
-        policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
+    for cand, policy in eligible(config, candidates, rec, deadline_at):
         started = _now()
         provider, request = cand.provider, cand.request
         try:
             result = policy.run(
                 lambda: provider.complete(request, attempt_deadline(cand, deadline_at))
             )
-        except MissingAPIKey as exc:
-            rec.skip(cand, str(exc), type(exc).__name__)
-            continue
         except ProviderError as exc:
-            rec.fail(cand, policy.tries, started, exc)
-            if exc.fatal:
-                raise rec.raise_with_route(exc) from None
+            record_failure(rec, cand, policy, started, exc)
             continue
         rec.ok(cand, policy.tries, started, None)
         return wrap(result, rec.build())
@@ -186,30 +203,15 @@ async def complete_async(
 ) -> ChatCompletion:
     rec = RouteRecorder(requested)
     deadline_at = _now() + deadline_s
-    prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
-    last = len(candidates) - 1
-    for i, cand in enumerate(candidates):
-        reason = precheck(cand, prompt_tokens)
-        if reason is not None:
-            rec.skip(cand, reason, "ContextLengthExceeded")
-            continue
-        if _now() >= deadline_at:
-            rec.skip(cand, f"request deadline of {deadline_s:g} s passed", "RequestTimeout")
-            continue
-        policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
+    for cand, policy in eligible(config, candidates, rec, deadline_at):
         started = _now()
         provider, request = cand.provider, cand.request
         try:
             result = await policy.arun(
                 lambda: provider.acomplete(request, attempt_deadline(cand, deadline_at))
             )
-        except MissingAPIKey as exc:
-            rec.skip(cand, str(exc), type(exc).__name__)
-            continue
         except ProviderError as exc:
-            rec.fail(cand, policy.tries, started, exc)
-            if exc.fatal:
-                raise rec.raise_with_route(exc) from None
+            record_failure(rec, cand, policy, started, exc)
             continue
         rec.ok(cand, policy.tries, started, None)
         return wrap(result, rec.build())

@@ -18,7 +18,7 @@ from typing import (
 from . import _constants as C
 from ._attempt import Candidate, complete_async, complete_sync, context_window
 from ._config import Config, ModelConfig
-from ._exceptions import NoRouteError
+from ._exceptions import BadRequest, MissingAPIKey, NoRouteError
 from ._loader import load_config
 from ._plan import CompiledGraph
 from ._route import Route
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
 
     from .providers.llama_cpp import LlamaCppProvider
+    from .providers.openai_compat import OpenAICompatProvider
 
 __all__ = ["AsyncRouter", "Router"]
 
@@ -55,8 +56,9 @@ class _RouterCore:
         if self.graph.cycles(limit=1):
             log.warning("config has fallback cycles; plans de-duplicate them (see routekit validate)")
         self.providers: dict[str, Provider] = {}
-        # The same in-process providers again, typed as what they are: only they can warm.
+        # The same providers again, typed as what they are, for warm-up.
         self._in_process: dict[str, LlamaCppProvider] = {}
+        self._http: dict[str, OpenAICompatProvider] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._build_providers()
@@ -84,7 +86,7 @@ class _RouterCore:
             else:
                 from .providers.openai_compat import OpenAICompatProvider
 
-                self.providers[name] = OpenAICompatProvider(
+                self.providers[name] = self._http[name] = OpenAICompatProvider(
                     name, pcfg, default_timeout=cfg.routing.timeout
                 )
 
@@ -101,6 +103,13 @@ class _RouterCore:
         return out
 
     def warm(self, *, progress: ProgressCallback | None = None) -> None:
+        # HTTP clients first: importing openai and building a client costs ~0.3 s once,
+        # which would otherwise land on the first request's first hop.
+        for http in self._http.values():
+            try:
+                http.warm()
+            except MissingAPIKey as exc:  # reported per request, as a skipped candidate
+                log.debug("%s", exc)
         for name in self.warm_models():
             provider = self._in_process[self.config.models[name].provider]
             try:
@@ -110,12 +119,12 @@ class _RouterCore:
 
     def candidates(self, model: str, messages: Messages, params: dict[str, Any],
                    extra_body: dict[str, Any] | None) -> list[Candidate]:
+        msgs = _check_request(messages, params)
         plan = self.graph.plan(model, max_depth=self.config.routing.max_depth)
         if not plan:
             raise NoRouteError(
                 f"every candidate for model {model!r} is marked unavailable"
             )
-        msgs = [m if type(m) is dict else dict(m) for m in messages]
         user = {k: v for k, v in params.items() if v is not None}
         out = []
         for name in plan:
@@ -145,6 +154,39 @@ class _RouterCore:
                 p.close()
             except Exception as exc:  # closing must release everything it can
                 log.warning("error closing provider %r: %s", p.name, exc)
+
+
+_POSITIVE_INTS = ("max_tokens", "max_completion_tokens", "n")
+_RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0),
+           "presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
+
+
+def _check_request(messages: Messages, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Reject what every candidate would reject (the OpenAI API's own limits), before any
+    attempt: such a request must fail fast, not walk the whole chain. llama.cpp in
+    particular reads max_tokens <= 0 as "until the context is full"."""
+    def bad(message: str) -> BadRequest:
+        return BadRequest(message, status_code=400)
+
+    try:
+        msgs = [m if type(m) is dict else dict(m) for m in messages]
+    except (TypeError, ValueError) as exc:
+        raise bad(f"messages must be a list of mappings with 'role' and 'content': {exc}") from None
+    if not msgs:
+        raise bad("messages must not be empty")
+    for i, m in enumerate(msgs):
+        if not isinstance(m.get("role"), str):
+            raise bad(f"messages[{i}] has no 'role'")
+    for name in _POSITIVE_INTS:
+        v = params.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise bad(f"{name} must be a whole number >= 1, got {v!r}")
+    for name, (lo, hi) in _RANGES.items():
+        v = params.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not lo <= v <= hi):
+            raise bad(f"{name} must be a number from {lo:g} to {hi:g}, got {v!r}")
+    return msgs
 
 
 def _wrap(completion: ChatCompletion, route: Route) -> ChatCompletion:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Generator, Iterator
 
-from ._attempt import Candidate, RouteRecorder, attempt_deadline, estimate_tokens, precheck
+from ._attempt import (
+    Candidate, RouteRecorder, attempt_deadline, eligible, record_failure,
+)
 from ._config import Config
-from ._exceptions import MissingAPIKey, ProviderError, StreamInterrupted
+from ._exceptions import ProviderError, RouteKitError, StreamInterrupted
 from ._retry import CandidateRetry
 from ._route import Route
 from .providers._base import Deadline
@@ -82,27 +84,12 @@ class Stream:
              ) -> Generator[ChatCompletionChunk, None, None]:
         rec = self._rec
         deadline_at = _now() + deadline_s
-        prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
-        last = len(candidates) - 1
-        for i, cand in enumerate(candidates):
-            reason = precheck(cand, prompt_tokens)
-            if reason is not None:
-                rec.skip(cand, reason, "ContextLengthExceeded")
-                continue
-            if _now() >= deadline_at:
-                rec.skip(cand, f"request deadline of {deadline_s:g} s passed", "RequestTimeout")
-                continue
-            policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
+        for cand, policy in eligible(config, candidates, rec, deadline_at):
             started = _now()
             try:
                 it, first = policy.run(lambda: _open(cand, attempt_deadline(cand, deadline_at)))
-            except MissingAPIKey as exc:
-                rec.skip(cand, str(exc), type(exc).__name__)
-                continue
             except ProviderError as exc:
-                rec.fail(cand, policy.tries, started, exc)
-                if exc.fatal:
-                    raise rec.raise_with_route(exc) from None
+                record_failure(rec, cand, policy, started, exc)
                 continue
             ttfb = _now()
             parts: list[str] = []
@@ -115,19 +102,25 @@ class Stream:
                     yield chunk
             except ProviderError as exc:
                 failed = True
-                rec.fail(cand, policy.tries, started, exc, ttfb)
-                err = StreamInterrupted(
-                    f"stream from {cand.model} via {cand.provider_name} broke after the first "
-                    f"token ({type(exc).__name__}: {exc})",
-                    provider=cand.provider_name, model=cand.model, partial="".join(parts),
-                )
-                raise rec.raise_with_route(err) from exc
+                raise _interrupted(rec, cand, policy, started, ttfb, parts, exc) from exc
             finally:
                 _close(it)
                 if not failed:  # normal end, or the caller closed early: the answer was served
                     rec.ok(cand, policy.tries, started, ttfb)
             return
         raise rec.all_failed()
+
+
+def _interrupted(rec: RouteRecorder, cand: Candidate, policy: CandidateRetry, started: float,
+                 ttfb: float, parts: list[str], exc: ProviderError) -> RouteKitError:
+    """A committed stream broke: record it and build the error carrying the partial text.
+    No fallback now: switching models mid-answer would splice two different answers."""
+    rec.fail(cand, policy.tries, started, exc, ttfb)
+    return rec.raise_with_route(StreamInterrupted(
+        f"stream from {cand.model} via {cand.provider_name} broke after the first token "
+        f"({type(exc).__name__}: {exc})",
+        provider=cand.provider_name, model=cand.model, partial="".join(parts),
+    ))
 
 
 def _open(cand: Candidate, deadline: Deadline
@@ -207,29 +200,14 @@ class AsyncStream:
                    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         rec = self._rec
         deadline_at = _now() + deadline_s
-        prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
-        last = len(candidates) - 1
-        for i, cand in enumerate(candidates):
-            reason = precheck(cand, prompt_tokens)
-            if reason is not None:
-                rec.skip(cand, reason, "ContextLengthExceeded")
-                continue
-            if _now() >= deadline_at:
-                rec.skip(cand, f"request deadline of {deadline_s:g} s passed", "RequestTimeout")
-                continue
-            policy = CandidateRetry(config.routing.retry, last=i == last, deadline_at=deadline_at)
+        for cand, policy in eligible(config, candidates, rec, deadline_at):
             started = _now()
             try:
                 ait, first = await policy.arun(
                     lambda: _aopen(cand, attempt_deadline(cand, deadline_at))
                 )
-            except MissingAPIKey as exc:
-                rec.skip(cand, str(exc), type(exc).__name__)
-                continue
             except ProviderError as exc:
-                rec.fail(cand, policy.tries, started, exc)
-                if exc.fatal:
-                    raise rec.raise_with_route(exc) from None
+                record_failure(rec, cand, policy, started, exc)
                 continue
             ttfb = _now()
             parts: list[str] = []
@@ -242,13 +220,7 @@ class AsyncStream:
                     yield chunk
             except ProviderError as exc:
                 failed = True
-                rec.fail(cand, policy.tries, started, exc, ttfb)
-                err = StreamInterrupted(
-                    f"stream from {cand.model} via {cand.provider_name} broke after the first "
-                    f"token ({type(exc).__name__}: {exc})",
-                    provider=cand.provider_name, model=cand.model, partial="".join(parts),
-                )
-                raise rec.raise_with_route(err) from exc
+                raise _interrupted(rec, cand, policy, started, ttfb, parts, exc) from exc
             finally:
                 await _aclose(ait)
                 if not failed:

@@ -22,7 +22,7 @@ import os
 import threading
 from typing import Any, Iterator
 
-__all__ = ["construction_guard", "disable_extra_bufts"]
+__all__ = ["construction_guard", "disable_extra_bufts", "route_llama_logs"]
 
 log = logging.getLogger("routekit")
 _lock = threading.Lock()
@@ -68,3 +68,39 @@ def construction_guard(llama_cpp: Any) -> Iterator[bool]:
             yield True
         finally:
             low.llama_model_default_params = original
+
+
+# llama.cpp's log levels as this build numbers them (ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3,
+# ERROR 4, CONT 5). llama-cpp-python's own bridge still uses an older numbering and prints
+# warnings such as "using full-size SWA cache" to stderr even with verbose=False.
+_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.DEBUG,
+           4: logging.WARNING}
+_llama_log = logging.getLogger("routekit.llama_cpp")
+_bridge: Any = None  # the ctypes callback; must stay referenced while installed
+_last_level = logging.DEBUG
+
+
+def route_llama_logs(llama_cpp: Any) -> None:
+    """Send llama.cpp's log lines to the ``routekit.llama_cpp`` logger instead of stderr.
+
+    Installed once, when routekit first loads a model (llama.cpp has one process-wide log
+    hook). Errors become WARNING records; the rest DEBUG. ``ROUTEKIT_LLAMA_LOG=stderr``
+    leaves llama-cpp-python's own hook in place.
+    """
+    global _bridge
+    if _bridge is not None or os.environ.get("ROUTEKIT_LLAMA_LOG") == "stderr":
+        return
+    import ctypes
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]  # ctypes, untyped
+    def bridge(level: int, text: bytes, user_data: Any) -> None:
+        global _last_level
+        py_level = _last_level if level == 5 else _LEVELS.get(level, logging.DEBUG)
+        _last_level = py_level
+        if _llama_log.isEnabledFor(py_level):
+            _llama_log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
+
+    with _lock:
+        if _bridge is None:
+            llama_cpp.llama_log_set(bridge, ctypes.c_void_p(0))
+            _bridge = bridge

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol, overload
 from .. import _constants as C
 from .._exceptions import ConfigError, ProviderError
 from .._model_files import resolve_model_path
-from ._llama_compat import construction_guard
+from ._llama_compat import construction_guard, route_llama_logs
 from ._llama_gate import free_llama
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ def resolve_params(slot: ModelSlot, progress: ProgressCallback | None) -> dict[s
 
 
 def _construct(llama_cpp: ModuleType, params: dict[str, Any], slot: ModelSlot) -> LlamaModel:
+    route_llama_logs(llama_cpp)
     try:
         with construction_guard(llama_cpp) as guarded:
             if guarded:
