@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from . import _constants as C
 from ._config import Config, ModelConfig, TimeoutConfig
@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 _now = time.perf_counter
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,8 @@ def complete_sync(
     requested: str,
     candidates: list[Candidate],
     deadline_s: float,
-    wrap: Callable[[ChatCompletion, Route], ChatCompletion],
-) -> ChatCompletion:
+    wrap: Callable[[ChatCompletion, Route], R],
+) -> R:
     rec = RouteRecorder(requested)
     deadline_at = _now() + deadline_s
     for cand, policy in eligible(config, candidates, rec, deadline_at):
@@ -199,8 +200,8 @@ async def complete_async(
     requested: str,
     candidates: list[Candidate],
     deadline_s: float,
-    wrap: Callable[[ChatCompletion, Route], ChatCompletion],
-) -> ChatCompletion:
+    wrap: Callable[[ChatCompletion, Route], R],
+) -> R:
     rec = RouteRecorder(requested)
     deadline_at = _now() + deadline_s
     for cand, policy in eligible(config, candidates, rec, deadline_at):

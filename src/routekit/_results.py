@@ -22,7 +22,7 @@ class RoutedChatCompletion(ChatCompletion):
         return self._route
 
 
-def with_route(completion: ChatCompletion, route: Route) -> ChatCompletion:
+def with_route(completion: ChatCompletion, route: Route) -> RoutedChatCompletion:
     # A shallow copy into the subclass, the way pydantic's own __copy__ does it: the fields
     # were validated once already; model_construct would cost ~35 µs per answer here.
     out = RoutedChatCompletion.__new__(RoutedChatCompletion)

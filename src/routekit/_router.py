@@ -28,6 +28,8 @@ from .providers._base import ChatRequest, HealthReport, Provider
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
 
+    from ._results import RoutedChatCompletion
+
     from .providers.llama_cpp import LlamaCppProvider
     from .providers.openai_compat import OpenAICompatProvider
 
@@ -189,7 +191,7 @@ def _check_request(messages: Messages, params: dict[str, Any]) -> list[dict[str,
     return msgs
 
 
-def _wrap(completion: ChatCompletion, route: Route) -> ChatCompletion:
+def _wrap(completion: ChatCompletion, route: Route) -> RoutedChatCompletion:
     from ._results import with_route
 
     return with_route(completion, route)
@@ -212,7 +214,7 @@ class _Completions:
         parallel_tool_calls: bool | None = None, user: str | None = None,
         stream_options: dict[str, Any] | None = None, timeout: float | None = None,
         extra_body: dict[str, Any] | None = None,
-    ) -> ChatCompletion: ...
+    ) -> RoutedChatCompletion: ...
 
     @overload
     def create(
@@ -241,7 +243,7 @@ class _Completions:
         parallel_tool_calls: bool | None = None, user: str | None = None,
         stream_options: dict[str, Any] | None = None, timeout: float | None = None,
         extra_body: dict[str, Any] | None = None,
-    ) -> ChatCompletion | Stream:
+    ) -> RoutedChatCompletion | Stream:
         """Same arguments as ``openai.OpenAI().chat.completions.create``; routed."""
         params = dict(
             temperature=temperature, top_p=top_p, max_tokens=max_tokens,
@@ -276,7 +278,7 @@ class _AsyncCompletions:
         parallel_tool_calls: bool | None = None, user: str | None = None,
         stream_options: dict[str, Any] | None = None, timeout: float | None = None,
         extra_body: dict[str, Any] | None = None,
-    ) -> ChatCompletion: ...
+    ) -> RoutedChatCompletion: ...
 
     @overload
     async def create(
@@ -305,7 +307,7 @@ class _AsyncCompletions:
         parallel_tool_calls: bool | None = None, user: str | None = None,
         stream_options: dict[str, Any] | None = None, timeout: float | None = None,
         extra_body: dict[str, Any] | None = None,
-    ) -> ChatCompletion | AsyncStream:
+    ) -> RoutedChatCompletion | AsyncStream:
         """Same arguments as ``openai.AsyncOpenAI().chat.completions.create``; routed."""
         params = dict(
             temperature=temperature, top_p=top_p, max_tokens=max_tokens,

@@ -227,7 +227,7 @@ def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
                 temperature=args.temperature,
             )
             content = reply.choices[0].message.content or ""
-            route = reply.route  # type: ignore[attr-defined]
+            route = reply.route
             if not args.json:
                 out.print(content, markup=False, highlight=False)
     if args.json:
