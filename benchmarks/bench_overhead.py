@@ -2,6 +2,7 @@
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_overhead.py [--n 400]
 
+0. routekit's own work per request, with a provider that answers from memory.
 1. Non-streaming completions against a fast loopback server (tests/faultserver.py, "ok"
    mode): the routekit Router vs the same OpenAICompatProvider called directly, interleaved
    call by call so both see the same machine noise. Overhead = difference of medians.
@@ -35,6 +36,39 @@ def config(urls: list[str]) -> dict[str, Any]:
     models = {f"m{i}": {"provider": f"p{i}", "model_id": "bench"} for i in range(len(urls))}
     return {"providers": providers, "models": models,
             "fallback_chains": {"m0": {"chain": [f"m{i}" for i in range(1, len(urls))]}}}
+
+
+class _InstantProvider:
+    """A Provider that answers from memory: isolates routekit's own per-request work (plan,
+    request checks, attempt loop, route record, result wrapping) from HTTP and the server."""
+
+    name, kind = "instant", "vllm"
+
+    def __init__(self) -> None:
+        from openai.types.chat import ChatCompletion
+
+        self.reply = ChatCompletion.model_validate({
+            "id": "x", "object": "chat.completion", "created": 0, "model": "bench",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "hi"}}]})
+
+    def complete(self, request: Any, deadline: Any) -> Any:
+        return self.reply
+
+
+def routing_layer_alone(n: int) -> list[float]:
+    with Router(config(["http://127.0.0.1:9/v1"]), warm=False) as router:
+        core = router._core
+        core._model_cache["m0"] = core._model_cache["m0"]._replace(provider=_InstantProvider())
+        create = router.chat.completions.create
+        for _ in range(200):
+            create(model="m0", messages=MSG)
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            create(model="m0", messages=MSG)
+            out.append((time.perf_counter_ns() - t0) / 1e3)
+        return out
 
 
 @contextlib.contextmanager
@@ -92,12 +126,15 @@ def main() -> int:
                 failover_ms.append(refused.duration_ms)
                 total_ms.append(reply.route.total_ms)
 
+    own = routing_layer_alone(n * 5)
     overhead = median(t_router) - median(t_direct)
     rows = [
         {"case": "direct provider.complete", "median_us": median(t_direct),
          "p99_us": pct(t_direct, 0.99), "n": n},
         {"case": "Router.create", "median_us": median(t_router),
          "p99_us": pct(t_router, 0.99), "n": n},
+        {"case": "routing layer alone (provider answers instantly)", "median_us": median(own),
+         "p99_us": pct(own, 0.99), "n": len(own)},
         {"case": "refused candidate (failover cost)", "median_us": median(failover_ms) * 1e3,
          "p99_us": pct(failover_ms, 0.99) * 1e3, "n": len(failover_ms)},
         {"case": "Router.create via closed port", "median_us": median(total_ms) * 1e3,

@@ -37,7 +37,7 @@ _now = time.perf_counter
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Candidate:
     model: str
     provider_name: str

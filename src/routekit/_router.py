@@ -9,15 +9,17 @@ Plans come from ``_plan`` (the C++ core); attempts from ``_attempt`` / ``_stream
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from typing import (
-    TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence, Union, overload,
+    TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, NamedTuple, Sequence, Union,
+    overload,
 )
 
 from . import _constants as C
 from ._attempt import Candidate, complete_async, complete_sync, context_window
-from ._config import Config, ModelConfig
+from ._config import Config, TimeoutConfig
 from ._exceptions import BadRequest, MissingAPIKey, NoRouteError
 from ._loader import load_config
 from ._plan import CompiledGraph
@@ -64,11 +66,13 @@ class _RouterCore:
         self._closed = False
         self._lock = threading.Lock()
         self._build_providers()
-        self._model_cache: dict[str, tuple[str, str, Provider, ModelConfig, int | None]] = {}
+        # Everything a request needs per model, resolved once: the hot path only indexes.
+        self._model_cache: dict[str, _ModelEntry] = {}
         for name, m in self.config.models.items():
             p = self.config.providers[m.provider]
-            self._model_cache[name] = (
-                m.provider, p.kind, self.providers[m.provider], m,
+            self._model_cache[name] = _ModelEntry(
+                m.provider, p.kind, self.providers[m.provider], m.model_id or name,
+                dict(m.defaults), p.timeout or self.config.routing.timeout,
                 context_window(m, p.in_process),
             )
         if warm:
@@ -121,20 +125,20 @@ class _RouterCore:
 
     def candidates(self, model: str, messages: Messages, params: dict[str, Any],
                    extra_body: dict[str, Any] | None) -> list[Candidate]:
-        msgs = _check_request(messages, params)
+        user = {k: v for k, v in params.items() if v is not None}
+        msgs = _check_request(messages, user)
         plan = self.graph.plan(model, max_depth=self.config.routing.max_depth)
         if not plan:
             raise NoRouteError(
                 f"every candidate for model {model!r} is marked unavailable"
             )
-        user = {k: v for k, v in params.items() if v is not None}
         out = []
         for name in plan:
-            prov_name, kind, provider, mcfg, window = self._model_cache[name]
-            merged = {**mcfg.defaults, **user} if mcfg.defaults else user
-            request = ChatRequest(name, mcfg.model_id or name, msgs, merged, extra_body)
-            timeout = self.config.providers[prov_name].timeout or self.config.routing.timeout
-            out.append(Candidate(name, prov_name, kind, provider, request, timeout, window))
+            e = self._model_cache[name]
+            merged = {**e.defaults, **user} if e.defaults else user
+            request = ChatRequest(name, e.model_id, msgs, merged, extra_body)
+            out.append(Candidate(name, e.provider_name, e.kind, e.provider, request, e.timeout,
+                                 e.window))
         return out
 
     def deadline(self, timeout: float | None) -> float:
@@ -158,15 +162,29 @@ class _RouterCore:
                 log.warning("error closing provider %r: %s", p.name, exc)
 
 
-_POSITIVE_INTS = ("max_tokens", "max_completion_tokens", "n")
-_RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0),
-           "presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
+class _ModelEntry(NamedTuple):
+    provider_name: str
+    kind: str
+    provider: Provider
+    model_id: str
+    defaults: dict[str, Any]
+    timeout: TimeoutConfig
+    window: int | None
+
+
+# The OpenAI API's own limits on parameters: (low, high, whole number?)
+_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "max_tokens": (1, math.inf, True), "max_completion_tokens": (1, math.inf, True),
+    "n": (1, 128, True), "temperature": (0.0, 2.0, False), "top_p": (0.0, 1.0, False),
+    "presence_penalty": (-2.0, 2.0, False), "frequency_penalty": (-2.0, 2.0, False),
+}
 
 
 def _check_request(messages: Messages, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Reject what every candidate would reject (the OpenAI API's own limits), before any
     attempt: such a request must fail fast, not walk the whole chain. llama.cpp in
-    particular reads max_tokens <= 0 as "until the context is full"."""
+    particular reads max_tokens <= 0 as "until the context is full". ``params`` holds only
+    the arguments the caller gave."""
     def bad(message: str) -> BadRequest:
         return BadRequest(message, status_code=400)
 
@@ -179,22 +197,29 @@ def _check_request(messages: Messages, params: dict[str, Any]) -> list[dict[str,
     for i, m in enumerate(msgs):
         if not isinstance(m.get("role"), str):
             raise bad(f"messages[{i}] has no 'role'")
-    for name in _POSITIVE_INTS:
-        v = params.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise bad(f"{name} must be a whole number >= 1, got {v!r}")
-    for name, (lo, hi) in _RANGES.items():
-        v = params.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                              or not lo <= v <= hi):
+    for name, v in params.items():
+        limits = _LIMITS.get(name)
+        if limits is None:
+            continue
+        lo, hi, whole = limits
+        kind = int if whole else (int, float)
+        if isinstance(v, bool) or not isinstance(v, kind) or not lo <= v <= hi:
+            if whole:
+                raise bad(f"{name} must be a whole number >= {lo:g}, got {v!r}")
             raise bad(f"{name} must be a number from {lo:g} to {hi:g}, got {v!r}")
     return msgs
 
 
-def _wrap(completion: ChatCompletion, route: Route) -> RoutedChatCompletion:
-    from ._results import with_route
+_with_route: Callable[[ChatCompletion, Route], RoutedChatCompletion] | None = None
 
-    return with_route(completion, route)
+
+def _wrap(completion: ChatCompletion, route: Route) -> RoutedChatCompletion:
+    global _with_route
+    if _with_route is None:  # _results imports openai: only once a router answers
+        from ._results import with_route
+
+        _with_route = with_route
+    return _with_route(completion, route)
 
 
 class _Completions:
