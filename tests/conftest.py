@@ -52,3 +52,11 @@ def fast_retry() -> dict[str, Any]:
     return {"retry": {"max_attempts": 2, "last_candidate_attempts": 3,
                       "backoff_initial": 0.01, "backoff_max": 0.05, "jitter": 0.01,
                       "retry_after_cap": 0.5}}
+
+
+def routekit_path() -> str:
+    """The folder holding the routekit under test (src/ in development, site-packages when
+    installed): what a subprocess needs on PYTHONPATH to import the same routekit."""
+    import routekit
+
+    return str(Path(routekit.__file__).resolve().parent.parent)

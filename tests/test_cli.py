@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import fast_retry, http_provider
+from conftest import fast_retry, http_provider, routekit_path
 from faultserver import FaultServer, closed_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ def routekit(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
     base = {k: v for k, v in os.environ.items()
             if k not in ("ROUTEKIT_CONFIG", "ROUTEKIT_DEBUG", "COLUMNS")}
     base["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+        p for p in (routekit_path(), os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.run([sys.executable, "-m", "routekit", *args], capture_output=True,
                           text=True, encoding="utf-8", env={**base, **(env or {})},
                           timeout=timeout, cwd=ROOT)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import routekit_path
 
 from routekit._config import ProviderConfig, TimeoutConfig
 from routekit._exceptions import (
@@ -510,7 +511,7 @@ def test_import_is_lazy() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PYTHONPATH": str(Path(__file__).parent.parent / "src"), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": routekit_path(), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -345,3 +345,16 @@ def test_router_start_builds_http_clients(fault: FaultServer) -> None:
         assert router._core._http["p0"]._create is not None
     with Router(cfg, warm=False) as router:
         assert router._core._http["p0"]._create is None
+
+
+def test_all_failed_advice_names_the_deadline_when_it_ran_out(fault: FaultServer) -> None:
+    fault.hang_seconds = 2.0
+    cfg = chain_config([fault.url("hang"), fault.url("ok")])
+    with Router(cfg) as router:
+        with pytest.raises(AllCandidatesFailed) as info:
+            router.chat.completions.create(model="m0", messages=MSG, timeout=0.3)
+    err = info.value
+    assert err.attempts[0].error_type == "RequestTimeout"
+    assert err.attempts[-1].outcome == "skipped"
+    assert "raise `timeout=`" in str(err)
+    assert err.route is not None and err.route.total_ms < 2000  # the deadline held

@@ -239,8 +239,16 @@ class AllCandidatesFailed(RouteKitError):
         lines = [f"all {len(self.attempts)} attempt(s) for model {model!r} failed:"]
         for a in self.attempts:
             lines.append(f"  - {a.describe()}")
-        lines.append(
-            "  Start one of these providers, fix the reasons above, or add an in-process "
-            "model (kind: llama_cpp) to the end of the chain."
-        )
+        lines.append("  " + _advice(self.attempts))
         super().__init__("\n".join(lines))
+
+
+def _advice(attempts: Sequence[Attempt]) -> str:
+    """What a person can do next, from what the attempts say."""
+    if any(a.error_type == "RequestTimeout" and a.outcome == "skipped" for a in attempts):
+        return ("The request deadline ran out before every candidate was tried: raise "
+                "`timeout=` or routing.deadline.")
+    if not any(a.kind in ("llama_cpp", "llama_cpp_native") for a in attempts):
+        return ("Start one of these providers, fix the reasons above, or end the chain with "
+                "an in-process model (kind: llama_cpp), which needs no server.")
+    return "Start one of these providers or fix the reasons above."
