@@ -177,3 +177,22 @@ def test_llama_cpp_logs_go_to_logging_not_stderr(tiny_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "llama" not in out.stderr  # quiet library: nothing from llama.cpp on stderr
     assert "routekit.llama_cpp" in out.stdout  # ... but every line reaches logging
+
+
+def _gpu_offload() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_offload(), reason="needs a CUDA build of llama-cpp-python and a GPU")
+def test_gpu_offload_serves_the_default_model(gemma_path: Path) -> None:
+    cfg = {"providers": {"local": {"kind": "llama_cpp"}},
+           "models": {"g": {"provider": "local", "path": str(gemma_path), "chat_format": "gemma",
+                            "n_ctx": 512}}}
+    with Router(cfg) as router:
+        provider: Any = router._core.providers["local"]
+        assert provider.load_params("g")["n_gpu_layers"] == -1  # every layer on the GPU
+        reply = router.chat.completions.create(model="g", messages=MSG, max_tokens=8)
+    assert reply.choices[0].message.content
