@@ -178,8 +178,9 @@ def test_missing_key_skips_with_reason_and_no_key_leaks(
     assert "RK_TEST_MISSING" in (skipped.error or "")
     assert refused.error_type == "AuthenticationFailed"  # the 401 body echoes the key back
     assert ok.outcome == "ok"
+    assert "AuthenticationFailed" in caplog.text  # failovers are logged (INFO) ...
     for text in everything:
-        assert secret not in text
+        assert secret not in text  # ... and nothing anywhere holds the key
 
 
 def test_unknown_model_is_a_clear_error(fault: FaultServer) -> None:

@@ -8,6 +8,7 @@ the pieces here.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
@@ -33,6 +34,7 @@ __all__ = [
     "Candidate", "RouteRecorder", "complete_async", "complete_sync", "eligible", "record_failure",
 ]
 
+log = logging.getLogger("routekit")
 _now = time.perf_counter
 R = TypeVar("R")
 
@@ -165,8 +167,11 @@ def record_failure(rec: RouteRecorder, cand: Candidate, policy: CandidateRetry,
     fail on every candidate), otherwise let the caller move on."""
     if isinstance(exc, MissingAPIKey):
         rec.skip(cand, str(exc), type(exc).__name__)
-        return
-    rec.fail(cand, policy.tries, started, exc)
+    else:
+        rec.fail(cand, policy.tries, started, exc)
+    # INFO: an application that wants to see failovers turns this logger up; the text is
+    # the route's, already redacted.
+    log.info("request for %r: %s", rec.requested, rec.attempts[-1].describe())
     if exc.fatal:
         raise rec.raise_with_route(exc) from None
 

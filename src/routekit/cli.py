@@ -267,7 +267,7 @@ class _progress:
         self._console = console
         self._quiet = quiet
         self._bar: Any = None
-        self._tasks: dict[str, Any] = {}
+        self._task: Any = None
 
     def __enter__(self) -> Any:
         return None if self._quiet else self
@@ -280,9 +280,11 @@ class _progress:
                                  TextColumn("{task.percentage:>3.0f}%"),
                                  console=self._console, transient=True)
             self._bar.start()
-        if phase not in self._tasks:
-            self._tasks[phase] = self._bar.add_task(phase, total=1.0)
-        self._bar.update(self._tasks[phase], completed=max(0.0, min(1.0, fraction)))
+        # One bar for the whole preparation: ``fraction`` is overall progress and ``phase``
+        # says what is happening now (assembling, verifying, ready).
+        if self._task is None:
+            self._task = self._bar.add_task(phase, total=1.0)
+        self._bar.update(self._task, description=phase, completed=max(0.0, min(1.0, fraction)))
 
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
