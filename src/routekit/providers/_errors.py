@@ -326,24 +326,18 @@ def _root_cause(exc: BaseException) -> BaseException:
     return cur
 
 
+_TIMEOUT_PHASES = (("ConnectTimeout", "connect"), ("ReadTimeout", "read"),
+                   ("WriteTimeout", "write"), ("PoolTimeout", "connection pool"))
+
+
 def _timeout_message(exc: BaseException, provider: str | None) -> str:
     httpx2 = sys.modules.get("httpx2")
-    phase = "request"
     if httpx2 is not None:
         for e in _walk(exc):
-            if isinstance(e, httpx2.ConnectTimeout):
-                phase = "connect"
-                break
-            if isinstance(e, httpx2.ReadTimeout):
-                phase = "read"
-                break
-            if isinstance(e, httpx2.WriteTimeout):
-                phase = "write"
-                break
-            if isinstance(e, httpx2.PoolTimeout):
-                phase = "connection pool"
-                break
-    return f"{_who(provider)}: {phase} timeout"
+            for cls_name, phase in _TIMEOUT_PHASES:
+                if isinstance(e, getattr(httpx2, cls_name)):
+                    return f"{_who(provider)}: {phase} timeout"
+    return f"{_who(provider)}: request timeout"
 
 
 def _who(provider: str | None) -> str:
