@@ -63,7 +63,6 @@ _RESERVED = frozenset(
     {"model", "messages", "stream", "timeout", "extra_body", "extra_headers", "extra_query"}
 )
 _TIMEOUT_CACHE_MAX = 256
-_STREAM_OPTIONS = {"include_usage": True}
 
 _create_args: frozenset[str] | None = None
 
@@ -308,10 +307,9 @@ class OpenAICompatProvider:
         if extra:
             kw["extra_body"] = extra
         if stream:
+            # stream_options only when the caller asked: include_usage adds a last chunk with
+            # choices == [], which code written against the openai client does not expect.
             kw["stream"] = True
-            # Token usage in the last chunk (choices == []) where the server supports it;
-            # llama_cpp.server 0.3.x accepts the field and ignores it.
-            kw.setdefault("stream_options", _STREAM_OPTIONS)
         else:
             # Shared defaults may carry it; OpenAI rejects it (400) on non-stream requests.
             kw.pop("stream_options", None)
