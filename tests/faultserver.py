@@ -205,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
         mode, _rest = owner._route(self.path)
         body = self._read_json()
         owner._record("POST", self.path, mode, body, self.client_address[1])
+        with owner._lock:
+            owner.post_headers.append({k.lower(): v for k, v in self.headers.items()})
         wants_stream = isinstance(body, dict) and bool(body.get("stream"))
         try:
             self._serve(mode, body, wants_stream)
@@ -307,6 +309,7 @@ class FaultServer:
         self.retry_after_style = retry_after_style
         self.hang_seconds = min(hang_seconds, 30.0)  # every wait in a test stays bounded
         self.received: list[Received] = []
+        self.post_headers: list[dict[str, str]] = []  # request headers of each POST, in order
         self.hangups = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._stop = threading.Event()

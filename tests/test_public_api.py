@@ -38,3 +38,19 @@ def test_every_error_is_a_routekit_error() -> None:
         obj = getattr(routekit, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, routekit.RouteKitError), name
+
+
+def test_create_accepts_every_argument_of_the_openai_client() -> None:
+    import inspect
+
+    from openai.resources.chat.completions import AsyncCompletions as OpenAIAsync
+    from openai.resources.chat.completions import Completions as OpenAISync
+
+    from routekit._completions import AsyncCompletions, Completions
+
+    for ours, theirs in ((Completions, OpenAISync), (AsyncCompletions, OpenAIAsync)):
+        mine = inspect.signature(ours.create).parameters
+        missing = set(inspect.signature(theirs.create).parameters) - set(mine)
+        assert not missing, f"{ours.__name__}.create lacks {sorted(missing)}"
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY
+                   for name, p in mine.items() if name != "self")

@@ -359,3 +359,16 @@ def test_all_failed_advice_names_the_deadline_when_it_ran_out(fault: FaultServer
     assert err.attempts[-1].outcome == "skipped"
     assert "raise `timeout=`" in str(err)
     assert err.route is not None and err.route.total_ms < 2000  # the deadline held
+
+
+def test_request_options_reach_http_providers(fault: FaultServer) -> None:
+    with Router(chain_config([fault.url("ok")])) as router:
+        router.chat.completions.create(
+            model="m0", messages=MSG, extra_headers={"X-Trace": "abc"},
+            extra_query={"tenant": "t1"}, extra_body={"top_k": 3}, metadata={"k": "v"},
+            reasoning_effort="low")
+    received = fault.received[-1]
+    assert "tenant=t1" in received.path
+    assert fault.post_headers[-1]["x-trace"] == "abc"
+    assert received.body["top_k"] == 3 and received.body["metadata"] == {"k": "v"}
+    assert received.body["reasoning_effort"] == "low"

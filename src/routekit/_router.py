@@ -13,24 +13,26 @@ import math
 import os
 import threading
 from typing import (
-    TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, NamedTuple, Sequence, Union,
-    overload,
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterable,
+    Mapping,
+    NamedTuple,
+    Sequence,
+    Union,
 )
 
-from . import _constants as C
-from ._attempt import Candidate, complete_async, complete_sync, context_window
+from ._attempt import Candidate, context_window
+from ._completions import AsyncCompletions, Completions
 from ._config import Config, TimeoutConfig
 from ._exceptions import BadRequest, MissingAPIKey, NoRouteError
 from ._loader import load_config
 from ._plan import CompiledGraph
-from ._route import Route
-from ._streaming import AsyncStream, Stream
 from .providers._base import ChatRequest, HealthReport, Provider
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletion
 
-    from ._results import RoutedChatCompletion
 
     from .providers.llama_cpp import LlamaCppProvider
     from .providers.openai_compat import OpenAICompatProvider
@@ -49,7 +51,7 @@ def _to_config(config: ConfigSource) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
-class _RouterCore:
+class RouterCore:
     """State shared by the sync and async routers. Thread-safe: providers are built once at
     construction; the graph's availability flags are atomics in the core."""
 
@@ -123,8 +125,10 @@ class _RouterCore:
             except Exception as exc:  # keep routing: the attempt will report it in the route
                 log.warning("could not warm in-process model %r: %s", name, exc)
 
-    def candidates(self, model: str, messages: Messages, params: dict[str, Any],
-                   extra_body: dict[str, Any] | None) -> list[Candidate]:
+    def candidates(self, model: str, messages: Messages, params: dict[str, Any], *,
+                   extra_body: dict[str, Any] | None = None,
+                   extra_headers: dict[str, str] | None = None,
+                   extra_query: dict[str, Any] | None = None) -> list[Candidate]:
         user = {k: v for k, v in params.items() if v is not None}
         msgs = _check_request(messages, user)
         plan = self.graph.plan(model, max_depth=self.config.routing.max_depth)
@@ -136,7 +140,8 @@ class _RouterCore:
         for name in plan:
             e = self._model_cache[name]
             merged = {**e.defaults, **user} if e.defaults else user
-            request = ChatRequest(name, e.model_id, msgs, merged, extra_body)
+            request = ChatRequest(name, e.model_id, msgs, merged, extra_body, extra_headers,
+                                  extra_query)
             out.append(Candidate(name, e.provider_name, e.kind, e.provider, request, e.timeout,
                                  e.window))
         return out
@@ -210,158 +215,18 @@ def _check_request(messages: Messages, params: dict[str, Any]) -> list[dict[str,
     return msgs
 
 
-_with_route: Callable[[ChatCompletion, Route], RoutedChatCompletion] | None = None
-
-
-def _wrap(completion: ChatCompletion, route: Route) -> RoutedChatCompletion:
-    global _with_route
-    if _with_route is None:  # _results imports openai: only once a router answers
-        from ._results import with_route
-
-        _with_route = with_route
-    return _with_route(completion, route)
-
-
-class _Completions:
-    def __init__(self, core: _RouterCore) -> None:
-        self._core = core
-
-    @overload
-    def create(
-        self, *, model: str, messages: Messages, stream: Literal[False] = False,
-        temperature: float | None = None, top_p: float | None = None,
-        max_tokens: int | None = None, max_completion_tokens: int | None = None,
-        stop: Stop = None, seed: int | None = None, n: int | None = None,
-        presence_penalty: float | None = None, frequency_penalty: float | None = None,
-        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
-        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
-        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
-        parallel_tool_calls: bool | None = None, user: str | None = None,
-        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> RoutedChatCompletion: ...
-
-    @overload
-    def create(
-        self, *, model: str, messages: Messages, stream: Literal[True],
-        temperature: float | None = None, top_p: float | None = None,
-        max_tokens: int | None = None, max_completion_tokens: int | None = None,
-        stop: Stop = None, seed: int | None = None, n: int | None = None,
-        presence_penalty: float | None = None, frequency_penalty: float | None = None,
-        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
-        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
-        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
-        parallel_tool_calls: bool | None = None, user: str | None = None,
-        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> Stream: ...
-
-    def create(
-        self, *, model: str, messages: Messages, stream: bool = False,
-        temperature: float | None = None, top_p: float | None = None,
-        max_tokens: int | None = None, max_completion_tokens: int | None = None,
-        stop: Stop = None, seed: int | None = None, n: int | None = None,
-        presence_penalty: float | None = None, frequency_penalty: float | None = None,
-        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
-        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
-        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
-        parallel_tool_calls: bool | None = None, user: str | None = None,
-        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> RoutedChatCompletion | Stream:
-        """Same arguments as ``openai.OpenAI().chat.completions.create``; routed."""
-        params = dict(
-            temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-            max_completion_tokens=max_completion_tokens, stop=stop, seed=seed, n=n,
-            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-            logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs,
-            response_format=response_format, tools=tools, tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls, user=user,
-            stream_options=stream_options,
-        )
-        core = self._core
-        cands = core.candidates(model, messages, params, extra_body)
-        if stream:
-            return Stream(core.config, model, cands, core.deadline(timeout))
-        return complete_sync(core.config, model, cands, core.deadline(timeout), _wrap)
-
-
-class _AsyncCompletions:
-    def __init__(self, core: _RouterCore) -> None:
-        self._core = core
-
-    @overload
-    async def create(
-        self, *, model: str, messages: Messages, stream: Literal[False] = False,
-        temperature: float | None = None, top_p: float | None = None,
-        max_tokens: int | None = None, max_completion_tokens: int | None = None,
-        stop: Stop = None, seed: int | None = None, n: int | None = None,
-        presence_penalty: float | None = None, frequency_penalty: float | None = None,
-        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
-        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
-        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
-        parallel_tool_calls: bool | None = None, user: str | None = None,
-        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> RoutedChatCompletion: ...
-
-    @overload
-    async def create(
-        self, *, model: str, messages: Messages, stream: Literal[True],
-        temperature: float | None = None, top_p: float | None = None,
-        max_tokens: int | None = None, max_completion_tokens: int | None = None,
-        stop: Stop = None, seed: int | None = None, n: int | None = None,
-        presence_penalty: float | None = None, frequency_penalty: float | None = None,
-        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
-        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
-        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
-        parallel_tool_calls: bool | None = None, user: str | None = None,
-        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> AsyncStream: ...
-
-    async def create(
-        self, *, model: str, messages: Messages, stream: bool = False,
-        temperature: float | None = None, top_p: float | None = None,
-        max_tokens: int | None = None, max_completion_tokens: int | None = None,
-        stop: Stop = None, seed: int | None = None, n: int | None = None,
-        presence_penalty: float | None = None, frequency_penalty: float | None = None,
-        logit_bias: dict[str, int] | None = None, logprobs: bool | None = None,
-        top_logprobs: int | None = None, response_format: dict[str, Any] | None = None,
-        tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
-        parallel_tool_calls: bool | None = None, user: str | None = None,
-        stream_options: dict[str, Any] | None = None, timeout: float | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> RoutedChatCompletion | AsyncStream:
-        """Same arguments as ``openai.AsyncOpenAI().chat.completions.create``; routed."""
-        params = dict(
-            temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-            max_completion_tokens=max_completion_tokens, stop=stop, seed=seed, n=n,
-            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-            logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs,
-            response_format=response_format, tools=tools, tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls, user=user,
-            stream_options=stream_options,
-        )
-        core = self._core
-        cands = core.candidates(model, messages, params, extra_body)
-        if stream:
-            return await AsyncStream(core.config, model, cands, core.deadline(timeout))._prime()
-        return await complete_async(core.config, model, cands, core.deadline(timeout), _wrap)
-
-
 class _Chat:
-    def __init__(self, completions: _Completions) -> None:
+    def __init__(self, completions: Completions) -> None:
         self.completions = completions
 
 
 class _AsyncChat:
-    def __init__(self, completions: _AsyncCompletions) -> None:
+    def __init__(self, completions: AsyncCompletions) -> None:
         self.completions = completions
 
 
 class _RouterBase:
-    _core: _RouterCore
+    _core: RouterCore
 
     @property
     def config(self) -> Config:
@@ -393,8 +258,8 @@ class Router(_RouterBase):
 
     def __init__(self, config: ConfigSource, *, warm: bool = True,
                  progress: ProgressCallback | None = None) -> None:
-        self._core = _RouterCore(config, warm=warm, progress=progress)
-        self.chat = _Chat(_Completions(self._core))
+        self._core = RouterCore(config, warm=warm, progress=progress)
+        self.chat = _Chat(Completions(self._core))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,
@@ -426,8 +291,8 @@ class AsyncRouter(_RouterBase):
 
     def __init__(self, config: ConfigSource, *, warm: bool = True,
                  progress: ProgressCallback | None = None) -> None:
-        self._core = _RouterCore(config, warm=warm, progress=progress)
-        self.chat = _AsyncChat(_AsyncCompletions(self._core))
+        self._core = RouterCore(config, warm=warm, progress=progress)
+        self.chat = _AsyncChat(AsyncCompletions(self._core))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,

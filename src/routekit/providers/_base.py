@@ -21,7 +21,8 @@ class ChatRequest:
     ``model`` is the routekit model name (for routes and errors); ``model_id`` is the id the
     provider knows it by. ``params`` holds the other ``chat.completions.create`` arguments
     (temperature, max_tokens, stop, ...) already merged with the model's defaults; ``None``
-    values are absent. ``extra_body`` is passed through untouched to HTTP providers.
+    values are absent. ``extra_body``, ``extra_headers`` and ``extra_query`` are passed through
+untouched to HTTP providers (in-process models read a few sampling knobs from ``extra_body``).
     """
 
     model: str
@@ -29,6 +30,8 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
     extra_body: dict[str, Any] | None = None
+    extra_headers: dict[str, str] | None = None
+    extra_query: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

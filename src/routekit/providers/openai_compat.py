@@ -306,6 +306,10 @@ class OpenAICompatProvider:
             extra = {**extra, **request.extra_body} if extra else dict(request.extra_body)
         if extra:
             kw["extra_body"] = extra
+        if request.extra_headers:
+            kw["extra_headers"] = request.extra_headers
+        if request.extra_query:
+            kw["extra_query"] = request.extra_query
         if stream:
             # stream_options only when the caller asked: include_usage adds a last chunk with
             # choices == [], which code written against the openai client does not expect.
