@@ -1,0 +1,36 @@
+"""The README stays true: its config example loads, and .ci/run runs its test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from routekit import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _commands() -> list[str]:
+    return [line.strip() for line in README.splitlines()[:15] if line.startswith("    python3")]
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    main_job, tests = _commands()
+    assert "routekit chat" in main_job and ".[model]" in main_job
+    assert "pytest" in tests and ".[dev,server,model]" in tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    _, tests = _commands()
+    assert tests in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_readme_config_example_loads() -> None:
+    block = re.search(r"```yaml\n(.*?)```", README, re.S)
+    assert block is not None
+    import yaml
+
+    config = load_config(yaml.safe_load(block.group(1)))
+    assert config.routing.default_model in config.models
+    assert config.providers["cloud"].api_key_env == "OPENAI_API_KEY"
