@@ -148,10 +148,14 @@ def eligible(
 ) -> Iterator[tuple[Candidate, CandidateRetry]]:
     """The candidates worth calling, in plan order, each with its retry policy; the others
     are recorded as skipped (prompt too long for the window, request deadline passed)."""
-    prompt_tokens = estimate_tokens(candidates[0].request.messages) if candidates else 0
+    prompt_tokens = -1  # estimated once, and only if some candidate has a known window
     last = len(candidates) - 1
     for i, cand in enumerate(candidates):
-        reason = precheck(cand, prompt_tokens)
+        reason = None
+        if cand.context_window is not None:
+            if prompt_tokens < 0:
+                prompt_tokens = estimate_tokens(cand.request.messages)
+            reason = precheck(cand, prompt_tokens)
         if reason is not None:
             rec.skip(cand, reason, "ContextLengthExceeded")
         elif _now() >= deadline_at:

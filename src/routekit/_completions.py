@@ -9,6 +9,9 @@ the arguments into candidates is ``RouterCore.candidates``; running them is ``_a
 
 from __future__ import annotations
 
+import inspect
+from itertools import compress, repeat
+from operator import is_not, itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
 from ._attempt import complete_async, complete_sync
@@ -26,6 +29,16 @@ __all__ = ["AsyncCompletions", "Completions"]
 # create() arguments that are not request parameters for the provider.
 _NOT_PARAMS = frozenset({"self", "model", "messages", "stream", "extra_headers", "extra_query",
                          "extra_body", "timeout"})
+_PARAM_NAMES: tuple[str, ...] = ()  # filled below, from the signature
+
+
+def _given(args: dict[str, Any]) -> dict[str, Any]:
+    """The request parameters the caller set (not None). Runs on every request over ~35
+    mostly-None arguments: the scan is done by C iterators (operator.is_not), which halves
+    what a dict comprehension costs here."""
+    values = _param_getter(args)
+    return {name: args[name] for name in compress(_PARAM_NAMES, map(is_not, values,
+                                                                     repeat(None)))}
 
 
 _with_route: Callable[[ChatCompletion, Route], RoutedChatCompletion] | None = None
@@ -174,7 +187,7 @@ class Completions:
         extra_body: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> RoutedChatCompletion | Stream:
-        params = {k: v for k, v in locals().items() if k not in _NOT_PARAMS}
+        params = _given(locals())
         core = self._core
         cands = core.candidates(model, messages, params, extra_body=extra_body,
                                 extra_headers=extra_headers, extra_query=extra_query)
@@ -317,7 +330,7 @@ class AsyncCompletions:
         extra_body: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> RoutedChatCompletion | AsyncStream:
-        params = {k: v for k, v in locals().items() if k not in _NOT_PARAMS}
+        params = _given(locals())
         core = self._core
         cands = core.candidates(model, messages, params, extra_body=extra_body,
                                 extra_headers=extra_headers, extra_query=extra_query)
@@ -325,3 +338,9 @@ class AsyncCompletions:
             stream_ = AsyncStream(core.config, model, cands, core.deadline(timeout))
             return await stream_._prime()
         return await complete_async(core.config, model, cands, core.deadline(timeout), wrap)
+
+
+_PARAM_NAMES = tuple(
+    name for name in inspect.signature(Completions.create).parameters if name not in _NOT_PARAMS
+)
+_param_getter = itemgetter(*_PARAM_NAMES)

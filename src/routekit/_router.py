@@ -129,7 +129,7 @@ class RouterCore:
                    extra_body: dict[str, Any] | None = None,
                    extra_headers: dict[str, str] | None = None,
                    extra_query: dict[str, Any] | None = None) -> list[Candidate]:
-        user = {k: v for k, v in params.items() if v is not None}
+        user = params  # only what the caller set: create() drops None values
         msgs = _check_request(messages, user)
         plan = self.graph.plan(model, max_depth=self.config.routing.max_depth)
         if not plan:
