@@ -372,3 +372,23 @@ def test_request_options_reach_http_providers(fault: FaultServer) -> None:
     assert fault.post_headers[-1]["x-trace"] == "abc"
     assert received.body["top_k"] == 3 and received.body["metadata"] == {"k": "v"}
     assert received.body["reasoning_effort"] == "low"
+
+
+@modes
+def test_a_closed_router_refuses_requests(mode: str, fault: FaultServer) -> None:
+    cfg = chain_config([fault.url("ok")])
+    if mode == "sync":
+        router = Router(cfg)
+        router.close()
+        router.close()  # idempotent
+        with pytest.raises(routekit.RouteKitError, match="router is closed"):
+            router.chat.completions.create(model="m0", messages=MSG)
+    else:
+        async def go() -> None:
+            arouter = AsyncRouter(cfg)
+            await arouter.aclose()
+            with pytest.raises(routekit.RouteKitError, match="router is closed"):
+                await arouter.chat.completions.create(model="m0", messages=MSG)
+
+        asyncio.run(go())
+    assert fault.requests == 0

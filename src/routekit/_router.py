@@ -26,7 +26,7 @@ from typing import (
 from ._attempt import Candidate, context_window
 from ._completions import AsyncCompletions, Completions
 from ._config import Config, TimeoutConfig
-from ._exceptions import BadRequest, MissingAPIKey, NoRouteError
+from ._exceptions import BadRequest, MissingAPIKey, NoRouteError, RouteKitError
 from ._loader import load_config
 from ._plan import CompiledGraph
 from .providers._base import ChatRequest, HealthReport, Provider
@@ -129,6 +129,8 @@ class RouterCore:
                    extra_body: dict[str, Any] | None = None,
                    extra_headers: dict[str, str] | None = None,
                    extra_query: dict[str, Any] | None = None) -> list[Candidate]:
+        if self._closed:
+            raise RouteKitError("this router is closed; create a new one to send requests")
         user = params  # only what the caller set: create() drops None values
         msgs = _check_request(messages, user)
         plan = self.graph.plan(model, max_depth=self.config.routing.max_depth)
