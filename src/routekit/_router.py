@@ -32,8 +32,6 @@ from ._plan import CompiledGraph
 from .providers._base import ChatRequest, HealthReport, Provider
 
 if TYPE_CHECKING:
-
-
     from .providers.llama_cpp import LlamaCppProvider
     from .providers.openai_compat import OpenAICompatProvider
 
@@ -157,16 +155,29 @@ class RouterCore:
     def health(self, timeout: float) -> list[HealthReport]:
         return [p.health(timeout) for p in self.providers.values()]
 
-    def close(self) -> None:
+    def _begin_close(self) -> bool:
+        """Mark the router closed; True for the one caller that gets to release providers."""
         with self._lock:
             if self._closed:
-                return
+                return False
             self._closed = True
-        for p in self.providers.values():
-            try:
-                p.close()
-            except Exception as exc:  # closing must release everything it can
-                log.warning("error closing provider %r: %s", p.name, exc)
+            return True
+
+    def close(self) -> None:
+        if self._begin_close():
+            for p in self.providers.values():
+                try:
+                    p.close()
+                except Exception as exc:  # closing must release everything it can
+                    log.warning("error closing provider %r: %s", p.name, exc)
+
+    async def aclose(self) -> None:
+        if self._begin_close():
+            for p in self.providers.values():
+                try:
+                    await p.aclose()
+                except Exception as exc:
+                    log.warning("error closing provider %r: %s", p.name, exc)
 
 
 class _ModelEntry(NamedTuple):
@@ -309,9 +320,7 @@ class AsyncRouter(_RouterBase):
         return cls(default_config_source(), warm=warm, progress=progress)
 
     async def aclose(self) -> None:
-        for p in self._core.providers.values():
-            await p.aclose()
-        self._core.close()
+        await self._core.aclose()
 
     async def close(self) -> None:
         await self.aclose()
