@@ -24,9 +24,9 @@ from _common import median, pct, report
 from faultserver import closed_port
 
 from routekit import Router
-from routekit._config import ProviderConfig, TimeoutConfig
+from routekit._config.model import ProviderConfig, TimeoutConfig
 from routekit.providers._base import ChatRequest, Deadline
-from routekit.providers.openai_compat import OpenAICompatProvider
+from routekit.providers.http.openai_compat import OpenAICompatProvider
 
 MSG = [{"role": "user", "content": "hi"}]
 

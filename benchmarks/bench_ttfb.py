@@ -29,7 +29,7 @@ from _common import median, report
 from llama_server import default_model_path, llama_server
 
 from routekit import Router
-from routekit.providers._llama_compat import construction_guard
+from routekit.providers.llama_cpp.compat import construction_guard
 
 
 def ttfb(call: Callable[[], Iterable[Any]], text_of: Callable[[Any], str | None]) -> float:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from routekit._config import Config
+from routekit._config.model import Config
 from routekit._exceptions import ConfigError, ConfigIssue
-from routekit._loader import legacy_inferences, load_config, load_config_text
+from routekit._config.loader import legacy_inferences, load_config, load_config_text
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ARCHITECTURE = Path("/work/shared/design/ARCHITECTURE.md")
@@ -122,12 +122,12 @@ def test_multi_terminal_ends_on_several_providers() -> None:
     for name in config.models:
         if config.provider_of(name).kind == "ollama":
             assert reachable(config, name) & set(in_process), name
-    # Cloud models reachable from local ones carry a budget.
+    # Cloud models reachable from local ones carry a price (their routes report the cost).
     local = [m for m in config.models if config.provider_of(m).kind != "openai"]
     cloud_from_local = {m for l in local for m in reachable(config, l)
                         if config.provider_of(m).kind == "openai"}
     assert cloud_from_local
-    assert all(config.models[m].budget is not None for m in cloud_from_local)
+    assert all(config.models[m].price.output_per_1k > 0 for m in cloud_from_local)
     v17 = load_config(EXAMPLES / "v1.7-single-terminal.yaml")
     assert set(v17.models) <= set(config.models)
 

@@ -32,7 +32,7 @@ pytest.importorskip("openai")
 from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
 
 from routekit import _constants as C  # noqa: E402
-from routekit._config import ModelConfig, ProviderConfig  # noqa: E402
+from routekit._config.model import ModelConfig, ProviderConfig  # noqa: E402
 from routekit._exceptions import (  # noqa: E402
     ConfigError,
     ContextLengthExceeded,
@@ -42,7 +42,7 @@ from routekit._exceptions import (  # noqa: E402
     RequestTimeout,
     StreamInterrupted,
 )
-from routekit._model_files import (  # noqa: E402
+from routekit.providers.llama_cpp.model_files import (  # noqa: E402
     check_gguf_file,
     describe_model_source,
     marker_path,
@@ -516,7 +516,7 @@ def test_cancelling_a_queued_acomplete_leaves_the_queue(
 def test_async_stream_backpressure_bounds_the_producer(
     make_tiny: Callable[..., LlamaCppProvider]
 ) -> None:
-    from routekit.providers import llama_cpp as module
+    from routekit.providers.llama_cpp import provider as module
 
     provider = make_tiny(queue_size=0, n_ctx=512)
 
@@ -784,7 +784,7 @@ def test_import_is_lazy() -> None:
     import subprocess
 
     code = (
-        "import sys; import routekit.providers.llama_cpp, routekit._model_files; "
+        "import sys; import routekit.providers.llama_cpp.provider, routekit.providers.llama_cpp.model_files; "
         "print('llama_cpp' in sys.modules, 'openai' in sys.modules)"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

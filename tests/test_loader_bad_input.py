@@ -14,10 +14,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from routekit._config import Config
+from routekit._config.model import Config
 from routekit._constants import MAX_YAML_EXPANDED_NODES
 from routekit._exceptions import ConfigError, ConfigIssue
-from routekit._loader import load_config, load_config_text
+from routekit._config.loader import load_config, load_config_text
 
 GOOD = "fallback_chains:\n  a: {chain: [b]}\n  b: {chain: []}\n"
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import routekit_path
 
-from routekit._config import ProviderConfig, TimeoutConfig
+from routekit._config.model import ProviderConfig, TimeoutConfig
 from routekit._exceptions import (
     AuthenticationFailed,
     BadRequest,
@@ -38,8 +38,8 @@ from routekit._exceptions import (
     StreamInterrupted,
 )
 from routekit.providers._base import ChatRequest, Deadline, Provider
-from routekit.providers._errors import parse_retry_after, translate
-from routekit.providers.openai_compat import OpenAICompatProvider
+from routekit.providers.http.errors import parse_retry_after, translate
+from routekit.providers.http.openai_compat import OpenAICompatProvider
 
 from faultserver import FaultServer, closed_port  # tests/ is on sys.path (conftest)
 
@@ -505,7 +505,7 @@ def test_default_base_urls_per_kind() -> None:
 
 
 def test_import_is_lazy() -> None:
-    code = "import sys, routekit.providers.openai_compat; print('openai' in sys.modules)"
+    code = "import sys, routekit.providers.http.openai_compat; print('openai' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -620,7 +620,7 @@ def test_translate_connection_shapes() -> None:
 
 
 def test_translate_context_phrases() -> None:
-    from routekit.providers._errors import is_context_length_message
+    from routekit.providers.http.errors import is_context_length_message
 
     assert is_context_length_message("the request exceeds the available context size, try increasing it")
     assert is_context_length_message("This model's maximum context length is 4096 tokens")

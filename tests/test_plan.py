@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import plan_reference as ref  # noqa: E402
 
-from routekit._config import Config  # noqa: E402
+from routekit._config.model import Config  # noqa: E402
 from routekit._exceptions import NoRouteError, RouteKitError  # noqa: E402
 from routekit._plan import CompiledGraph  # noqa: E402
 

@@ -46,7 +46,7 @@ def test_create_accepts_every_argument_of_the_openai_client() -> None:
     from openai.resources.chat.completions import AsyncCompletions as OpenAIAsync
     from openai.resources.chat.completions import Completions as OpenAISync
 
-    from routekit._completions import AsyncCompletions, Completions
+    from routekit._pipeline.completions import AsyncCompletions, Completions
 
     for ours, theirs in ((Completions, OpenAISync), (AsyncCompletions, OpenAIAsync)):
         mine = inspect.signature(ours.create).parameters

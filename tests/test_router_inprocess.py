@@ -15,7 +15,7 @@ from faultserver import FaultServer, closed_port
 from tinygguf import write_tiny_gguf
 
 from routekit import AsyncRouter, Router
-from routekit._default import DEFAULT_CONFIG, DEFAULT_MODEL
+from routekit._config.default import DEFAULT_CONFIG, DEFAULT_MODEL
 
 MSG = [{"role": "user", "content": "Name one colour."}]
 

@@ -11,7 +11,7 @@ uses them is built.
 
 from __future__ import annotations
 
-from ._config import Config
+from ._config.model import Config
 from ._exceptions import (
     AllCandidatesFailed,
     AuthenticationFailed,
@@ -32,10 +32,10 @@ from ._exceptions import (
     StatusError,
     StreamInterrupted,
 )
-from ._loader import load_config
-from ._route import Attempt, Route
+from ._config.loader import load_config
+from ._pipeline.route import Attempt, Route
 from ._router import AsyncRouter, Router
-from ._streaming import AsyncStream, Stream
+from ._pipeline.streams import AsyncStream, Stream
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from . import _constants as C
-from ._config import Config
+from ._config.model import Config
 from ._plan import CompiledGraph
 
 __all__ = ["Analysis", "Finding", "analyze", "chain_availability"]
@@ -193,7 +193,10 @@ def _topology_warnings(
         if kind_of[provider_of[entry]] in C.CLOUD_KINDS:
             continue
         for m in plan[1:]:
-            if kind_of[provider_of[m]] in C.CLOUD_KINDS and config.models[m].budget is None:
+            kind = kind_of[provider_of[m]]
+            if kind in C.IN_PROCESS_KINDS:
+                break  # an in-process model answers first: cloud is reached only if it fails
+            if kind in C.CLOUD_KINDS:
                 unbudgeted.setdefault(m, []).append(entry)
     for cloud, entries in unbudgeted.items():
         add(
@@ -201,8 +204,9 @@ def _topology_warnings(
                 "warning",
                 "unbudgeted-cloud-fallback",
                 f"cloud model '{cloud}' is a fallback of local model(s) {_short_list(entries)} "
-                "without a budget: an outage or a cost attack turns local traffic into paid "
-                "traffic; set models[...].budget",
+                "with no spending cap: an outage or a cost attack turns local traffic into paid "
+                "traffic; put an in-process model before it in those chains (per-model budgets "
+                "are not supported yet)",
             )
         )
 

@@ -29,6 +29,21 @@ CLOUD_KINDS: frozenset[str] = frozenset({"openai"})
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_TOTAL_TIMEOUT = 120.0
+# First byte of an answer, by kind (None: no limit beyond read/total). Local servers answer a
+# healthy request's first token in well under a second; 10 s still covers Ollama reloading an
+# idle-unloaded 8B model (it unloads after 5 minutes by default). Cloud reasoning models may
+# think for minutes before their first token, and in-process models queue behind their gate.
+DEFAULT_FIRST_BYTE: dict[str, float | None] = {
+    "ollama": 10.0,
+    "vllm": 10.0,
+    "llama_cpp_server": 10.0,
+    "openai": None,
+    "llama_cpp": None,
+    "llama_cpp_native": None,
+}
+# While later candidates remain, one candidate may spend at most this share of what is left
+# of the request budget waiting for its first byte.
+DEFAULT_FIRST_BYTE_SHARE = 0.5
 
 # Retries per candidate (tenacity): exponential backoff with jitter.
 DEFAULT_MAX_ATTEMPTS = 2  # per candidate, when it is not the last one
@@ -39,9 +54,27 @@ DEFAULT_BACKOFF_JITTER = 0.1
 # A Retry-After longer than this moves on to the next candidate instead of sleeping.
 DEFAULT_RETRY_AFTER_CAP = 2.0
 
-# Breaker (declared now, used by the state issue).
+# Circuit breakers. Local kinds: trip after 5 consecutive failures (a refused connection
+# trips at once). Cloud kinds: trip when >= 50% of >= 20 calls in the last 10 s failed.
+# Open for 5 s, doubling on each trip without a close in between, up to 60 s.
 DEFAULT_BREAKER_FAILURES = 5
-DEFAULT_BREAKER_RESET = 30.0
+DEFAULT_BREAKER_WINDOW = 10.0
+DEFAULT_BREAKER_MIN_CALLS = 20
+DEFAULT_BREAKER_FAILURE_RATE = 0.5
+DEFAULT_BREAKER_OPEN_INITIAL = 5.0
+DEFAULT_BREAKER_OPEN_MULTIPLIER = 2.0
+DEFAULT_BREAKER_OPEN_MAX = 60.0
+
+# Health probes: the path probed per kind, relative to the server root (scheme://host:port)
+# except "openai", which lists models under base_url. In-process: "the model is loaded".
+HEALTH_PATHS: dict[str, str] = {
+    "ollama": "/api/version",
+    "vllm": "/health",
+    "llama_cpp_server": "/health",
+    "openai": "/models",
+}
+DEFAULT_HEALTH_TIMEOUT = 1.0
+DEFAULT_HEALTH_JITTER = 0.1
 
 # Plan expansion.
 DEFAULT_MAX_DEPTH = 16

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from ._route import Attempt, Route
+    from ._pipeline.route import Attempt, Route
 
 __all__ = [
     "AllCandidatesFailed",
@@ -136,9 +136,22 @@ class ConnectionFailed(ProviderError):
 
 
 class RequestTimeout(ProviderError):
-    """A connect, read or total deadline passed."""
+    """A connect, first-byte, read or total deadline passed. ``partial`` holds the text an
+    answer had produced when its deadline stopped it (non-streaming in-process or assembled
+    answers), else ``""``."""
 
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        partial: str = "",
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.partial = partial
 
 
 class ProviderBusy(ProviderError):

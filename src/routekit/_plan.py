@@ -16,7 +16,7 @@ from . import _core
 from ._exceptions import NoRouteError
 
 if TYPE_CHECKING:
-    from ._config import Config
+    from ._config.model import Config
 
 __all__ = ["CompiledGraph"]
 

@@ -23,17 +23,17 @@ from typing import (
     Union,
 )
 
-from ._attempt import Candidate, context_window
-from ._completions import AsyncCompletions, Completions
-from ._config import Config, TimeoutConfig
+from ._pipeline.attempts import Candidate, context_window
+from ._pipeline.completions import AsyncCompletions, Completions
+from ._config.model import Config, TimeoutConfig
 from ._exceptions import BadRequest, MissingAPIKey, NoRouteError, RouteKitError
-from ._loader import load_config
+from ._config.loader import load_config
 from ._plan import CompiledGraph
 from .providers._base import ChatRequest, HealthReport, Provider
 
 if TYPE_CHECKING:
-    from .providers.llama_cpp import LlamaCppProvider
-    from .providers.openai_compat import OpenAICompatProvider
+    from .providers.llama_cpp.provider import LlamaCppProvider
+    from .providers.http.openai_compat import OpenAICompatProvider
 
 __all__ = ["AsyncRouter", "Router"]
 
@@ -84,13 +84,13 @@ class RouterCore:
         for name in used:
             pcfg = cfg.providers[name]
             if pcfg.in_process:
-                from .providers.llama_cpp import LlamaCppProvider
+                from .providers.llama_cpp.provider import LlamaCppProvider
 
                 models = {n: m for n, m in cfg.models.items() if m.provider == name}
                 llama = LlamaCppProvider(name, pcfg, models)
                 self.providers[name] = self._in_process[name] = llama
             else:
-                from .providers.openai_compat import OpenAICompatProvider
+                from .providers.http.openai_compat import OpenAICompatProvider
 
                 self.providers[name] = self._http[name] = OpenAICompatProvider(
                     name, pcfg, default_timeout=cfg.routing.timeout
@@ -282,7 +282,7 @@ class Router(_RouterBase):
     @classmethod
     def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None) -> Router:
         """Ollama → vLLM → in-process gemma3-270m, or ``$ROUTEKIT_CONFIG`` when set."""
-        from ._default import default_config_source
+        from ._config.default import default_config_source
 
         return cls(default_config_source(), warm=warm, progress=progress)
 
@@ -315,7 +315,7 @@ class AsyncRouter(_RouterBase):
     @classmethod
     def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None
                 ) -> AsyncRouter:
-        from ._default import default_config_source
+        from ._config.default import default_config_source
 
         return cls(default_config_source(), warm=warm, progress=progress)
 

@@ -123,8 +123,8 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _load(path: str | None) -> Any:
-    from ._default import default_config_source
-    from ._loader import load_config
+    from ._config.default import default_config_source
+    from ._config.loader import load_config
 
     return load_config(path or default_config_source())
 
@@ -133,7 +133,7 @@ def _load(path: str | None) -> Any:
 
 def _validate(args: argparse.Namespace, out: Console) -> int:
     from ._analysis import analyze
-    from ._loader import load_config
+    from ._config.loader import load_config
 
     t0 = time.perf_counter()
     config = load_config(args.config)

@@ -37,13 +37,20 @@ untouched to HTTP providers (in-process models read a few sampling knobs from ``
 
 
 class Deadline(NamedTuple):
-    """Timeouts for one attempt, in seconds. ``total`` is what is left of the request's budget.
+    """Timeouts for one attempt, in seconds, counted from when the provider is called.
+
+    ``total`` is what this attempt may spend in all (never more than what is left of the
+    request's budget). ``first_byte`` (None: no separate limit) bounds the wait for the first
+    byte of the answer: a stream's first chunk, or a non-streaming answer's first token when
+    the provider can see it. ``read`` is the longest silence allowed once bytes flow.
+    ``connect`` applies to HTTP only.
 
     A NamedTuple (immutable, and built on every attempt: cheaper than a frozen dataclass)."""
 
     connect: float
     read: float
     total: float
+    first_byte: float | None = None
 
 
 @runtime_checkable

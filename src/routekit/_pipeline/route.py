@@ -7,41 +7,12 @@ reach a route, a log line or an error.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Attempt", "Outcome", "Route", "redact"]
+__all__ = ["Attempt", "Outcome", "Route"]
 
 Outcome = Literal["ok", "error", "skipped"]
-
-# Shapes of common API keys (OpenAI "sk-...", bearer tokens); plus the literal values of the
-# environment variables the config names, registered by the providers that read them.
-_KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,})")
-_SECRETS: set[str] = set()
-
-
-def register_secret(value: str) -> None:
-    """Remember a secret so ``redact`` removes it wherever it appears."""
-    if len(value) >= 4:
-        _SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return _KEY_PATTERN.sub("***", text)
-
-
-def secret_from_env(name: str) -> str | None:
-    """Read an API key from the environment and register it for redaction."""
-    value = os.environ.get(name)
-    if value:
-        register_secret(value)
-    return value or None
-
 
 @dataclass(frozen=True)
 class Attempt:

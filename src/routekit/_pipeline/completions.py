@@ -14,15 +14,15 @@ from itertools import compress, repeat
 from operator import is_not, itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
-from ._attempt import complete_async, complete_sync
-from ._streaming import AsyncStream, Stream
+from .attempts import complete_async, complete_sync
+from .streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
 
-    from ._results import RoutedChatCompletion
-    from ._route import Route
-    from ._router import Messages, RouterCore, Stop
+    from .results import RoutedChatCompletion
+    from .route import Route
+    from .router import Messages, RouterCore, Stop
 
 __all__ = ["AsyncCompletions", "Completions"]
 
@@ -47,7 +47,7 @@ _with_route: Callable[[ChatCompletion, Route], RoutedChatCompletion] | None = No
 def wrap(completion: ChatCompletion, route: Route) -> RoutedChatCompletion:
     global _with_route
     if _with_route is None:  # _results imports openai: only once a router answers
-        from ._results import with_route
+        from .results import with_route
 
         _with_route = with_route
     return _with_route(completion, route)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Generator, Iterator
 
-from ._attempt import (
+from .attempts import (
     Candidate, RouteRecorder, attempt_deadline, eligible, record_failure,
 )
-from ._config import Config
-from ._exceptions import ProviderError, RouteKitError, StreamInterrupted
-from ._retry import CandidateRetry
-from ._route import Route
-from .providers._base import Deadline
+from .._config.model import Config
+from .._exceptions import ProviderError, RouteKitError, StreamInterrupted
+from .retry import CandidateRetry
+from .route import Route
+from ..providers._base import Deadline
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk

@@ -13,40 +13,24 @@ from __future__ import annotations
 import logging
 import time
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol, overload
+from typing import TYPE_CHECKING, Any
 
-from .. import _constants as C
-from .._exceptions import ConfigError, ProviderError
-from .._model_files import resolve_model_path
-from ._llama_compat import construction_guard, route_llama_logs
-from ._llama_gate import free_llama
+from ... import _constants as C
+from ..._exceptions import ConfigError, ProviderError
+from .model_files import resolve_model_path
+from .compat import construction_guard, route_llama_logs
+from .gate import LlamaModel, free_llama
 
 if TYPE_CHECKING:
-    from .._model_files import ProgressCallback
-    from ._llama_gate import ModelSlot
+    from .model_files import ProgressCallback
+    from .gate import ModelSlot
 
-__all__ = ["LlamaModel", "llama_module", "load", "resolve_params"]
+__all__ = ["llama_module", "load", "resolve_params"]
 
 log = logging.getLogger("routekit.providers.llama_cpp")
 
 # llama.cpp allocates contexts in multiples of this many tokens.
 _CTX_PAD = 256
-
-
-class LlamaModel(Protocol):
-    """The part of ``llama_cpp.Llama`` that routekit calls (raw OpenAI-shaped dicts out)."""
-
-    def n_ctx(self) -> int: ...
-
-    @overload
-    def create_chat_completion(
-        self, *, messages: list[dict[str, Any]], stream: Literal[False], **kwargs: Any
-    ) -> dict[str, Any]: ...
-
-    @overload
-    def create_chat_completion(
-        self, *, messages: list[dict[str, Any]], stream: Literal[True], **kwargs: Any
-    ) -> Iterator[dict[str, Any]]: ...
 
 
 def llama_module() -> ModuleType:

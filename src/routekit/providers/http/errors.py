@@ -1,7 +1,7 @@
-"""Translation of HTTP-client errors (``openai`` / ``httpx2``) into routekit's error tree.
+"""Translation of HTTP-client errors (``openai`` / ``httpx`` or ``httpx2``) into routekit's error tree.
 
 This module owns one boundary: an exception raised by the ``openai`` client (or the
-``httpx2`` transport under it) becomes exactly one ``ProviderError`` subclass, with a
+``httpx`` / ``httpx2`` transport under it) becomes exactly one ``ProviderError`` subclass, with a
 message that has passed through ``_route.redact`` and never contains request headers or
 keys. Callers always ``raise translate(exc, ...) from exc`` so the original stays on
 ``__cause__`` for debugging.
@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any, Mapping
 
-from .._exceptions import (
+from ..._exceptions import (
     AuthenticationFailed,
     BadRequest,
     ConnectionFailed,
@@ -33,7 +33,8 @@ from .._exceptions import (
     ServerError,
     StatusError,
 )
-from .._route import redact
+from ..._secrets import redact
+from .transport import loaded_http_libs
 
 __all__ = ["is_context_length_message", "parse_retry_after", "redact_body", "translate"]
 
@@ -91,11 +92,10 @@ def translate(exc: BaseException, *, provider: str | None, model: str | None) ->
                 model=model,
             )
 
-    httpx2 = sys.modules.get("httpx2")
-    if httpx2 is not None:
-        if isinstance(exc, httpx2.TimeoutException):
+    for lib in loaded_http_libs():
+        if isinstance(exc, lib.TimeoutException):
             return RequestTimeout(_timeout_message(exc, provider), provider=provider, model=model)
-        if isinstance(exc, httpx2.HTTPStatusError):
+        if isinstance(exc, lib.HTTPStatusError):
             return _from_status(
                 exc.response.status_code,
                 body=_response_body(exc.response),
@@ -103,7 +103,7 @@ def translate(exc: BaseException, *, provider: str | None, model: str | None) ->
                 provider=provider,
                 model=model,
             )
-        if isinstance(exc, httpx2.TransportError):
+        if isinstance(exc, lib.TransportError):
             return _connection_failed(exc, provider=provider, model=model)
 
     if isinstance(exc, TimeoutError):
@@ -331,11 +331,10 @@ _TIMEOUT_PHASES = (("ConnectTimeout", "connect"), ("ReadTimeout", "read"),
 
 
 def _timeout_message(exc: BaseException, provider: str | None) -> str:
-    httpx2 = sys.modules.get("httpx2")
-    if httpx2 is not None:
+    for lib in loaded_http_libs():
         for e in _walk(exc):
             for cls_name, phase in _TIMEOUT_PHASES:
-                if isinstance(e, getattr(httpx2, cls_name)):
+                if isinstance(e, getattr(lib, cls_name)):
                     return f"{_who(provider)}: {phase} timeout"
     return f"{_who(provider)}: request timeout"
 

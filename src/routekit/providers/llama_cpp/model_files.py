@@ -24,9 +24,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from . import _constants as C
-from ._config import ModelConfig
-from ._exceptions import ConfigError, ConfigIssue
+from ... import _constants as C
+from ..._config.model import ModelConfig
+from ..._exceptions import ConfigError, ConfigIssue
 
 __all__ = [
     "GGUF_MAGIC",

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
-from . import _constants as C
-from ._config import Config, ModelConfig, TimeoutConfig
-from ._exceptions import (
+from .. import _constants as C
+from .._config.model import Config, ModelConfig, TimeoutConfig
+from .._exceptions import (
     AllCandidatesFailed,
     MissingAPIKey,
     NoRouteError,
@@ -23,9 +23,10 @@ from ._exceptions import (
     RouteKitError,
     StatusError,
 )
-from ._retry import CandidateRetry
-from ._route import Attempt, Route, redact
-from .providers._base import ChatRequest, Deadline, Provider
+from .retry import CandidateRetry
+from .route import Attempt, Route
+from .._secrets import redact
+from ..providers._base import ChatRequest, Deadline, Provider
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion

@@ -18,8 +18,8 @@ from typing import Awaitable, Callable, TypeVar
 
 import tenacity
 
-from ._config import RetryConfig
-from ._exceptions import ConnectionFailed, ProviderError, RateLimited
+from .._config.model import RetryConfig
+from .._exceptions import ConnectionFailed, ProviderError, RateLimited
 
 __all__ = ["CandidateRetry", "should_retry"]
 

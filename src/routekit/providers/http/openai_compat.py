@@ -30,9 +30,9 @@ import weakref
 from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable, ContextManager, Generator
 from urllib.parse import urlsplit
 
-from .. import _constants as C
-from .._config import ProviderConfig, TimeoutConfig
-from .._exceptions import (
+from ... import _constants as C
+from ..._config.model import ProviderConfig, TimeoutConfig
+from ..._exceptions import (
     ConfigError,
     ConfigIssue,
     MissingAPIKey,
@@ -40,15 +40,15 @@ from .._exceptions import (
     RequestTimeout,
     StreamInterrupted,
 )
-from .._route import secret_from_env
-from ._base import ChatRequest, Deadline, HealthReport
-from ._errors import translate
+from ..._secrets import secret_from_env
+from .._base import ChatRequest, Deadline, HealthReport
+from .errors import translate
+from .transport import http_lib
 
 if TYPE_CHECKING:
     import ssl
 
     import anyio
-    import httpx2
     import openai
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -154,14 +154,14 @@ class OpenAICompatProvider:
 
         self._lock = threading.Lock()
         self._key: str | None = None
-        self._http: Any = None  # httpx2.Client under the sync openai client
+        self._http: Any = None  # the http_lib().Client under the sync openai client
         self._create: Callable[..., Any] | None = None  # bound chat.completions.create
         self._client: openai.OpenAI | None = None
         # event loop -> (openai.AsyncOpenAI, bound create)
         self._async: weakref.WeakKeyDictionary[
             object, tuple[openai.AsyncOpenAI, Callable[..., Any]]
         ] = weakref.WeakKeyDictionary()
-        self._timeout_cache: dict[tuple[float, float], httpx2.Timeout] = {}
+        self._timeout_cache: dict[tuple[float, float], Any] = {}
 
     def __repr__(self) -> str:
         return f"OpenAICompatProvider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
@@ -186,16 +186,16 @@ class OpenAICompatProvider:
         return value
 
     def _http_options(self) -> dict[str, Any]:
-        import httpx2
+        lib = http_lib()
 
         opts: dict[str, Any] = {
-            "timeout": httpx2.Timeout(
+            "timeout": lib.Timeout(
                 connect=self._timeouts.connect,
                 read=self._timeouts.read,
                 write=self._timeouts.read,
                 pool=self._timeouts.connect,
             ),
-            "limits": httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
+            "limits": lib.Limits(max_connections=1000, max_keepalive_connections=100),
             # Proxy variables meant for the internet must not capture loopback servers.
             "trust_env": not self._loopback,
         }
@@ -219,10 +219,10 @@ class OpenAICompatProvider:
         with self._lock:
             if self._create is None:
                 key = self._api_key(model)
-                import httpx2
+                lib = http_lib()
                 import openai
 
-                http = httpx2.Client(**self._http_options())
+                http = lib.Client(**self._http_options())
                 client = openai.OpenAI(
                     api_key=key,
                     base_url=self.base_url,
@@ -242,14 +242,14 @@ class OpenAICompatProvider:
             entry = self._async.get(loop)
             if entry is None:
                 key = self._api_key(model)
-                import httpx2
+                lib = http_lib()
                 import openai
 
                 client = openai.AsyncOpenAI(
                     api_key=key,
                     base_url=self.base_url,
                     max_retries=0,
-                    http_client=httpx2.AsyncClient(**self._http_options()),
+                    http_client=lib.AsyncClient(**self._http_options()),
                 )
                 entry = (client, client.chat.completions.create)
                 self._async[loop] = entry
@@ -262,7 +262,7 @@ class OpenAICompatProvider:
         """
         self._sync_create(None)
 
-    def _timeout(self, deadline: Deadline, model: str) -> httpx2.Timeout:
+    def _timeout(self, deadline: Deadline, model: str) -> Any:
         total = deadline.total
         if total <= 0:
             raise RequestTimeout(
@@ -275,15 +275,15 @@ class OpenAICompatProvider:
         key = (connect, read)
         timeout = self._timeout_cache.get(key)
         if timeout is None:
-            import httpx2
+            lib = http_lib()
 
-            timeout = httpx2.Timeout(connect=connect, read=read, write=read, pool=connect)
+            timeout = lib.Timeout(connect=connect, read=read, write=read, pool=connect)
             if len(self._timeout_cache) >= _TIMEOUT_CACHE_MAX:
                 self._timeout_cache.clear()
             self._timeout_cache[key] = timeout
         return timeout
 
-    def _kwargs(self, request: ChatRequest, timeout: httpx2.Timeout, *, stream: bool
+    def _kwargs(self, request: ChatRequest, timeout: Any, *, stream: bool
                 ) -> dict[str, Any]:
         known = _create_args if _create_args is not None else _known_create_args()
         kw: dict[str, Any] = {
@@ -461,11 +461,11 @@ class OpenAICompatProvider:
         start = time.perf_counter()
         try:
             self._sync_create(None)
-            import httpx2
+            lib = http_lib()
 
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else None
             response = self._http.get(
-                self._models_url, headers=headers, timeout=httpx2.Timeout(timeout)
+                self._models_url, headers=headers, timeout=lib.Timeout(timeout)
             )
             try:
                 if response.status_code != 200:
@@ -505,9 +505,9 @@ def _tls_context() -> ssl.SSLContext:
     global _tls
     with _tls_lock:
         if _tls is None:
-            import httpx2
+            lib = http_lib()
 
-            _tls = httpx2.create_ssl_context(verify=True, trust_env=True)
+            _tls = lib.create_ssl_context(verify=True, trust_env=True)
         return _tls
 
 

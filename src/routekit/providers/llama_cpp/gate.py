@@ -13,20 +13,33 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Iterator, Literal, Protocol, overload
 
-from .. import _constants as C
-from .._config import ModelConfig
-from .._exceptions import ProviderBusy, ProviderError, RequestTimeout
+from ... import _constants as C
+from ..._config.model import ModelConfig
+from ..._exceptions import ProviderBusy, ProviderError, RequestTimeout
 
-if TYPE_CHECKING:
-    from ._llama_load import LlamaModel
-
-__all__ = ["ModelSlot", "free_llama"]
+__all__ = ["LlamaModel", "ModelSlot", "free_llama"]
 
 log = logging.getLogger("routekit.providers.llama_cpp")
 
 _now = time.monotonic
+
+
+class LlamaModel(Protocol):
+    """The part of ``llama_cpp.Llama`` that routekit calls (raw OpenAI-shaped dicts out)."""
+
+    def n_ctx(self) -> int: ...
+
+    @overload
+    def create_chat_completion(
+        self, *, messages: list[dict[str, Any]], stream: Literal[False], **kwargs: Any
+    ) -> dict[str, Any]: ...
+
+    @overload
+    def create_chat_completion(
+        self, *, messages: list[dict[str, Any]], stream: Literal[True], **kwargs: Any
+    ) -> Iterator[dict[str, Any]]: ...
 
 
 class ModelSlot:

@@ -21,10 +21,10 @@ from typing import Any, Hashable, Literal, NamedTuple, Sequence, Union
 
 from pydantic import BaseModel, ValidationError
 
-from . import _constants as C
-from ._config import ChainConfig, Config, ProviderKind
-from ._exceptions import ConfigError, ConfigIssue
-from ._yaml_lines import YamlDocument, YamlProblem, parse_yaml
+from .. import _constants as C
+from .model import BreakerConfig, ChainConfig, Config, ModelConfig, ProviderKind
+from .._exceptions import ConfigError, ConfigIssue
+from .yaml_lines import YamlDocument, YamlProblem, parse_yaml
 
 __all__ = ["legacy_inferences", "load_config", "load_config_text"]
 
@@ -147,6 +147,9 @@ def _build(data: Any, doc: YamlDocument | None, source: str | None, strict_legac
             ctx.add(dup.path, f"duplicate key {dup.path[-1]!r}; first written on line {dup.first_line}",
                     line=dup.line)
     data = {k: v for k, v in data.items() if not (k in _SECTIONS and v is None)}
+    for name, model in _section(data, "models").items():
+        if isinstance(model, Mapping) and "inferred" in model:
+            ctx.add(("models", name, "inferred"), _RETIRED[(ModelConfig, "inferred")], key=True)
     if not strict_legacy and "models" not in data:
         data = _infer_legacy(data)
     config: Config | None = None
@@ -284,6 +287,22 @@ def _type_name(tp: Any) -> str:
 
 # --- pydantic errors -----------------------------------------------------------------------
 
+# Fields that an earlier routekit accepted, or that users reach for, and why they are refused.
+_RETIRED: dict[tuple[Any, str], str] = {
+    (ModelConfig, "budget"): (
+        "'budget' is not supported yet: routekit would accept it and enforce nothing, so it "
+        "refuses it; remove it (spending caps arrive with fleets and shared state)"
+    ),
+    (ModelConfig, "inferred"): (
+        "'inferred' is set by routekit for models a chains-only config never declares; "
+        "remove it"
+    ),
+    (BreakerConfig, "reset_timeout"): (
+        "'reset_timeout' was replaced by 'open_initial' (seconds open after a trip) and "
+        "'open_max' (the cap as repeated trips double it)"
+    ),
+}
+
 _TYPE_WORDS = {
     "float": "a number", "int": "a whole number", "str": "a string", "bool": "true or false",
     "list[str]": "a list of strings",
@@ -352,6 +371,8 @@ def _one_error(err: Any, where: _Where, ctx: _Context) -> None:
         if name in ("api_key", "key", "token", "secret"):
             msg = (f"unknown field {name!r}; keys never live in a config: name the environment "
                    "variable that holds it with 'api_key_env'")
+        elif (where.parent, name) in _RETIRED:
+            msg = _RETIRED[(where.parent, name)]
         else:
             guess = ctx.suggest(name, fields, f"field of {where.parent}")
             msg = (f"unknown field {name!r}; did you mean {guess!r}?" if guess

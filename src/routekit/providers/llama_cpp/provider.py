@@ -38,19 +38,19 @@ from typing import (
     TypeVar,
 )
 
-from .._config import ModelConfig, ProviderConfig
-from .._exceptions import (
+from ..._config.model import ModelConfig, ProviderConfig
+from ..._exceptions import (
     ContextLengthExceeded,
     ModelNotFound,
     ProviderError,
     RequestTimeout,
     StreamInterrupted,
 )
-from .._model_files import ProgressCallback, describe_model_source
-from ._base import ChatRequest, Deadline, HealthReport
-from ._llama_gate import ModelSlot
-from ._llama_load import llama_module, load, resolve_params
-from ._llama_params import llama_kwargs
+from .model_files import ProgressCallback, describe_model_source
+from .._base import ChatRequest, Deadline, HealthReport
+from .gate import ModelSlot
+from .load import llama_module, load, resolve_params
+from .params import llama_kwargs
 
 if TYPE_CHECKING:
     from openai import BaseModel as OpenAIModel

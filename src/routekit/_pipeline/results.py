@@ -6,7 +6,7 @@ from __future__ import annotations
 from openai.types.chat import ChatCompletion
 from pydantic import PrivateAttr
 
-from ._route import Route
+from .route import Route
 
 __all__ = ["RoutedChatCompletion", "with_route"]
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .._exceptions import ProviderError
+from ..._exceptions import ProviderError
 
 if TYPE_CHECKING:
-    from ._base import ChatRequest
-    from ._llama_gate import ModelSlot
+    from .._base import ChatRequest
+    from .gate import ModelSlot
 
 __all__ = ["llama_kwargs"]
 

@@ -15,8 +15,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from . import _constants as C
-from ._exceptions import ConfigIssue
+from .. import _constants as C
+from .._exceptions import ConfigIssue
 
 try:  # libyaml's parser is ~10x faster; the constructor stays PyYAML's safe one either way.
     from yaml import CSafeLoader as _SafeBase

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import _constants as C
+from .. import _constants as C
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_MODEL", "default_config_source"]
 

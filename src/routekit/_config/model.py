@@ -1,0 +1,285 @@
+"""Config data model: providers, models, fallback chains and routing policies (pydantic v2).
+
+This module owns the shape of a config and the checks that need the whole config (cross
+references). Reading files and mapping errors to YAML lines lives in ``_loader.py``; graph
+figures live in ``_analysis.py``. Nothing here touches the network or loads a model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .. import _constants as C
+
+ProviderKind = Literal[
+    "llama_cpp", "llama_cpp_native", "ollama", "vllm", "llama_cpp_server", "openai"
+]
+
+__all__ = [
+    "BreakerConfig",
+    "HealthConfig",
+    "ChainConfig",
+    "Config",
+    "LimitsConfig",
+    "ModelConfig",
+    "PriceConfig",
+    "ProviderConfig",
+    "RetryConfig",
+    "RoutingConfig",
+    "TimeoutConfig",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TimeoutConfig(_Strict):
+    """Seconds, per attempt on one candidate (the request's own budget is ``routing.deadline``
+    or ``create(timeout=)``).
+
+    ``connect``: TCP connect. ``first_byte``: until the answer's first byte (a stream's first
+    chunk; with ``stream_upstream`` a non-streaming answer is streamed from the server, so
+    this is its first token too); ``None`` takes the kind's default (``_constants``), ``false``
+    turns it off. ``read``: the longest silence between bytes once the answer flows (a stall).
+    ``total``: the whole attempt.
+    """
+
+    connect: float = Field(default=C.DEFAULT_CONNECT_TIMEOUT, gt=0)
+    first_byte: float | Literal[False] | None = None
+    read: float = Field(default=C.DEFAULT_READ_TIMEOUT, gt=0)
+    total: float = Field(default=C.DEFAULT_TOTAL_TIMEOUT, gt=0)
+
+    @field_validator("first_byte")
+    @classmethod
+    def _positive(cls, v: float | Literal[False] | None) -> float | Literal[False] | None:
+        if v is True:
+            raise ValueError("must be a number of seconds, or false to turn it off")
+        if v is not None and v is not False and not v > 0:
+            raise ValueError(f"must be greater than 0 (or false to turn it off), got {v!r}")
+        return v
+
+
+class BreakerConfig(_Strict):
+    """Circuit breakers, one per provider and one per model (see ``_policy/breakers.py``).
+
+    ``mode``: ``consecutive`` trips after ``failure_threshold`` failures in a row;
+    ``rate`` trips when at least ``window_min_calls`` calls in the last ``window`` seconds
+    failed at ``failure_rate`` or more; ``auto`` uses ``rate`` for cloud kinds and
+    ``consecutive`` for the others. ``trip_on_refused``: a refused connection to a local
+    provider trips its breaker at once. An open breaker stays open ``open_initial`` seconds,
+    multiplied by ``open_multiplier`` on each trip that follows without a close in between, up
+    to ``open_max``; then it is half-open and lets ``half_open_probes`` request(s) through at
+    a time.
+    """
+
+    enabled: bool = True
+    mode: Literal["auto", "consecutive", "rate"] = "auto"
+    failure_threshold: int = Field(default=C.DEFAULT_BREAKER_FAILURES, ge=1)
+    trip_on_refused: bool = True
+    window: float = Field(default=C.DEFAULT_BREAKER_WINDOW, gt=0)
+    window_min_calls: int = Field(default=C.DEFAULT_BREAKER_MIN_CALLS, ge=1)
+    failure_rate: float = Field(default=C.DEFAULT_BREAKER_FAILURE_RATE, gt=0, le=1)
+    open_initial: float = Field(default=C.DEFAULT_BREAKER_OPEN_INITIAL, gt=0)
+    open_multiplier: float = Field(default=C.DEFAULT_BREAKER_OPEN_MULTIPLIER, ge=1)
+    open_max: float = Field(default=C.DEFAULT_BREAKER_OPEN_MAX, gt=0)
+    half_open_probes: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BreakerConfig:
+        if self.open_max < self.open_initial:
+            raise ValueError(
+                f"open_max ({self.open_max:g}) must be at least open_initial "
+                f"({self.open_initial:g})"
+            )
+        return self
+
+
+class HealthConfig(_Strict):
+    """Background health probes. ``interval`` seconds between probes of one provider (``None``:
+    no probing), spread by up to ``jitter`` (a fraction of the interval); each probe may take
+    ``timeout`` seconds. ``path`` replaces the kind's probe path (for example ``/health``)."""
+
+    interval: float | None = Field(default=None, gt=0)
+    jitter: float = Field(default=C.DEFAULT_HEALTH_JITTER, ge=0, le=1)
+    timeout: float = Field(default=C.DEFAULT_HEALTH_TIMEOUT, gt=0)
+    path: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"must start with '/', got {v!r}")
+        return v
+
+
+class ProviderConfig(_Strict):
+    kind: ProviderKind
+    base_url: str | None = None
+    # The *name* of an environment variable holding the key. Keys never live in a config.
+    api_key_env: str | None = None
+    timeout: TimeoutConfig | None = None
+    # Bulkhead: at most this many requests in flight on this provider, and this many waiting
+    # for a slot (past that, the attempt spills to the next candidate as busy).
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_waiting: int | None = Field(default=None, ge=0)
+    # Send non-streaming requests as streams and assemble the answer (default: on for local
+    # HTTP kinds, off for cloud), so first-byte and stall deadlines can tell a hung server
+    # from a slow answer.
+    stream_upstream: bool | None = None
+    # Fields set here replace those of routing.breaker / routing.health for this provider;
+    # health: false turns probing off for it.
+    breaker: BreakerConfig | None = None
+    health: HealthConfig | Literal[False] | None = None
+    # For validate and simulate: the share of time the provider is up, or MTBF/MTTR (hours)
+    # from which it follows; providers in one correlation_group fail together.
+    availability: float | None = Field(default=None, gt=0, le=1)
+    mtbf_hours: float | None = Field(default=None, gt=0)
+    mttr_hours: float | None = Field(default=None, gt=0)
+    correlation_group: str | None = None
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_env_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or not all(ch.isalnum() or ch == "_" for ch in v)):
+            raise ValueError(
+                "must be the name of an environment variable (letters, digits, '_'), "
+                "not the key itself"
+            )
+        return v
+
+    @property
+    def effective_base_url(self) -> str | None:
+        return self.base_url or C.DEFAULT_BASE_URLS.get(self.kind)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProviderConfig:
+        if (self.mtbf_hours is None) != (self.mttr_hours is None):
+            raise ValueError("give 'mtbf_hours' and 'mttr_hours' together")
+        if self.mtbf_hours is not None and self.availability is not None:
+            raise ValueError("give either 'availability' or 'mtbf_hours'/'mttr_hours', not both")
+        if self.max_waiting is not None and self.max_concurrency is None:
+            raise ValueError("'max_waiting' needs 'max_concurrency' (the slots to wait for)")
+        if self.health is True:  # pragma: no cover - pydantic already refuses it
+            raise ValueError("health: give a mapping, or false")
+        return self
+
+    @property
+    def effective_availability(self) -> float:
+        if self.availability is not None:
+            return self.availability
+        if self.mtbf_hours is not None and self.mttr_hours is not None:
+            return self.mtbf_hours / (self.mtbf_hours + self.mttr_hours)
+        return C.DEFAULT_AVAILABILITY[self.kind]
+
+    @property
+    def is_cloud(self) -> bool:
+        return self.kind in C.CLOUD_KINDS
+
+    @property
+    def effective_stream_upstream(self) -> bool:
+        if self.stream_upstream is not None:
+            return self.stream_upstream
+        return not self.in_process and not self.is_cloud
+
+    @property
+    def in_process(self) -> bool:
+        return self.kind in C.IN_PROCESS_KINDS
+
+
+class PriceConfig(_Strict):
+    """US dollars per 1,000 tokens."""
+
+    input_per_1k: float = Field(default=0.0, ge=0)
+    output_per_1k: float = Field(default=0.0, ge=0)
+
+
+class ModelConfig(_Strict):
+    provider: str
+    # The provider's own id for this model (defaults to the config name).
+    model_id: str | None = None
+    context_window: int | None = Field(default=None, ge=1)
+    price: PriceConfig = PriceConfig()
+    # Generation defaults merged under each request's own parameters.
+    defaults: dict[str, float | int | str | bool | list[str]] = Field(default_factory=dict)
+    # In-process (llama_cpp) parameters.
+    path: str | None = None
+    package: str | None = None
+    n_ctx: int | None = Field(default=None, ge=16)
+    n_gpu_layers: int | None = Field(default=None, ge=-1)
+    n_threads: int | None = Field(default=None, ge=1)
+    chat_format: str | None = None
+    warm: bool | None = None  # load at router start; default: True for chain terminals
+    queue_size: int | None = Field(default=None, ge=0)
+    # Set by the loader for models a legacy (chains-only) config names but never declares.
+    inferred: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if self.path is not None and self.package is not None:
+            raise ValueError("give either 'path' or 'package', not both")
+        return self
+
+
+class ChainConfig(_Strict):
+    chain: list[str] = Field(default_factory=list)
+    tier: str | None = None
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = Field(default=C.DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
+    last_candidate_attempts: int = Field(default=C.DEFAULT_LAST_CANDIDATE_ATTEMPTS, ge=1, le=20)
+    backoff_initial: float = Field(default=C.DEFAULT_BACKOFF_INITIAL, ge=0)
+    backoff_max: float = Field(default=C.DEFAULT_BACKOFF_MAX, ge=0)
+    jitter: float = Field(default=C.DEFAULT_BACKOFF_JITTER, ge=0)
+    retry_after_cap: float = Field(default=C.DEFAULT_RETRY_AFTER_CAP, ge=0)
+
+
+class LimitsConfig(_Strict):
+    """Router-wide: at most ``max_concurrency`` requests in flight (a stream counts until it
+    is closed) and ``max_waiting`` waiting for a slot; past that, ``create`` raises
+    ``Overloaded`` at once."""
+
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_waiting: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _paired(self) -> LimitsConfig:
+        if self.max_waiting is not None and self.max_concurrency is None:
+            raise ValueError("'max_waiting' needs 'max_concurrency' (the slots to wait for)")
+        return self
+
+
+class RoutingConfig(_Strict):
+    default_model: str | None = None
+    max_depth: int = Field(default=C.DEFAULT_MAX_DEPTH, ge=0, le=256)
+    # Whole-request budget across every candidate and retry (seconds); create(timeout=)
+    # overrides it per request. Unset: timeout.total.
+    deadline: float | None = Field(default=None, gt=0)
+    # While later candidates remain, one candidate may wait at most this share of the
+    # remaining budget for its first byte, so a hung server leaves time for the fallback.
+    first_byte_share: float = Field(default=C.DEFAULT_FIRST_BYTE_SHARE, gt=0, le=1)
+    timeout: TimeoutConfig = TimeoutConfig()
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    health: HealthConfig = HealthConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+
+class Config(_Strict):
+    """A whole routekit config. Build it with ``routekit.load_config``."""
+
+    version: int = 1
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    fallback_chains: dict[str, ChainConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = RoutingConfig()
+
+    def provider_of(self, model: str) -> ProviderConfig:
+        return self.providers[self.models[model].provider]
+
+    def chain_of(self, model: str) -> list[str]:
+        entry = self.fallback_chains.get(model)
+        return list(entry.chain) if entry is not None else []
