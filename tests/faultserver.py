@@ -24,8 +24,8 @@ Modes:
   429           429 with ``Retry-After: <retry_after>`` (``retry_after_style``: seconds,
                 date or ms)
   <NNN>         any other status code with an OpenAI-style error body
-``GET .../models`` answers 200 with one model in every mode except the status/fault modes
-``hang``, ``reset`` and ``<NNN>`` (so health checks see the fault too).
+``GET .../models``, ``/health`` and ``/api/version`` answer 200 in every mode except the
+status/fault modes ``hang``, ``reset`` and ``<NNN>`` (so health probes see the fault too).
 
 Counts: ``server.requests`` (all), ``server.count(mode)``; ``server.received`` keeps a
 ``Received(method, path, mode, body, client_port)`` per request, for assertions on what was
@@ -90,6 +90,9 @@ class _Abort(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops SYNs under 16+ concurrent connects, which the
+    # client sees as a 1 s connect timeout (the SYN retransmit): not the fault under test.
+    request_queue_size = 256
     owner: FaultServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -195,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
                     200,
                     {"object": "list", "data": [{"id": "fault-model", "object": "model", "owned_by": "tests"}]},
                 )
+            elif rest.rstrip("/") in ("/health", "/api/version"):
+                # vLLM and llama.cpp server answer /health; Ollama /api/version.
+                self._send_json(200, {"status": "ok", "version": "0.0-fault"})
             else:
                 self._send_json(404, {"error": {"message": f"no route {rest}"}})
         except (_Abort, OSError):

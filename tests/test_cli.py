@@ -297,13 +297,18 @@ def test_health_ok_and_refused(tmp_path: Path) -> None:
     with FaultServer() as server:
         ok = write(tmp_path, config(server.url("ok")), name="ok.yaml")
         data = as_json(routekit("health", "--config", str(ok), "--json", code=0))
-        assert [(r["provider"], r["ok"]) for r in data] == [("p", True)]
+        assert [(r["provider"], r["ok"]) for r in data["providers"]] == [("p", True)]
+        assert data["providers"][0]["breaker"]["state"] == "closed"
         assert "yes" in routekit("health", "--config", str(ok), code=0).stdout
-        assert server.requests >= 2
+        # vllm kind: the probe asks the server's /health, not the chat endpoint.
+        assert [r.path for r in server.received] == ["/mode/ok/health"] * 2
     refused = write(tmp_path, config(dead()), name="refused.yaml")
     data = as_json(routekit("health", "--config", str(refused), "--json", code=1))
-    assert data[0]["ok"] is False and "connection refused" in data[0]["detail"]
-    assert "no" in routekit("health", "--config", str(refused), code=1).stdout
+    p = data["providers"][0]
+    assert p["ok"] is False and "connection refused" in p["probe"]["detail"]
+    assert p["breaker"]["state"] == "open"  # a failing probe opens the breaker
+    out = routekit("health", "--config", str(refused), code=1).stdout
+    assert "no" in out and "open" in out
 
 
 # ---------------------------------------------------------------- the command itself

@@ -59,9 +59,13 @@ def make(
     kind: str = "llama_cpp_server",
     api_key_env: str | None = None,
     name: str = "p1",
+    stream_upstream: bool | None = None,
+    probe_path: str | None = None,
 ) -> OpenAICompatProvider:
-    cfg = ProviderConfig(kind=kind, base_url=url, api_key_env=api_key_env)
-    return OpenAICompatProvider(name, cfg, default_timeout=TimeoutConfig())
+    cfg = ProviderConfig(kind=kind, base_url=url, api_key_env=api_key_env,
+                         stream_upstream=stream_upstream)
+    return OpenAICompatProvider(name, cfg, default_timeout=TimeoutConfig(),
+                                probe_path=probe_path)
 
 
 def req(model_id: str = "fault-model", text: str = "Say hi", **params: Any) -> ChatRequest:
@@ -83,7 +87,7 @@ def complete(p: OpenAICompatProvider, r: ChatRequest, dl: Deadline, mode: str) -
         try:
             return await p.acomplete(r, dl)
         finally:
-            await p.aclose()
+            await p.aclose_loop()  # this loop ends here; the provider stays usable
 
     return asyncio.run(go())
 
@@ -101,7 +105,7 @@ def stream(p: OpenAICompatProvider, r: ChatRequest, dl: Deadline, mode: str, got
                 got.append(chunk)
             return got
         finally:
-            await p.aclose()
+            await p.aclose_loop()
 
     return asyncio.run(go())
 
@@ -123,14 +127,19 @@ def llama_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
-def test_real_complete(llama_url: str, mode: str) -> None:
+@pytest.mark.parametrize("upstream", [False, True])
+def test_real_complete(llama_url: str, mode: str, upstream: bool) -> None:
     from openai.types.chat import ChatCompletion
 
-    p = make(llama_url)
+    p = make(llama_url, stream_upstream=upstream)
     out = complete(p, req("gemma", max_tokens=8, temperature=0.0), DL, mode)
     assert isinstance(out, ChatCompletion)
     assert isinstance(out.choices[0].message.content, str) and out.choices[0].message.content
-    assert out.usage is not None and 0 < out.usage.completion_tokens <= 8
+    assert out.choices[0].finish_reason == "length"
+    if upstream:
+        assert out.usage is None  # llama-cpp-python's server reports no usage in streams
+    else:
+        assert out.usage is not None and 0 < out.usage.completion_tokens <= 8
     p.close()
 
 
@@ -149,11 +158,47 @@ def test_real_stream(llama_url: str, mode: str) -> None:
 
 @pytest.mark.slow
 def test_real_health(llama_url: str) -> None:
-    p = make(llama_url)
+    # llama-cpp-python's server has no /health (llama.cpp's own server does): probe the
+    # model list, as the openai kind does.
+    p = make(llama_url, probe_path="/v1/models")
     report = p.health(timeout=2.0)
     assert report.ok, report.detail
     assert report.provider == "p1" and "1 model" in report.detail and report.latency_ms > 0
+    assert not make(llama_url).health(timeout=2.0).ok  # its /health is a 404
     p.close()
+
+
+@pytest.mark.parametrize("kind,path", [("ollama", "/api/version"), ("vllm", "/health"),
+                                       ("llama_cpp_server", "/health"),
+                                       ("openai", "/v1/models")])
+@pytest.mark.parametrize("mode", MODES)
+def test_health_probes_the_kinds_endpoint(fault: FaultServer, kind: str, path: str,
+                                          mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTEKIT_TEST_KEY", "k" * 12)
+    p = make(fault.base_url, kind=kind, api_key_env="ROUTEKIT_TEST_KEY")
+    if mode == "sync":
+        report = p.health(timeout=2.0)
+    else:
+        async def go() -> Any:
+            try:
+                return await p.ahealth(timeout=2.0)
+            finally:
+                await p.aclose()
+        report = asyncio.run(go())
+    assert report.ok, report.detail
+    assert [r.path for r in fault.received] == [path]
+    p.close()
+
+
+def test_health_of_a_closed_provider_builds_nothing(fault: FaultServer) -> None:
+    p = make(fault.base_url)
+    p.close()
+    report = p.health(timeout=1.0)
+    assert not report.ok and "closed" in report.detail
+    assert p._http is None and p._client is None and fault.requests == 0
+    with pytest.raises(ProviderError, match="closed"):
+        p.complete(req(), DL)
+    assert p._client is None and fault.requests == 0
 
 
 @pytest.mark.slow
@@ -161,7 +206,7 @@ def test_real_health(llama_url: str) -> None:
 def test_real_context_overflow_is_context_length_exceeded(llama_url: str, mode: str) -> None:
     # llama_cpp.server answers 400 {"error": {"code": "context_length_exceeded", "message":
     # "This model's maximum context length is 512 tokens. However, you requested ..."}}
-    p = make(llama_url)
+    p = make(llama_url, stream_upstream=False)
     with pytest.raises(ContextLengthExceeded) as info:
         complete(p, req("gemma", text="hello world " * 600, max_tokens=8), DL, mode)
     err = info.value
@@ -173,14 +218,19 @@ def test_real_context_overflow_is_context_length_exceeded(llama_url: str, mode: 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
-def test_real_context_overflow_stream_is_interrupted(llama_url: str, mode: str) -> None:
+def test_real_context_overflow_stream_is_not_an_answer(llama_url: str, mode: str) -> None:
     # Streaming, the same server answers 200 with an empty SSE body (the error goes only to
-    # its log); the openai client sees a normal, empty end. It must not pass as an answer.
+    # its log); the openai client sees a normal, empty end. It must not pass as an answer,
+    # neither as a stream nor as a non-streaming answer assembled from one.
     p = make(llama_url)
     got: list[Any] = []
-    with pytest.raises(StreamInterrupted) as info:
+    with pytest.raises(ProviderError, match="without a finish_reason after 0 chunk"):
         stream(p, req("gemma", text="hello world " * 600, max_tokens=8), DL, mode, got)
-    assert got == [] and info.value.partial == ""
+    assert got == []
+    p.close()
+    p = make(llama_url)
+    with pytest.raises(ProviderError, match="without a finish_reason"):
+        complete(p, req("gemma", text="hello world " * 600, max_tokens=8), DL, mode)
     p.close()
 
 
@@ -308,28 +358,32 @@ def test_normal_stream(fault: FaultServer, mode: str) -> None:
     p.close()
 
 
+# A provider raises the precise error whenever a stream fails; building StreamInterrupted
+# with the partial text is the pipeline's job (tests/test_router.py, tests/test_pipeline.py).
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_cut_stream_is_interrupted_with_partial(fault: FaultServer, mode: str) -> None:
+def test_cut_stream_is_an_error_not_an_end(fault: FaultServer, mode: str) -> None:
     p = make(fault.url("cut"))
     got: list[Any] = []
-    with pytest.raises(StreamInterrupted) as info:
+    with pytest.raises(ProviderError, match="without a finish_reason after 3 chunk") as info:
         stream(p, req(), DL, mode, got)
     err = info.value
     assert got, "chunks before the cut reach the caller"
-    assert err.partial == fault.cut_text() == text_of(got)
+    assert text_of(got) == fault.cut_text()
     assert err.provider == "p1" and err.model == "m1"
+    assert not isinstance(err, StreamInterrupted)
     p.close()
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_reset_mid_stream_is_interrupted(fault: FaultServer, mode: str) -> None:
+def test_reset_mid_stream_is_connection_failed(fault: FaultServer, mode: str) -> None:
     p = make(fault.url("cut_reset"))
     got: list[Any] = []
-    with pytest.raises(StreamInterrupted) as info:
+    with pytest.raises(ConnectionFailed) as info:
         stream(p, req(), DL, mode, got)
-    assert info.value.partial == text_of(got) == fault.cut_text()
-    cause = info.value.__cause__
-    assert isinstance(cause, ConnectionFailed) and not cause.refused
+    assert text_of(got) == fault.cut_text()
+    assert not info.value.refused
     p.close()
 
 
@@ -356,16 +410,36 @@ def test_total_deadline_bounds_a_hang(fault: FaultServer, mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_stalled_stream_times_out_as_interruption(fault: FaultServer, mode: str) -> None:
+def test_stalled_stream_times_out(fault: FaultServer, mode: str) -> None:
     p = make(fault.url("stall_stream"))
     got: list[Any] = []
     t0 = time.monotonic()
-    with pytest.raises(StreamInterrupted) as info:
+    with pytest.raises(RequestTimeout, match="deadline .* passed while streaming"):
         stream(p, req(), Deadline(connect=1.0, read=30.0, total=0.8), mode, got)
     assert 0.7 <= time.monotonic() - t0 < 5.0
-    assert got and info.value.partial == fault.cut_text()
-    assert isinstance(info.value.__cause__, RequestTimeout)
+    assert got and text_of(got) == fault.cut_text()
     p.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_first_byte_deadline_cuts_a_hang_but_not_a_slow_stream(fault: FaultServer,
+                                                               mode: str) -> None:
+    # hang: nothing arrives, so first_byte (0.3 s) cuts it long before total (20 s).
+    p = make(fault.url("hang"))
+    t0 = time.monotonic()
+    with pytest.raises(RequestTimeout, match="no first byte within 0.3 s"):
+        complete(p, req(), Deadline(connect=1.0, read=30.0, total=20.0, first_byte=0.3), mode)
+    assert 0.25 <= time.monotonic() - t0 < 3.0
+    # stall_stream: the first chunks arrive at once, then silence: first_byte no longer
+    # applies; the stream runs until total (0.9 s), and what it had is the partial answer.
+    p2 = make(fault.url("stall_stream"))
+    t0 = time.monotonic()
+    with pytest.raises(RequestTimeout) as info:
+        complete(p2, req(), Deadline(connect=1.0, read=30.0, total=0.9, first_byte=0.3), mode)
+    assert 0.8 <= time.monotonic() - t0 < 4.0
+    assert info.value.partial == fault.cut_text()
+    p.close()
+    p2.close()
 
 
 def test_closing_stream_early_closes_the_http_response(fault: FaultServer) -> None:
@@ -433,7 +507,7 @@ def test_deadline_already_spent_sends_nothing(fault: FaultServer) -> None:
 
 
 def test_params_and_extra_body_reach_the_server(fault: FaultServer) -> None:
-    p = make(fault.base_url)
+    p = make(fault.base_url, stream_upstream=False)
     r = req(
         "served-id",
         temperature=0.25,
@@ -460,12 +534,32 @@ def test_params_and_extra_body_reach_the_server(fault: FaultServer) -> None:
 
 
 def test_stream_options_only_on_streams(fault: FaultServer) -> None:
-    p = make(fault.base_url)
+    p = make(fault.base_url, stream_upstream=False)
     r = req(stream_options={"include_usage": False})
     p.complete(r, DL)
     list(p.stream(r, DL))
     assert "stream_options" not in fault.received[0].body
     assert fault.received[1].body["stream_options"] == {"include_usage": False}  # caller's wins
+    p.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stream_upstream_assembles_a_completion(fault: FaultServer, mode: str) -> None:
+    """Local kinds stream a non-streaming request (asking for usage) and assemble it."""
+    from openai.types.chat import ChatCompletion
+
+    p = make(fault.base_url, kind="vllm")
+    out = complete(p, req(temperature=0.5), DL, mode)
+    sent = fault.received[0].body
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["temperature"] == 0.5
+    assert isinstance(out, ChatCompletion)
+    assert out.choices[0].message.content == fault.text
+    assert out.choices[0].finish_reason == "stop" and out.choices[0].message.role == "assistant"
+    # Cloud kinds do not (a cloud's first token may legitimately take minutes).
+    monkey = make(fault.base_url, kind="openai", api_key_env="HOME")
+    complete(monkey, req(), DL, mode)
+    assert "stream" not in fault.received[1].body
     p.close()
 
 
@@ -478,7 +572,9 @@ def test_cloud_provider_builds_its_tls_client_without_network(monkeypatch: pytes
 
 
 def test_one_client_reuses_its_connection(fault: FaultServer) -> None:
-    p = make(fault.base_url)
+    # (The openai client closes a stream's response right after [DONE], before the chunked
+    # body's last bytes, so streamed requests do not reuse connections; plain ones do.)
+    p = make(fault.base_url, stream_upstream=False)
     for _ in range(3):
         p.complete(req(), DL)
     ports = {r.client_port for r in fault.received}

@@ -10,10 +10,14 @@ import routekit
 EXPECTED = [
     "AllCandidatesFailed", "AsyncRouter", "AsyncStream", "Attempt", "AuthenticationFailed",
     "BadRequest", "Config", "ConfigError", "ConfigIssue", "ConnectionFailed",
-    "ContextLengthExceeded", "MissingAPIKey", "ModelNotFound", "NoRouteError", "ProviderBusy",
-    "ProviderError", "RateLimited", "RequestTimeout", "Route", "RouteKitError", "Router",
-    "ServerError", "StatusError", "Stream", "StreamInterrupted", "__version__", "load_config",
+    "ContextLengthExceeded", "HealthSnapshot", "MissingAPIKey", "ModelNotFound",
+    "NoRouteError", "Overloaded", "ProviderBusy", "ProviderError", "ProviderHealth",
+    "RateLimited", "RequestTimeout", "Route", "RouteKitError", "Router", "ServerError",
+    "StatusError", "Stream", "StreamInterrupted", "UnsupportedRequest", "__version__",
+    "load_config",
 ]
+
+TESTING = ["Clock", "FakeCall", "FakeClock", "FakeProvider", "FakeReply", "SystemClock"]
 
 
 def test_all_is_pinned_and_sorted() -> None:
@@ -21,6 +25,11 @@ def test_all_is_pinned_and_sorted() -> None:
     assert routekit.__all__ == sorted(routekit.__all__)
     for name in routekit.__all__:
         assert hasattr(routekit, name), name
+    from routekit import testing
+
+    assert testing.__all__ == TESTING == sorted(TESTING)
+    for name in TESTING:
+        assert hasattr(testing, name), name
 
 
 def test_import_does_not_load_heavy_packages() -> None:

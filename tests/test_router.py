@@ -300,13 +300,32 @@ def _server_chain(llama_base_url: str, dead: str) -> dict[str, Any]:
 
 
 @modes
-def test_real_llama_server_answers_after_a_dead_port(mode: str, llama_base_url: str,
-                                                     dead_url: str) -> None:
-    reply = call(mode, _server_chain(llama_base_url, dead_url), max_tokens=8, temperature=0)
+@pytest.mark.parametrize("upstream", [False, True])
+def test_real_llama_server_answers_after_a_dead_port(mode: str, upstream: bool,
+                                                     llama_base_url: str, dead_url: str) -> None:
+    cfg = _server_chain(llama_base_url, dead_url)
+    cfg["providers"]["p1"]["stream_upstream"] = upstream
+    reply = call(mode, cfg, max_tokens=8, temperature=0)
     assert isinstance(reply, ChatCompletion)
     assert reply.choices[0].message.content
-    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    assert reply.choices[0].finish_reason == "length"
     assert [a.outcome for a in reply.route.attempts] == ["error", "ok"]
+    if not upstream:
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+    else:
+        # llama-cpp-python's server sends no usage in streams (stream_options is ignored):
+        # an assembled answer cannot invent it.
+        assert reply.usage is None
+
+
+def test_assembled_answer_equals_the_servers_own(llama_base_url: str, dead_url: str) -> None:
+    texts = []
+    for upstream in (False, True):
+        cfg = _server_chain(llama_base_url, dead_url)
+        cfg["providers"]["p1"]["stream_upstream"] = upstream
+        reply = call("sync", cfg, max_tokens=12, temperature=0, seed=1)
+        texts.append((reply.choices[0].message.content, reply.choices[0].finish_reason))
+    assert texts[0] == texts[1]
 
 
 def test_real_llama_server_streams(llama_base_url: str, dead_url: str) -> None:
@@ -343,17 +362,19 @@ def test_router_start_builds_http_clients(fault: FaultServer) -> None:
     does not pay for importing and building it (~0.3 s)."""
     cfg = chain_config([fault.url("ok")])
     with Router(cfg) as router:
-        assert router._core._http["p0"]._create is not None
+        assert router._state.providers["p0"]._create is not None
     with Router(cfg, warm=False) as router:
-        assert router._core._http["p0"]._create is None
+        assert router._state.providers["p0"]._create is None
 
 
 def test_all_failed_advice_names_the_deadline_when_it_ran_out(fault: FaultServer) -> None:
+    # m0 sends its first chunk in time (so the first-byte share does not cut it), then
+    # stalls: it uses the whole budget, and m1 is left no time.
     fault.hang_seconds = 2.0
-    cfg = chain_config([fault.url("hang"), fault.url("ok")])
+    cfg = chain_config([fault.url("stall_stream"), fault.url("ok")])
     with Router(cfg) as router:
         with pytest.raises(AllCandidatesFailed) as info:
-            router.chat.completions.create(model="m0", messages=MSG, timeout=0.3)
+            router.chat.completions.create(model="m0", messages=MSG, timeout=0.5)
     err = info.value
     assert err.attempts[0].error_type == "RequestTimeout"
     assert err.attempts[-1].outcome == "skipped"

@@ -79,16 +79,16 @@ def test_terminal_in_process_models_are_warm_at_start(tiny_path: Path) -> None:
     dead = f"http://127.0.0.1:{closed_port()}/v1"
     cfg = _chain_to_local(tiny_path, head_url=dead, chat_format="chatml")
     with Router(cfg) as router:
-        provider: Any = router._core.providers["local"]
+        provider: Any = router._state.providers["local"]
         assert provider.is_loaded("local-model")  # loaded before any request
         reply = router.chat.completions.create(model="head", messages=MSG, max_tokens=4)
         assert reply.route.answered_by.model == "local-model"
         assert reply.route.attempts[0].error_type == "ConnectionFailed"
     with Router(cfg, warm=False) as router:
-        assert not router._core.providers["local"].is_loaded("local-model")  # type: ignore[attr-defined]
+        assert not router._state.providers["local"].is_loaded("local-model")  # type: ignore[attr-defined]
     cfg["models"]["local-model"]["warm"] = False
     with Router(cfg) as router:
-        assert not router._core.providers["local"].is_loaded("local-model")  # type: ignore[attr-defined]
+        assert not router._state.providers["local"].is_loaded("local-model")  # type: ignore[attr-defined]
 
 
 def test_busy_in_process_model_moves_on(tiny_path: Path, fault: FaultServer) -> None:
@@ -192,7 +192,7 @@ def test_gpu_offload_serves_the_default_model(gemma_path: Path) -> None:
            "models": {"g": {"provider": "local", "path": str(gemma_path), "chat_format": "gemma",
                             "n_ctx": 512}}}
     with Router(cfg) as router:
-        provider: Any = router._core.providers["local"]
+        provider: Any = router._state.providers["local"]
         assert provider.load_params("g")["n_gpu_layers"] == -1  # every layer on the GPU
         reply = router.chat.completions.create(model="g", messages=MSG, max_tokens=8)
     assert reply.choices[0].message.content

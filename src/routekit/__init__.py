@@ -11,6 +11,7 @@ uses them is built.
 
 from __future__ import annotations
 
+from ._config.loader import load_config
 from ._config.model import Config
 from ._exceptions import (
     AllCandidatesFailed,
@@ -23,6 +24,7 @@ from ._exceptions import (
     MissingAPIKey,
     ModelNotFound,
     NoRouteError,
+    Overloaded,
     ProviderBusy,
     ProviderError,
     RateLimited,
@@ -31,11 +33,12 @@ from ._exceptions import (
     ServerError,
     StatusError,
     StreamInterrupted,
+    UnsupportedRequest,
 )
-from ._config.loader import load_config
 from ._pipeline.route import Attempt, Route
 from ._router import AsyncRouter, Router
 from ._pipeline.streams import AsyncStream, Stream
+from ._policy.health import HealthSnapshot, ProviderHealth
 
 __version__ = "0.1.0"
 
@@ -51,11 +54,14 @@ __all__ = [
     "ConfigIssue",
     "ConnectionFailed",
     "ContextLengthExceeded",
+    "HealthSnapshot",
     "MissingAPIKey",
     "ModelNotFound",
     "NoRouteError",
+    "Overloaded",
     "ProviderBusy",
     "ProviderError",
+    "ProviderHealth",
     "RateLimited",
     "RequestTimeout",
     "Route",
@@ -65,6 +71,7 @@ __all__ = [
     "StatusError",
     "Stream",
     "StreamInterrupted",
+    "UnsupportedRequest",
     "__version__",
     "load_config",
 ]

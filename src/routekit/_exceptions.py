@@ -6,12 +6,14 @@ provider boundary, with ``raise ... from exc``; nothing above the providers sees
     RouteKitError
     ├── ConfigError                  bad config: field path and YAML line
     ├── NoRouteError                 unknown entry model, or no candidate left to try
+    ├── Overloaded                   the router's own limit (routing.limits) is full
     ├── AllCandidatesFailed          every candidate failed; carries every attempt
     └── ProviderError                one attempt on one candidate failed
         ├── ConnectionFailed         refused / reset / DNS; ``refused`` is True when nothing listened
-        ├── RequestTimeout           connect, read or total deadline passed
-        ├── ProviderBusy             in-process model queue is full
+        ├── RequestTimeout           connect, first-byte, read or total deadline passed
+        ├── ProviderBusy             a bulkhead or an in-process model queue is full
         ├── MissingAPIKey            the environment variable the config names is unset
+        ├── UnsupportedRequest       this candidate cannot honour the request (another may)
         ├── StreamInterrupted        a stream ended early; carries the partial text
         └── StatusError              an HTTP error status; ``status_code``, ``body``
             ├── BadRequest           400: the request itself is wrong (fails fast)
@@ -21,14 +23,16 @@ provider boundary, with ``raise ... from exc``; nothing above the providers sees
             ├── RateLimited          429; ``retry_after`` seconds when the server said
             └── ServerError          5xx, 408, 409 (retryable)
 
-Each ``ProviderError`` class states two policies the attempt loop reads:
-``retryable`` (worth another try on the same candidate) and ``fatal`` (the request itself is
-at fault: stop the whole route rather than move on).
+Each ``ProviderError`` class states the policies the pipeline reads: ``retryable`` (worth
+another try on the same candidate), ``fatal`` (the request itself is at fault: stop the whole
+route rather than move on) and ``breaker_scope`` (whose circuit breaker the failure counts
+against: ``"provider"`` — the server itself is unwell, which counts against the model too —
+``"model"``, or ``None`` when it says nothing about health).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
 if TYPE_CHECKING:
     from ._pipeline.route import Attempt, Route
@@ -44,6 +48,7 @@ __all__ = [
     "MissingAPIKey",
     "ModelNotFound",
     "NoRouteError",
+    "Overloaded",
     "ProviderBusy",
     "ProviderError",
     "RateLimited",
@@ -52,6 +57,7 @@ __all__ = [
     "ServerError",
     "StatusError",
     "StreamInterrupted",
+    "UnsupportedRequest",
 ]
 
 
@@ -103,11 +109,20 @@ class NoRouteError(RouteKitError):
     """No candidate can serve the request (unknown model, or every candidate unavailable)."""
 
 
+class Overloaded(RouteKitError):
+    """The router's own concurrency limit (``routing.limits``) is full: the request was not
+    started. Nothing is wrong with the providers; retry later or raise the limit."""
+
+
+BreakerScope = Optional[Literal["provider", "model"]]
+
+
 class ProviderError(RouteKitError):
     """One attempt on one provider failed."""
 
     retryable: bool = False
     fatal: bool = False
+    breaker_scope: BreakerScope = "model"
 
     def __init__(
         self, message: str, *, provider: str | None = None, model: str | None = None
@@ -122,6 +137,7 @@ class ConnectionFailed(ProviderError):
     """Could not reach the provider. ``refused``: nothing listened (move on at once)."""
 
     retryable = True
+    breaker_scope: BreakerScope = "provider"
 
     def __init__(
         self,
@@ -141,6 +157,7 @@ class RequestTimeout(ProviderError):
     answers), else ``""``."""
 
     retryable = True
+    breaker_scope: BreakerScope = "provider"
 
     def __init__(
         self,
@@ -155,13 +172,25 @@ class RequestTimeout(ProviderError):
 
 
 class ProviderBusy(ProviderError):
-    """The in-process model's request queue is full."""
+    """A bulkhead (provider ``max_concurrency``/``max_waiting``) or an in-process model's
+    queue is full: the attempt spills to the next candidate at once (retried only on the last
+    candidate). Says nothing about the provider's health."""
 
     retryable = True
+    breaker_scope: BreakerScope = None
 
 
 class MissingAPIKey(ProviderError):
     """The environment variable named by ``api_key_env`` is not set."""
+
+    breaker_scope: BreakerScope = None
+
+
+class UnsupportedRequest(ProviderError):
+    """This candidate cannot honour the request without changing its meaning (for example
+    ``n`` > 1 or tools on an in-process model); another candidate may. Not a health signal."""
+
+    breaker_scope: BreakerScope = None
 
 
 class StreamInterrupted(ProviderError):
@@ -200,6 +229,7 @@ class BadRequest(StatusError):
     """400: the request itself is invalid; it would fail on every candidate."""
 
     fatal = True
+    breaker_scope: BreakerScope = None
 
 
 class ContextLengthExceeded(BadRequest):
@@ -210,6 +240,8 @@ class ContextLengthExceeded(BadRequest):
 
 class AuthenticationFailed(StatusError):
     """401/403: this candidate's credentials were refused."""
+
+    breaker_scope: BreakerScope = "provider"
 
 
 class ModelNotFound(StatusError):

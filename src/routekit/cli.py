@@ -7,7 +7,6 @@ non-zero exit, never a traceback (``ROUTEKIT_DEBUG=1`` shows one).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -313,19 +312,26 @@ def _health(args: argparse.Namespace, out: Console) -> int:
     from ._router import Router
 
     config = _load(args.config)
-    with Router(config, warm=False) as router:
-        reports = router.health(timeout=args.timeout)
+    with Router(config, warm=False, health_probes=False) as router:
+        snap = router.health(probe=True, timeout=args.timeout)
     if args.json:
-        print(json.dumps([dataclasses.asdict(r) for r in reports], indent=2))
-    else:
-        table = Table(title="provider health")
-        for col in ("provider", "ok", "ms", "detail"):
-            table.add_column(col)
-        for r in reports:
-            table.add_row(Text(r.provider), Text("yes", "green") if r.ok else Text("no", "red"),
-                          f"{r.latency_ms:.1f}", Text(r.detail))
-        out.print(table)
-    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAIL
+        print(json.dumps(snap.as_dict(), indent=2, ensure_ascii=False))
+        return EXIT_OK if snap.ok else EXIT_FAIL
+    table = Table(title="provider health")
+    for col in ("provider", "kind", "ok", "ms", "breaker", "detail"):
+        table.add_column(col)
+    for p in snap.providers:
+        probe = p.probe
+        ms = f"{probe.latency_ms:.1f}" if probe is not None else "—"
+        detail = probe.detail if probe is not None else "not probed"
+        state = p.breaker.state.replace("_", "-")
+        if p.breaker.reopens_in is not None:
+            state += f" ({p.breaker.reopens_in:.0f} s)"
+        table.add_row(Text(p.provider), p.kind,
+                      Text("yes", "green") if p.ok else Text("no", "red"), ms,
+                      Text(state, "green" if state == "closed" else "yellow"), Text(detail))
+    out.print(table)
+    return EXIT_OK if snap.ok else EXIT_FAIL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -162,8 +162,6 @@ class ProviderConfig(_Strict):
             raise ValueError("give either 'availability' or 'mtbf_hours'/'mttr_hours', not both")
         if self.max_waiting is not None and self.max_concurrency is None:
             raise ValueError("'max_waiting' needs 'max_concurrency' (the slots to wait for)")
-        if self.health is True:  # pragma: no cover - pydantic already refuses it
-            raise ValueError("health: give a mapping, or false")
         return self
 
     @property

@@ -1,64 +1,78 @@
 """``router.chat.completions``: the OpenAI-shaped ``create``, sync and async.
 
-Owns only the public signature: every argument of the openai client's
-``chat.completions.create`` (as of openai 3.x), typed with overloads on ``stream`` like the
-openai client itself (so the three signatures per class repeat, as they do there). Turning
-the arguments into candidates is ``RouterCore.candidates``; running them is ``_attempt`` and
-``_streaming``.
+Owns the public signature — every argument of the openai client's ``chat.completions.create``
+(as of openai 3.x), typed with overloads on ``stream`` like the openai client itself (so the
+three signatures per class repeat, as they do there) — and the router-wide concurrency limit
+around each request. Checking the arguments and building the ``RequestState`` is
+``params.start``; running it is ``attempts`` and ``streams``.
 """
 
 from __future__ import annotations
 
-import inspect
-from itertools import compress, repeat
-from operator import is_not, itemgetter
-from typing import TYPE_CHECKING, Any, Callable, Literal, overload
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, overload
 
+from .._exceptions import Overloaded
 from .attempts import complete_async, complete_sync
+from .params import Messages, Stop, Timeout, start
 from .streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
 
+    from .request import RequestState
     from .results import RoutedChatCompletion
     from .route import Route
-    from .router import Messages, RouterCore, Stop
+    from .router_state import RouterState
 
 __all__ = ["AsyncCompletions", "Completions"]
-
-# create() arguments that are not request parameters for the provider.
-_NOT_PARAMS = frozenset({"self", "model", "messages", "stream", "extra_headers", "extra_query",
-                         "extra_body", "timeout"})
-_PARAM_NAMES: tuple[str, ...] = ()  # filled below, from the signature
-
-
-def _given(args: dict[str, Any]) -> dict[str, Any]:
-    """The request parameters the caller set (not None). Runs on every request over ~35
-    mostly-None arguments: the scan is done by C iterators (operator.is_not), which halves
-    what a dict comprehension costs here."""
-    values = _param_getter(args)
-    return {name: args[name] for name in compress(_PARAM_NAMES, map(is_not, values,
-                                                                     repeat(None)))}
-
 
 _with_route: Callable[[ChatCompletion, Route], RoutedChatCompletion] | None = None
 
 
 def wrap(completion: ChatCompletion, route: Route) -> RoutedChatCompletion:
     global _with_route
-    if _with_route is None:  # _results imports openai: only once a router answers
+    if _with_route is None:  # results imports openai: only once a router answers
         from .results import with_route
 
         _with_route = with_route
     return _with_route(completion, route)
 
 
+def _overloaded(req: RequestState) -> Overloaded:
+    limit = req.router.limit
+    assert limit is not None
+    return Overloaded(
+        f"router is at its limit (routing.limits: {limit.describe()}); request for "
+        f"{req.requested!r} not started"
+    )
+
+
+def _enter_limit(req: RequestState) -> Callable[[], None] | None:
+    """Take a slot of the router-wide limit (waiting up to the request's budget), or raise
+    ``Overloaded``. Returns the release, or None when the router has no limit."""
+    limit = req.router.limit
+    if limit is None:
+        return None
+    if not limit.enter(max(0.0, req.remaining())):
+        raise _overloaded(req)
+    return limit.leave
+
+
+async def _aenter_limit(req: RequestState) -> Callable[[], None] | None:
+    limit = req.router.limit
+    if limit is None:
+        return None
+    if not await limit.aenter(max(0.0, req.remaining())):
+        raise _overloaded(req)
+    return limit.leave
+
+
 class Completions:
     """``router.chat.completions``: ``create`` takes every argument of
     ``openai.OpenAI().chat.completions.create`` and routes it."""
 
-    def __init__(self, core: RouterCore) -> None:
-        self._core = core
+    def __init__(self, router: RouterState) -> None:
+        self._router = router
 
     @overload
     def create(
@@ -82,7 +96,7 @@ class Completions:
         prompt_cache_options: Any = None,
         prompt_cache_retention: Any = None,
         reasoning_effort: str | None = None,
-        response_format: dict[str, Any] | None = None,
+        response_format: Any = None,
         safety_identifier: str | None = None,
         seed: int | None = None,
         service_tier: str | None = None,
@@ -97,10 +111,10 @@ class Completions:
         user: str | None = None,
         verbosity: str | None = None,
         web_search_options: dict[str, Any] | None = None,
-        extra_headers: dict[str, str] | None = None,
-        extra_query: dict[str, Any] | None = None,
-        extra_body: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: Timeout = None,
     ) -> RoutedChatCompletion: ...
 
     @overload
@@ -125,7 +139,7 @@ class Completions:
         prompt_cache_options: Any = None,
         prompt_cache_retention: Any = None,
         reasoning_effort: str | None = None,
-        response_format: dict[str, Any] | None = None,
+        response_format: Any = None,
         safety_identifier: str | None = None,
         seed: int | None = None,
         service_tier: str | None = None,
@@ -140,10 +154,10 @@ class Completions:
         user: str | None = None,
         verbosity: str | None = None,
         web_search_options: dict[str, Any] | None = None,
-        extra_headers: dict[str, str] | None = None,
-        extra_query: dict[str, Any] | None = None,
-        extra_body: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: Timeout = None,
     ) -> Stream: ...
 
     def create(
@@ -167,7 +181,7 @@ class Completions:
         prompt_cache_options: Any = None,
         prompt_cache_retention: Any = None,
         reasoning_effort: str | None = None,
-        response_format: dict[str, Any] | None = None,
+        response_format: Any = None,
         safety_identifier: str | None = None,
         seed: int | None = None,
         service_tier: str | None = None,
@@ -182,26 +196,68 @@ class Completions:
         user: str | None = None,
         verbosity: str | None = None,
         web_search_options: dict[str, Any] | None = None,
-        extra_headers: dict[str, str] | None = None,
-        extra_query: dict[str, Any] | None = None,
-        extra_body: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: Timeout = None,
     ) -> RoutedChatCompletion | Stream:
-        params = _given(locals())
-        core = self._core
-        cands = core.candidates(model, messages, params, extra_body=extra_body,
-                                extra_headers=extra_headers, extra_query=extra_query)
+        req = start(self._router, model, messages, timeout, extra_body, extra_headers,
+                    extra_query, {
+            "audio": audio,
+            "frequency_penalty": frequency_penalty,
+            "function_call": function_call,
+            "functions": functions,
+            "logit_bias": logit_bias,
+            "logprobs": logprobs,
+            "max_completion_tokens": max_completion_tokens,
+            "max_tokens": max_tokens,
+            "metadata": metadata,
+            "modalities": modalities,
+            "moderation": moderation,
+            "n": n,
+            "parallel_tool_calls": parallel_tool_calls,
+            "prediction": prediction,
+            "presence_penalty": presence_penalty,
+            "prompt_cache_key": prompt_cache_key,
+            "prompt_cache_options": prompt_cache_options,
+            "prompt_cache_retention": prompt_cache_retention,
+            "reasoning_effort": reasoning_effort,
+            "response_format": response_format,
+            "safety_identifier": safety_identifier,
+            "seed": seed,
+            "service_tier": service_tier,
+            "stop": stop,
+            "store": store,
+            "stream_options": stream_options,
+            "temperature": temperature,
+            "tool_choice": tool_choice,
+            "tools": tools,
+            "top_logprobs": top_logprobs,
+            "top_p": top_p,
+            "user": user,
+            "verbosity": verbosity,
+            "web_search_options": web_search_options,
+        })
+        release = _enter_limit(req)
         if stream:
-            return Stream(core.config, model, cands, core.deadline(timeout))
-        return complete_sync(core.config, model, cands, core.deadline(timeout), wrap)
+            return Stream(req, release)
+        try:
+            return wrap(complete_sync(req), req.route())
+        finally:
+            if release is not None:
+                release()
 
 
 class AsyncCompletions:
     """``router.chat.completions``: ``create`` takes every argument of
     ``openai.AsyncOpenAI().chat.completions.create`` and routes it."""
 
-    def __init__(self, core: RouterCore) -> None:
-        self._core = core
+    def __init__(self, router: RouterState, *,
+                 on_request: Callable[[], None] | None = None) -> None:
+        self._router = router
+        # Called at each request while set (starts the health-probe task on the running
+        # loop, once); cleared after its first call.
+        self.on_request = on_request
 
     @overload
     async def create(
@@ -225,7 +281,7 @@ class AsyncCompletions:
         prompt_cache_options: Any = None,
         prompt_cache_retention: Any = None,
         reasoning_effort: str | None = None,
-        response_format: dict[str, Any] | None = None,
+        response_format: Any = None,
         safety_identifier: str | None = None,
         seed: int | None = None,
         service_tier: str | None = None,
@@ -240,10 +296,10 @@ class AsyncCompletions:
         user: str | None = None,
         verbosity: str | None = None,
         web_search_options: dict[str, Any] | None = None,
-        extra_headers: dict[str, str] | None = None,
-        extra_query: dict[str, Any] | None = None,
-        extra_body: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: Timeout = None,
     ) -> RoutedChatCompletion: ...
 
     @overload
@@ -268,7 +324,7 @@ class AsyncCompletions:
         prompt_cache_options: Any = None,
         prompt_cache_retention: Any = None,
         reasoning_effort: str | None = None,
-        response_format: dict[str, Any] | None = None,
+        response_format: Any = None,
         safety_identifier: str | None = None,
         seed: int | None = None,
         service_tier: str | None = None,
@@ -283,10 +339,10 @@ class AsyncCompletions:
         user: str | None = None,
         verbosity: str | None = None,
         web_search_options: dict[str, Any] | None = None,
-        extra_headers: dict[str, str] | None = None,
-        extra_query: dict[str, Any] | None = None,
-        extra_body: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: Timeout = None,
     ) -> AsyncStream: ...
 
     async def create(
@@ -310,7 +366,7 @@ class AsyncCompletions:
         prompt_cache_options: Any = None,
         prompt_cache_retention: Any = None,
         reasoning_effort: str | None = None,
-        response_format: dict[str, Any] | None = None,
+        response_format: Any = None,
         safety_identifier: str | None = None,
         seed: int | None = None,
         service_tier: str | None = None,
@@ -325,22 +381,56 @@ class AsyncCompletions:
         user: str | None = None,
         verbosity: str | None = None,
         web_search_options: dict[str, Any] | None = None,
-        extra_headers: dict[str, str] | None = None,
-        extra_query: dict[str, Any] | None = None,
-        extra_body: dict[str, Any] | None = None,
-        timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: Timeout = None,
     ) -> RoutedChatCompletion | AsyncStream:
-        params = _given(locals())
-        core = self._core
-        cands = core.candidates(model, messages, params, extra_body=extra_body,
-                                extra_headers=extra_headers, extra_query=extra_query)
+        req = start(self._router, model, messages, timeout, extra_body, extra_headers,
+                    extra_query, {
+            "audio": audio,
+            "frequency_penalty": frequency_penalty,
+            "function_call": function_call,
+            "functions": functions,
+            "logit_bias": logit_bias,
+            "logprobs": logprobs,
+            "max_completion_tokens": max_completion_tokens,
+            "max_tokens": max_tokens,
+            "metadata": metadata,
+            "modalities": modalities,
+            "moderation": moderation,
+            "n": n,
+            "parallel_tool_calls": parallel_tool_calls,
+            "prediction": prediction,
+            "presence_penalty": presence_penalty,
+            "prompt_cache_key": prompt_cache_key,
+            "prompt_cache_options": prompt_cache_options,
+            "prompt_cache_retention": prompt_cache_retention,
+            "reasoning_effort": reasoning_effort,
+            "response_format": response_format,
+            "safety_identifier": safety_identifier,
+            "seed": seed,
+            "service_tier": service_tier,
+            "stop": stop,
+            "store": store,
+            "stream_options": stream_options,
+            "temperature": temperature,
+            "tool_choice": tool_choice,
+            "tools": tools,
+            "top_logprobs": top_logprobs,
+            "top_p": top_p,
+            "user": user,
+            "verbosity": verbosity,
+            "web_search_options": web_search_options,
+        })
+        if self.on_request is not None:
+            hook, self.on_request = self.on_request, None
+            hook()
+        release = await _aenter_limit(req)
         if stream:
-            stream_ = AsyncStream(core.config, model, cands, core.deadline(timeout))
-            return await stream_._prime()
-        return await complete_async(core.config, model, cands, core.deadline(timeout), wrap)
-
-
-_PARAM_NAMES = tuple(
-    name for name in inspect.signature(Completions.create).parameters if name not in _NOT_PARAMS
-)
-_param_getter = itemgetter(*_PARAM_NAMES)
+            return await AsyncStream(req, release)._prime()
+        try:
+            return wrap(await complete_async(req), req.route())
+        finally:
+            if release is not None:
+                release()

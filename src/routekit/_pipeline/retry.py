@@ -1,138 +1,183 @@
-"""Retry policy for one candidate, expressed as tenacity strategies.
+"""Retrying one candidate, composed from tenacity's own strategies and routekit's predicates.
 
-Owns *whether* and *when* to try the same candidate again. Moving on to the next candidate
-is the attempt loop's job (``_attempt.py``); classifying errors is the providers' job.
+Owns *whether* and *when* to call the same candidate again. Moving on to the next candidate
+is the walk's job (``request.py``); classifying errors is the providers' job.
 
-Rules (see the router issue): transient failures (connection reset, timeouts, 408/409/429/5xx,
-in-process busy) are retried with exponential backoff and jitter, honouring Retry-After up to
-a cap. Retry only when it is cheaper than moving on: a refused connection (nothing listening)
-and a Retry-After above the cap move on at once, and the request deadline is never slept past.
-The last candidate gets more tries, since nothing follows it.
+The policy for one candidate, as tenacity objects (``policy_for``)::
+
+    retry = retry_if_exception_type(ProviderError) & retry_if_worth_it(cap, last)
+    wait  = wait_retry_after(wait_exponential(initial, max=backoff_max) + wait_random(0, jitter))
+    stop  = stop_after_attempt(tries) | stop_before_deadline(deadline, wait, clock)
+
+* ``retry_if_worth_it`` retries what may pass on a second try (connection reset, 408, 409,
+  429, 5xx, timeouts, busy) only when that is cheaper than moving on: never a refused
+  connection (nothing listens), never a ``Retry-After`` longer than ``retry_after_cap``, and a
+  timeout or a full bulkhead only on the last candidate (while another candidate remains, it
+  gets the time instead).
+* ``wait_retry_after`` waits what the server asked for; otherwise exponential backoff from
+  ``backoff_initial`` (the first retry waits ``backoff_initial``, the next twice that, ...)
+  plus up to ``jitter`` seconds at random.
+* ``stop_before_deadline`` stops when the wait would end past the request deadline. It and
+  the ``wait`` share one memoised value per attempt, so the decision holds whatever order
+  tenacity calls them in (tenacity 9 calls ``wait`` before ``stop``; 8 did the opposite, and
+  routekit's earlier policy ran one attempt late because of it).
+
+All sleeping goes through the router's clock (``Retrying(sleep=clock.sleep)``).
 """
 
 from __future__ import annotations
 
-import random
-import time
-from typing import Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 
 import tenacity
+from tenacity import (
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+from tenacity.retry import retry_base
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
-from .._config.model import RetryConfig
-from .._exceptions import ConnectionFailed, ProviderError, RateLimited
+from .._exceptions import ConnectionFailed, ProviderBusy, ProviderError, RateLimited, RequestTimeout
 
-__all__ = ["CandidateRetry", "should_retry"]
+if TYPE_CHECKING:
+    from .._clock import Clock
+    from .._config.model import RetryConfig
+
+__all__ = [
+    "Policy",
+    "policy_for",
+    "retry_if_worth_it",
+    "stop_before_deadline",
+    "wait_retry_after",
+    "worth_retrying",
+]
 
 T = TypeVar("T")
 
 
-def should_retry(exc: BaseException, retry_after_cap: float) -> bool:
+def worth_retrying(exc: BaseException, retry_after_cap: float, last: bool) -> bool:
+    """routekit's predicate: is another call on the same candidate worth it?"""
     if not isinstance(exc, ProviderError) or not exc.retryable:
         return False
     if isinstance(exc, ConnectionFailed) and exc.refused:
         return False  # nothing listens: another try costs time and cannot succeed soon
     if isinstance(exc, RateLimited) and exc.retry_after is not None:
         return exc.retry_after <= retry_after_cap
+    if isinstance(exc, (RequestTimeout, ProviderBusy)) and not last:
+        return False  # the next candidate gets this time instead
     return True
 
 
-class CandidateRetry:
-    """tenacity ``retry`` / ``stop`` / ``wait`` for one candidate of one request.
+def _exception(state: tenacity.RetryCallState) -> BaseException | None:
+    outcome = state.outcome
+    if outcome is None or not outcome.failed:
+        return None
+    return outcome.exception()
 
-    Built per candidate (cheap: plain attributes); not shared between threads.
-    """
 
-    __slots__ = ("_policy", "_max_tries", "_deadline_at", "_clock", "_next_wait", "tries")
+class retry_if_worth_it(retry_base):  # noqa: N801 - tenacity's naming, composed with its own
+    def __init__(self, retry_after_cap: float, last: bool) -> None:
+        self.retry_after_cap = retry_after_cap
+        self.last = last
 
-    def __init__(
-        self,
-        policy: RetryConfig,
-        *,
-        last: bool,
-        deadline_at: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._policy = policy
-        self._max_tries = policy.last_candidate_attempts if last else policy.max_attempts
-        self._deadline_at = deadline_at
-        self._clock = clock
-        self._next_wait = 0.0
-        self.tries = 0  # calls made so far by run() / arun()
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        exc = _exception(retry_state)
+        return exc is not None and worth_retrying(exc, self.retry_after_cap, self.last)
 
-    def run(self, fn: Callable[[], T]) -> T:
-        """Call ``fn`` until it succeeds or the policy gives up (then its error propagates).
 
-        The first call runs outside tenacity: most calls succeed, and tenacity's machinery
-        (futures, locks) costs ~20 µs. A first failure is handed to tenacity as its attempt 1,
-        so waits and stops are decided exactly as if tenacity had made that call.
-        """
-        self.tries = 1
-        try:
-            return fn()
-        except ProviderError as exc:
-            if not should_retry(exc, self._policy.retry_after_cap):
-                raise
-            pending: BaseException | None = exc
-        for attempt in self.retrying():
-            with attempt:
-                if pending is not None:
-                    failed, pending = pending, None
-                    raise failed
-                self.tries += 1
-                return fn()
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+class wait_retry_after(wait_base):  # noqa: N801
+    """The server's ``Retry-After`` when it gave one, else ``fallback``'s wait."""
 
-    async def arun(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Async twin of ``run``."""
-        self.tries = 1
-        try:
-            return await fn()
-        except ProviderError as exc:
-            if not should_retry(exc, self._policy.retry_after_cap):
-                raise
-            pending: BaseException | None = exc
-        async for attempt in self.async_retrying():
-            with attempt:
-                if pending is not None:
-                    failed, pending = pending, None
-                    raise failed
-                self.tries += 1
-                return await fn()
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+    def __init__(self, fallback: wait_base) -> None:
+        self.fallback = fallback
 
-    # tenacity calls retry(), then stop(), then wait(), each with the same RetryCallState.
-    def retry(self, state: tenacity.RetryCallState) -> bool:
-        outcome = state.outcome
-        if outcome is None or not outcome.failed:
-            return False
-        exc = outcome.exception()
-        return exc is not None and should_retry(exc, self._policy.retry_after_cap)
-
-    def stop(self, state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number >= self._max_tries:
-            return True
-        self._next_wait = self._compute_wait(state)
-        # Sleeping past the request deadline is pointless: the next candidate gets the time.
-        return self._clock() + self._next_wait >= self._deadline_at
-
-    def wait(self, state: tenacity.RetryCallState) -> float:
-        return self._next_wait
-
-    def _compute_wait(self, state: tenacity.RetryCallState) -> float:
-        outcome = state.outcome
-        exc = outcome.exception() if outcome is not None else None
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = _exception(retry_state)
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             return max(0.0, exc.retry_after)
-        p = self._policy
-        backoff = min(p.backoff_max, p.backoff_initial * (2.0 ** (state.attempt_number - 1)))
-        return backoff + random.uniform(0.0, p.jitter)
+        return float(self.fallback(retry_state))
 
-    def retrying(self) -> tenacity.Retrying:
-        return tenacity.Retrying(
-            retry=self.retry, stop=self.stop, wait=self.wait, reraise=True
-        )
 
-    def async_retrying(self) -> tenacity.AsyncRetrying:
-        return tenacity.AsyncRetrying(
-            retry=self.retry, stop=self.stop, wait=self.wait, reraise=True
-        )
+class _memo(wait_base):  # noqa: N801
+    """One value per attempt number: ``stop`` and ``wait`` see the same jittered wait."""
+
+    def __init__(self, inner: wait_base) -> None:
+        self.inner = inner
+        self.attempt = -1
+        self.value = 0.0
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        if retry_state.attempt_number != self.attempt:
+            self.attempt = retry_state.attempt_number
+            self.value = float(self.inner(retry_state))
+        return self.value
+
+
+class stop_before_deadline(stop_base):  # noqa: N801
+    """Stop when the coming wait would end at or after ``deadline_at`` on ``clock``."""
+
+    def __init__(self, deadline_at: float, wait: wait_base, clock: Clock) -> None:
+        self.deadline_at = deadline_at
+        self.wait = wait
+        self.clock = clock
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.clock.now() + float(self.wait(retry_state)) >= self.deadline_at
+
+
+class Policy:
+    """tenacity's three strategies for one candidate of one request."""
+
+    __slots__ = ("retry", "stop", "wait", "clock")
+
+    def __init__(self, retry: retry_base, stop: stop_base, wait: wait_base, clock: Clock) -> None:
+        self.retry = retry
+        self.stop = stop
+        self.wait = wait
+        self.clock = clock
+
+    def run(self, first: ProviderError, call: Callable[[], T]) -> T:
+        """Retry ``call`` after its first failure ``first`` (made outside tenacity: most calls
+        succeed, and tenacity's machinery costs ~20 µs), until it succeeds or the policy gives
+        up; then the last error propagates. ``first`` counts as tenacity's attempt 1."""
+        pending: BaseException | None = first
+        retrying = tenacity.Retrying(retry=self.retry, stop=self.stop, wait=self.wait,
+                                     sleep=self.clock.sleep, reraise=True)
+        for attempt in retrying:
+            with attempt:
+                if pending is not None:
+                    failed, pending = pending, None
+                    raise failed
+                return call()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def arun(self, first: ProviderError, call: Callable[[], Awaitable[T]]) -> T:
+        """Async twin of ``run``: waits on the clock's ``asleep``."""
+        pending: BaseException | None = first
+        retrying = tenacity.AsyncRetrying(retry=self.retry, stop=self.stop, wait=self.wait,
+                                          sleep=self.clock.asleep, reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                if pending is not None:
+                    failed, pending = pending, None
+                    raise failed
+                return await call()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+def policy_for(config: RetryConfig, *, last: bool, deadline_at: float, clock: Clock) -> Policy:
+    """The retry policy for one candidate: more tries on the last one (nothing follows it)."""
+    tries = config.last_candidate_attempts if last else config.max_attempts
+    backoff = wait_exponential(multiplier=config.backoff_initial, min=0,
+                               max=config.backoff_max, exp_base=2)
+    wait = _memo(wait_retry_after(backoff + wait_random(0, config.jitter)))
+    return Policy(
+        retry=retry_if_exception_type(ProviderError)
+        & retry_if_worth_it(config.retry_after_cap, last),
+        stop=stop_after_attempt(tries) | stop_before_deadline(deadline_at, wait, clock),
+        wait=wait,
+        clock=clock,
+    )

@@ -28,6 +28,9 @@ class Attempt:
     status_code: int | None = None
     ttfb_ms: float | None = None
     duration_ms: float = 0.0
+    # US dollars at the model's configured price, from the answer's usage (None: no price,
+    # or the provider reported no usage).
+    cost_usd: float | None = None
 
     @property
     def retries(self) -> int:
@@ -55,6 +58,7 @@ class Attempt:
             "status_code": self.status_code,
             "ttfb_ms": self.ttfb_ms,
             "duration_ms": self.duration_ms,
+            "cost_usd": self.cost_usd,
         }
 
 
@@ -78,6 +82,12 @@ class Route:
         ok = self.answered_by
         return ok.ttfb_ms if ok is not None else None
 
+    @property
+    def cost_usd(self) -> float | None:
+        """What the answer cost at the configured prices (None: no priced model answered)."""
+        ok = self.answered_by
+        return ok.cost_usd if ok is not None else None
+
     def as_dict(self) -> dict[str, Any]:
         ok = self.answered_by
         return {
@@ -85,5 +95,6 @@ class Route:
             "answered_by": ok.model if ok else None,
             "provider": ok.provider if ok else None,
             "total_ms": self.total_ms,
+            "cost_usd": self.cost_usd,
             "attempts": [a.as_dict() for a in self.attempts],
         }

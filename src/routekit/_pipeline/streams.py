@@ -1,33 +1,38 @@
-"""Streaming through a plan: fallback before the first token, then committed.
+"""Streaming through a plan: fallback until the first text arrives, then committed.
 
 Owns ``Stream`` / ``AsyncStream`` (iterators *and* context managers that close the provider's
-stream in ``finally``) and the streaming attempt loop. Before the first chunk arrives, a
-failure moves on to the next candidate exactly as a non-streaming call does; after it, the
-answer is committed to that candidate and a failure raises ``StreamInterrupted`` carrying the
-partial text and the route. ``create(stream=True)`` returns once the first chunk is ready, so
-``AllCandidatesFailed`` is raised by ``create`` itself, like the openai client's errors.
+stream in ``finally``) and their drivers. A stream **commits** on its first chunk that
+carries something of the answer — text, a tool call, a refusal, or a finish reason — not on
+a role-only first chunk, which OpenAI-style servers send before anything else: a server that
+sends that and then stalls or resets is a failed candidate, and the next one is tried.
+Chunks before the commit are held back and delivered with it.
+
+Before the commit, a failure moves on (or retries) exactly as a non-streaming call does;
+after it, the answer belongs to that candidate and a failure raises ``StreamInterrupted``
+with the text delivered so far (``RequestState.partial``, the one place it is kept). This
+module alone builds that error. ``create(stream=True)`` returns once the stream has
+committed, so routing errors (``AllCandidatesFailed``) are raised by ``create`` itself.
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Generator, Iterator
-
-from .attempts import (
-    Candidate, RouteRecorder, attempt_deadline, eligible, record_failure,
+from typing import (
+    TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, Generator, Iterator,
 )
-from .._config.model import Config
+
 from .._exceptions import ProviderError, RouteKitError, StreamInterrupted
-from .retry import CandidateRetry
-from .route import Route
-from ..providers._base import Deadline
+from .retry import policy_for, worth_retrying
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
 
+    from .entries import ModelEntry
+    from .request import RequestState
+    from .route import Route
+
 __all__ = ["AsyncStream", "Stream"]
 
-_now = time.perf_counter
+Release = Callable[[], None]
 
 
 def _chunk_text(chunk: ChatCompletionChunk) -> str:
@@ -38,6 +43,38 @@ def _chunk_text(chunk: ChatCompletionChunk) -> str:
     return ""
 
 
+def _commits(chunk: ChatCompletionChunk) -> bool:
+    """Does this chunk carry part of the answer (so the stream is this candidate's now)?"""
+    for choice in chunk.choices:
+        if choice.finish_reason is not None:
+            return True
+        delta = choice.delta
+        if delta is not None and (delta.content or delta.tool_calls or delta.function_call
+                                  or getattr(delta, "refusal", None)):
+            return True
+    return False
+
+
+def _ended_early(entry: ModelEntry) -> StreamInterrupted:
+    return StreamInterrupted("stream ended before any text", provider=entry.provider_name,
+                             model=entry.name)
+
+
+def _interrupted(req: RequestState, entry: ModelEntry, exc: ProviderError) -> RouteKitError:
+    """A committed stream broke: record it, and build the error with the partial text. No
+    fallback now: switching models mid-answer would splice two different answers."""
+    req.failed_call(entry, exc)
+    req.record_error(entry, exc)
+    return req.with_route(StreamInterrupted(
+        f"stream from {entry.name} via {entry.provider_name} broke after its first text "
+        f"({type(exc).__name__}: {exc})",
+        provider=entry.provider_name, model=entry.name, partial=req.partial_text(),
+    ))
+
+
+# -- sync ----------------------------------------------------------------------------------
+
+
 class Stream:
     """Chunks of one routed streaming answer. Iterate it, or use it as a context manager.
 
@@ -45,16 +82,15 @@ class Stream:
     consumer.
     """
 
-    def __init__(self, config: Config, requested: str, candidates: list[Candidate],
-                 deadline_s: float) -> None:
-        self._rec = RouteRecorder(requested)
-        self._gen = self._run(config, candidates, deadline_s)
-        # Prime: fail over until a first chunk exists, so create() raises routing errors.
+    def __init__(self, req: RequestState, release: Release | None = None) -> None:
+        self._req = req
+        self._gen = _run_sync(req, release)
+        # Prime: fail over until the stream commits, so create() raises routing errors.
         self._first: ChatCompletionChunk | None = next(self._gen)
 
     @property
     def route(self) -> Route:
-        return self._rec.build()
+        return self._req.route()
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self
@@ -80,74 +116,90 @@ class Stream:
         """Consume the rest of the stream and return its text."""
         return "".join(_chunk_text(c) for c in self)
 
-    def _run(self, config: Config, candidates: list[Candidate], deadline_s: float
-             ) -> Generator[ChatCompletionChunk, None, None]:
-        rec = self._rec
-        deadline_at = _now() + deadline_s
-        for cand, policy in eligible(config, candidates, rec, deadline_at):
-            started = _now()
-            try:
-                it, first = policy.run(lambda: _open(cand, attempt_deadline(cand, deadline_at)))
-            except ProviderError as exc:
-                record_failure(rec, cand, policy, started, exc)
+
+def _open_sync(req: RequestState, entry: ModelEntry
+               ) -> tuple[Iterator[ChatCompletionChunk], list[ChatCompletionChunk]]:
+    """Open a stream on ``entry`` and read up to its commit, retrying per policy."""
+    provider = entry.provider
+    request = req.chat_request(entry)
+
+    def once() -> tuple[Iterator[ChatCompletionChunk], list[ChatCompletionChunk]]:
+        deadline = req.deadline()
+        req.tries += 1
+        it = provider.stream(request, deadline)
+        held: list[ChatCompletionChunk] = []
+        try:
+            for chunk in it:
+                held.append(chunk)
+                if _commits(chunk):
+                    break
+            else:
+                raise _ended_early(entry)
+        except ProviderError as exc:
+            _close(it)
+            req.failed_call(entry, exc)
+            raise
+        except BaseException:
+            _close(it)
+            raise
+        req.succeeded_call(entry)
+        return it, held
+
+    retry_cfg = req.router.retry
+    try:
+        return once()
+    except ProviderError as exc:
+        if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
+            raise
+        first = exc
+    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
+    return policy.run(first, once)
+
+
+def _run_sync(req: RequestState, release: Release | None
+              ) -> Generator[ChatCompletionChunk, None, None]:
+    try:
+        for entry in req.candidates():
+            bulkhead = entry.bulkhead
+            if bulkhead is not None and not bulkhead.enter(req.queue_wait()):
+                req.busy(entry, bulkhead.describe())
                 continue
-            ttfb = _now()
-            parts: list[str] = []
-            failed = False
             try:
-                parts.append(_chunk_text(first))
-                yield first
-                for chunk in it:
-                    parts.append(_chunk_text(chunk))
-                    yield chunk
-            except ProviderError as exc:
-                failed = True
-                raise _interrupted(rec, cand, policy, started, ttfb, parts, exc) from exc
+                try:
+                    it, held = _open_sync(req, entry)
+                except ProviderError as exc:
+                    req.give_up(entry, exc)
+                    continue
+                req.first_byte_at = req.clock.now()
+                partial = req.partial
+                usage: Any = None
+                failed = False
+                try:
+                    for chunk in held:
+                        partial.append(_chunk_text(chunk))
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        yield chunk
+                    for chunk in it:
+                        partial.append(_chunk_text(chunk))
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        yield chunk
+                except ProviderError as exc:
+                    failed = True
+                    raise _interrupted(req, entry, exc) from exc
+                finally:
+                    _close(it)
+                    if not failed:  # a normal end, or the caller closed early: served
+                        req.answered(entry, usage)
+                return
             finally:
-                _close(it)
-                if not failed:  # normal end, or the caller closed early: the answer was served
-                    rec.ok(cand, policy.tries, started, ttfb)
-            return
-        raise rec.all_failed()
-
-
-def _interrupted(rec: RouteRecorder, cand: Candidate, policy: CandidateRetry, started: float,
-                 ttfb: float, parts: list[str], exc: ProviderError) -> RouteKitError:
-    """A committed stream broke: record it and build the error carrying the partial text.
-    No fallback now: switching models mid-answer would splice two different answers."""
-    rec.fail(cand, policy.tries, started, exc, ttfb)
-    return rec.raise_with_route(StreamInterrupted(
-        f"stream from {cand.model} via {cand.provider_name} broke after the first token "
-        f"({type(exc).__name__}: {exc})",
-        provider=cand.provider_name, model=cand.model, partial="".join(parts),
-    ))
-
-
-def _open(cand: Candidate, deadline: Deadline
-          ) -> tuple[Iterator[ChatCompletionChunk], ChatCompletionChunk]:
-    """Open a stream and wait for its first chunk (the commit point)."""
-    it = cand.provider.stream(cand.request, deadline)
-    try:
-        return it, next(it)
-    except StopIteration:
-        raise StreamInterrupted("stream ended before its first chunk",
-                                provider=cand.provider_name, model=cand.model) from None
-    except BaseException:
-        _close(it)
-        raise
-
-
-async def _aopen(cand: Candidate, deadline: Deadline
-                 ) -> tuple[AsyncIterator[ChatCompletionChunk], ChatCompletionChunk]:
-    ait = cand.provider.astream(cand.request, deadline)
-    try:
-        return ait, await ait.__anext__()
-    except StopAsyncIteration:
-        raise StreamInterrupted("stream ended before its first chunk",
-                                provider=cand.provider_name, model=cand.model) from None
-    except BaseException:
-        await _aclose(ait)
-        raise
+                if bulkhead is not None:
+                    bulkhead.leave()
+        raise req.all_failed()
+    finally:
+        if release is not None:
+            release()
 
 
 def _close(it: Iterator[ChatCompletionChunk]) -> None:
@@ -156,13 +208,15 @@ def _close(it: Iterator[ChatCompletionChunk]) -> None:
         close()
 
 
+# -- async ---------------------------------------------------------------------------------
+
+
 class AsyncStream:
     """Async twin of ``Stream``: ``async for`` it, or ``async with`` it."""
 
-    def __init__(self, config: Config, requested: str, candidates: list[Candidate],
-                 deadline_s: float) -> None:
-        self._rec = RouteRecorder(requested)
-        self._gen = self._run(config, candidates, deadline_s)
+    def __init__(self, req: RequestState, release: Release | None = None) -> None:
+        self._req = req
+        self._gen = _run_async(req, release)
         self._first: ChatCompletionChunk | None = None
 
     async def _prime(self) -> AsyncStream:
@@ -171,7 +225,7 @@ class AsyncStream:
 
     @property
     def route(self) -> Route:
-        return self._rec.build()
+        return self._req.route()
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
@@ -196,37 +250,89 @@ class AsyncStream:
     async def text(self) -> str:
         return "".join([_chunk_text(c) async for c in self])
 
-    async def _run(self, config: Config, candidates: list[Candidate], deadline_s: float
-                   ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        rec = self._rec
-        deadline_at = _now() + deadline_s
-        for cand, policy in eligible(config, candidates, rec, deadline_at):
-            started = _now()
-            try:
-                ait, first = await policy.arun(
-                    lambda: _aopen(cand, attempt_deadline(cand, deadline_at))
-                )
-            except ProviderError as exc:
-                record_failure(rec, cand, policy, started, exc)
+
+async def _aopen(req: RequestState, entry: ModelEntry
+                 ) -> tuple[AsyncIterator[ChatCompletionChunk], list[ChatCompletionChunk]]:
+    provider = entry.provider
+    request = req.chat_request(entry)
+
+    async def once() -> tuple[AsyncIterator[ChatCompletionChunk], list[ChatCompletionChunk]]:
+        deadline = req.deadline()
+        req.tries += 1
+        ait = provider.astream(request, deadline)
+        held: list[ChatCompletionChunk] = []
+        try:
+            async for chunk in ait:
+                held.append(chunk)
+                if _commits(chunk):
+                    break
+            else:
+                raise _ended_early(entry)
+        except ProviderError as exc:
+            await _aclose(ait)
+            req.failed_call(entry, exc)
+            raise
+        except BaseException:
+            await _aclose(ait)
+            raise
+        req.succeeded_call(entry)
+        return ait, held
+
+    retry_cfg = req.router.retry
+    try:
+        return await once()
+    except ProviderError as exc:
+        if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
+            raise
+        first = exc
+    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
+    return await policy.arun(first, once)
+
+
+async def _run_async(req: RequestState, release: Release | None
+                     ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    try:
+        for entry in req.candidates():
+            bulkhead = entry.bulkhead
+            if bulkhead is not None and not await bulkhead.aenter(req.queue_wait()):
+                req.busy(entry, bulkhead.describe())
                 continue
-            ttfb = _now()
-            parts: list[str] = []
-            failed = False
             try:
-                parts.append(_chunk_text(first))
-                yield first
-                async for chunk in ait:
-                    parts.append(_chunk_text(chunk))
-                    yield chunk
-            except ProviderError as exc:
-                failed = True
-                raise _interrupted(rec, cand, policy, started, ttfb, parts, exc) from exc
+                try:
+                    ait, held = await _aopen(req, entry)
+                except ProviderError as exc:
+                    req.give_up(entry, exc)
+                    continue
+                req.first_byte_at = req.clock.now()
+                partial = req.partial
+                usage: Any = None
+                failed = False
+                try:
+                    for chunk in held:
+                        partial.append(_chunk_text(chunk))
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        yield chunk
+                    async for chunk in ait:
+                        partial.append(_chunk_text(chunk))
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        yield chunk
+                except ProviderError as exc:
+                    failed = True
+                    raise _interrupted(req, entry, exc) from exc
+                finally:
+                    await _aclose(ait)
+                    if not failed:
+                        req.answered(entry, usage)
+                return
             finally:
-                await _aclose(ait)
-                if not failed:
-                    rec.ok(cand, policy.tries, started, ttfb)
-            return
-        raise rec.all_failed()
+                if bulkhead is not None:
+                    bulkhead.leave()
+        raise req.all_failed()
+    finally:
+        if release is not None:
+            release()
 
 
 async def _aclose(ait: AsyncIterator[ChatCompletionChunk]) -> None:

@@ -9,11 +9,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import (
-    TYPE_CHECKING, Any, AsyncIterator, Iterator, NamedTuple, Protocol, runtime_checkable,
+    TYPE_CHECKING, Any, AsyncIterator, Iterator, NamedTuple, Protocol, Sequence, TypedDict,
+    Union, runtime_checkable,
 )
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+
+class RequestParams(TypedDict, total=False):
+    """The ``chat.completions.create`` arguments a request carries to its providers: only
+    those the caller (or the model's ``defaults``) set; an absent key means "not given".
+    ``model``, ``messages``, ``stream``, ``timeout`` and the ``extra_*`` arguments travel
+    separately (``ChatRequest``, ``Deadline``)."""
+
+    audio: dict[str, Any]
+    frequency_penalty: float
+    function_call: Any
+    functions: list[dict[str, Any]]
+    logit_bias: dict[str, int]
+    logprobs: bool
+    max_completion_tokens: int
+    max_tokens: int
+    metadata: dict[str, str]
+    modalities: list[str]
+    moderation: Any
+    n: int
+    parallel_tool_calls: bool
+    prediction: dict[str, Any]
+    presence_penalty: float
+    prompt_cache_key: str
+    prompt_cache_options: Any
+    prompt_cache_retention: Any
+    reasoning_effort: str
+    response_format: Any
+    safety_identifier: str
+    seed: int
+    service_tier: str
+    stop: Union[str, Sequence[str]]
+    store: bool
+    stream_options: dict[str, Any]
+    temperature: float
+    tool_choice: Any
+    tools: list[dict[str, Any]]
+    top_logprobs: int
+    top_p: float
+    user: str
+    verbosity: str
+    web_search_options: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -30,7 +73,7 @@ untouched to HTTP providers (in-process models read a few sampling knobs from ``
     model: str
     model_id: str
     messages: list[dict[str, Any]]
-    params: dict[str, Any] = field(default_factory=dict)
+    params: RequestParams = field(default_factory=lambda: RequestParams())
     extra_body: dict[str, Any] | None = None
     extra_headers: dict[str, str] | None = None
     extra_query: dict[str, Any] | None = None
@@ -72,7 +115,15 @@ class Provider(Protocol):
         self, request: ChatRequest, deadline: Deadline
     ) -> AsyncIterator[ChatCompletionChunk]: ...
 
-    def health(self, timeout: float = 1.0) -> HealthReport: ...
+    def health(self, timeout: float = 1.0) -> HealthReport:
+        """Probe the backend (never raises): HTTP kinds ask their server's health endpoint;
+        in-process kinds report whether their models are loaded."""
+        ...
+
+    def warm(self, *args: Any, **kwargs: Any) -> None:
+        """Get ready before the first request: HTTP kinds build their client (``warm()``);
+        in-process kinds load a model (``warm(model, progress=...)``)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -1,25 +1,27 @@
 """The HTTP provider: Ollama, vLLM, llama.cpp server and OpenAI-style clouds, through ``openai``.
 
 This module owns one configured HTTP provider: its ``openai.OpenAI`` / ``openai.AsyncOpenAI``
-clients (created lazily, once, with ``max_retries=0``: routekit owns retries), the mapping of
-a ``Deadline`` onto the client's timeouts, stream bookkeeping (a stream that ends without a
-``finish_reason`` is an interruption, not an answer), and a cheap health probe. Every error
-leaves through ``_errors.translate`` (``raise ... from exc``).
+clients (created lazily, once, with ``max_retries=0``: routekit owns retries; never again
+after ``close()``), the mapping of a ``Deadline`` onto the client's timeouts, stream
+bookkeeping, and the health probe of its kind. Every error leaves through
+``errors.translate`` (``raise ... from exc``).
 
-It must not retry, sleep, pick candidates or touch breaker state (the attempt loop does), and
+It must not retry, sleep, pick candidates or touch breaker state (the pipeline does), and
 must not import ``openai`` at module import time (``import routekit`` stays fast).
 
-Stream contract (sync and async alike): failures before the first chunk raise the precise
-``ProviderError`` (``ConnectionFailed``, ``RateLimited``, ...). Once a chunk has been yielded,
-every failure raises ``StreamInterrupted`` with ``partial`` (the text of choice 0 so far) and
-the precise error on ``__cause__``. A stream that ends without any ``finish_reason`` (a cut
-connection that the ``openai`` client reports as a normal end, or llama_cpp.server's empty
-200 body on a context overflow) raises ``StreamInterrupted`` too, even with zero chunks.
+Streams raise the precise ``ProviderError`` for any failure (``ConnectionFailed``,
+``RateLimited``, ``RequestTimeout``...); the pipeline decides what it means (before the first
+text: fall back; after: ``StreamInterrupted`` with the partial text). A stream that ends
+without any ``finish_reason`` (a cut connection that the ``openai`` client reports as a
+normal end, or llama_cpp.server's empty 200 body on a context overflow) raises
+``ProviderError`` too.
 
-Deadlines: ``connect`` and ``min(read, total)`` become the client's per-phase timeouts (the
-read timeout bounds each socket read). The total is enforced between stream chunks, and,
-for async calls, by a cancel scope around the whole request; a sync non-streaming call can
-overshoot ``total`` only while a slow server keeps trickling bytes.
+Deadlines, sync and async alike: the first chunk must come within ``first_byte``, each later
+socket read within ``read``, and the whole call ends by ``total`` — sync calls through
+``transport.call_deadline`` (every socket operation of the call), async ones through a
+cancel scope. With ``stream_upstream`` (default for local kinds) a non-streaming request is
+streamed from the server and assembled (``assemble.py``), so a hung server is told from a
+slow answer; without it, ``first_byte`` bounds the wait for the whole answer.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ from ..._exceptions import (
     RequestTimeout,
     StreamInterrupted,
 )
-from ..._secrets import secret_from_env
+from ..._secrets import install_log_redaction, secret_from_env
 from .._base import ChatRequest, Deadline, HealthReport
+from .assemble import Assembler
 from .errors import translate
-from .transport import http_lib
+from .transport import call_deadline, http_lib, install_deadlines
 
 if TYPE_CHECKING:
     import ssl
@@ -92,32 +95,6 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-class _StreamState:
-    """What a stream has delivered so far: enough to judge how it ended."""
-
-    __slots__ = ("chunks", "finished", "parts")
-
-    def __init__(self) -> None:
-        self.chunks = 0
-        self.finished = False
-        self.parts: list[str] = []
-
-    def observe(self, chunk: ChatCompletionChunk) -> None:
-        self.chunks += 1
-        for choice in chunk.choices:
-            if choice.finish_reason is not None:
-                self.finished = True
-            if choice.index == 0:
-                delta = choice.delta
-                content = delta.content if delta is not None else None
-                if content:
-                    self.parts.append(content)
-
-    @property
-    def partial(self) -> str:
-        return "".join(self.parts)
-
-
 class OpenAICompatProvider:
     """One HTTP provider (kinds ``ollama``, ``vllm``, ``llama_cpp_server``, ``openai``).
 
@@ -128,7 +105,8 @@ class OpenAICompatProvider:
     """
 
     def __init__(
-        self, name: str, config: ProviderConfig, *, default_timeout: TimeoutConfig
+        self, name: str, config: ProviderConfig, *, default_timeout: TimeoutConfig,
+        probe_path: str | None = None,
     ) -> None:
         base_url = config.effective_base_url
         if config.in_process or base_url is None:
@@ -144,8 +122,9 @@ class OpenAICompatProvider:
         self.kind: str = config.kind
         self.config = config
         self.base_url = base_url.rstrip("/")
-        self._models_url = self.base_url + "/models"
-        self._timeouts = config.timeout or default_timeout
+        self._probe_url = _probe_url(self.base_url, self.kind, probe_path)
+        self._timeouts = default_timeout
+        self._stream_upstream = config.effective_stream_upstream
         self._key_env = config.api_key_env or (
             DEFAULT_CLOUD_KEY_ENV if config.kind in C.CLOUD_KINDS else None
         )
@@ -153,13 +132,14 @@ class OpenAICompatProvider:
         self._loopback = _is_loopback(self.base_url)
 
         self._lock = threading.Lock()
+        self._closed = False
         self._key: str | None = None
         self._http: Any = None  # the http_lib().Client under the sync openai client
         self._create: Callable[..., Any] | None = None  # bound chat.completions.create
         self._client: openai.OpenAI | None = None
         # event loop -> (openai.AsyncOpenAI, bound create)
         self._async: weakref.WeakKeyDictionary[
-            object, tuple[openai.AsyncOpenAI, Callable[..., Any]]
+            object, tuple[openai.AsyncOpenAI, Callable[..., Any], Any]
         ] = weakref.WeakKeyDictionary()
         self._timeout_cache: dict[tuple[float, float], Any] = {}
 
@@ -212,17 +192,25 @@ class OpenAICompatProvider:
             opts["follow_redirects"] = True
         return opts
 
+    def _closed_error(self, model: str | None) -> ProviderError:
+        return ProviderError(f"provider {self.name!r} is closed", provider=self.name, model=model)
+
     def _sync_create(self, model: str | None) -> Callable[..., Any]:
         create = self._create
         if create is not None:
             return create
         with self._lock:
+            if self._closed:
+                # A request racing close() must not build a client nobody will close.
+                raise self._closed_error(model)
             if self._create is None:
                 key = self._api_key(model)
                 lib = http_lib()
                 import openai
 
                 http = lib.Client(**self._http_options())
+                install_deadlines(http)
+                install_log_redaction()
                 client = openai.OpenAI(
                     api_key=key,
                     base_url=self.base_url,
@@ -239,19 +227,23 @@ class OpenAICompatProvider:
         if entry is not None:
             return entry[1]
         with self._lock:
+            if self._closed:
+                raise self._closed_error(model)
             entry = self._async.get(loop)
             if entry is None:
                 key = self._api_key(model)
                 lib = http_lib()
                 import openai
 
+                install_log_redaction()
+                http = lib.AsyncClient(**self._http_options())
                 client = openai.AsyncOpenAI(
                     api_key=key,
                     base_url=self.base_url,
                     max_retries=0,
-                    http_client=lib.AsyncClient(**self._http_options()),
+                    http_client=http,
                 )
-                entry = (client, client.chat.completions.create)
+                entry = (client, client.chat.completions.create, http)
                 self._async[loop] = entry
             return entry[1]
 
@@ -262,7 +254,9 @@ class OpenAICompatProvider:
         """
         self._sync_create(None)
 
-    def _timeout(self, deadline: Deadline, model: str) -> Any:
+    def _timeout(self, deadline: Deadline, model: str, *, first: bool) -> Any:
+        """The client's per-phase timeouts. ``first``: the read that waits for the first
+        byte is bounded by ``first_byte`` too."""
         total = deadline.total
         if total <= 0:
             raise RequestTimeout(
@@ -272,19 +266,20 @@ class OpenAICompatProvider:
             )
         connect = min(deadline.connect, total)
         read = min(deadline.read, total)
+        if first and deadline.first_byte is not None and deadline.first_byte < read:
+            read = deadline.first_byte
         key = (connect, read)
         timeout = self._timeout_cache.get(key)
         if timeout is None:
             lib = http_lib()
-
             timeout = lib.Timeout(connect=connect, read=read, write=read, pool=connect)
             if len(self._timeout_cache) >= _TIMEOUT_CACHE_MAX:
                 self._timeout_cache.clear()
             self._timeout_cache[key] = timeout
         return timeout
 
-    def _kwargs(self, request: ChatRequest, timeout: Any, *, stream: bool
-                ) -> dict[str, Any]:
+    def _kwargs(self, request: ChatRequest, timeout: Any, *, stream: bool,
+                include_usage: bool = False) -> dict[str, Any]:
         known = _create_args if _create_args is not None else _known_create_args()
         kw: dict[str, Any] = {
             "model": request.model_id,
@@ -292,7 +287,8 @@ class OpenAICompatProvider:
             "timeout": timeout,
         }
         extra: dict[str, Any] | None = None
-        for name, value in request.params.items():
+        params: dict[str, Any] = request.params  # type: ignore[assignment]
+        for name, value in params.items():
             if value is None or name in _RESERVED:
                 continue
             if name in known:
@@ -314,132 +310,191 @@ class OpenAICompatProvider:
             # stream_options only when the caller asked: include_usage adds a last chunk with
             # choices == [], which code written against the openai client does not expect.
             kw["stream"] = True
+            if include_usage:
+                kw["stream_options"] = {"include_usage": True}
         else:
             # Shared defaults may carry it; OpenAI rejects it (400) on non-stream requests.
             kw.pop("stream_options", None)
         return kw
 
+    def _first_byte_timeout(self, request: ChatRequest, deadline: Deadline, waited: float
+                            ) -> RequestTimeout:
+        return RequestTimeout(
+            f"provider {self.name!r}: no first byte within {waited:.3g} s",
+            provider=self.name, model=request.model,
+        )
+
+    def _ends(self, deadline: Deadline) -> tuple[float, float]:
+        """(first-byte end, total end) on the monotonic clock, for this call."""
+        now = time.monotonic()
+        end = now + deadline.total
+        fb = deadline.first_byte
+        return (end if fb is None or fb >= deadline.total else now + fb), end
+
     # --- sync -----------------------------------------------------------------------------
 
     def complete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
+        if self._stream_upstream:
+            return self._assembled(request, deadline)
         create = self._sync_create(request.model)
-        kwargs = self._kwargs(request, self._timeout(deadline, request.model), stream=False)
+        kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=True),
+                              stream=False)
+        # No byte arrives before the whole answer here: first_byte bounds all of it.
+        first_end, end = self._ends(deadline)
         try:
-            result = create(**kwargs)
+            with call_deadline(first_end):
+                result = create(**kwargs)
         except Exception as exc:
-            raise translate(exc, provider=self.name, model=request.model) from exc
+            raise self._failed(exc, request, deadline, first_end, end, 0) from exc
         return self._checked(result, request)
+
+    def _assembled(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
+        """A non-streaming request, streamed upstream and assembled."""
+        asm = Assembler()
+        stream = self._stream(request, deadline, include_usage=True)
+        try:
+            for chunk in stream:
+                asm.add(chunk)
+        except RequestTimeout as exc:
+            exc.partial = asm.partial()
+            raise
+        return asm.completion()
 
     def stream(
         self, request: ChatRequest, deadline: Deadline
     ) -> Generator[ChatCompletionChunk, None, None]:
         """Generator of chunks; the request is sent on the first ``next()``."""
-        end = time.monotonic() + deadline.total
+        return self._stream(request, deadline, include_usage=False)
+
+    def _stream(
+        self, request: ChatRequest, deadline: Deadline, *, include_usage: bool
+    ) -> Generator[ChatCompletionChunk, None, None]:
+        first_end, end = self._ends(deadline)
         create = self._sync_create(request.model)
-        kwargs = self._kwargs(request, self._timeout(deadline, request.model), stream=True)
+        # Per-read timeout is the stall bound; the first byte is bounded by the call
+        # deadline (sync) or cancel scope (async) below, not by every later read.
+        kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=False),
+                              stream=True, include_usage=include_usage)
+        chunks = 0
+        finished = False
         try:
-            upstream = create(**kwargs)
+            with call_deadline(first_end):
+                upstream = create(**kwargs)
         except Exception as exc:
-            raise translate(exc, provider=self.name, model=request.model) from exc
-        state = _StreamState()
+            raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
         pull = upstream.__next__
         try:
             while True:
                 try:
-                    chunk = pull()
+                    with call_deadline(end if chunks else first_end):
+                        chunk = pull()
                 except StopIteration:
                     break
                 except Exception as exc:
-                    raise self._broken(exc, state, request)  # noqa: B904 - chained inside
-                if time.monotonic() > end:
-                    raise self._over_deadline(state, request)
-                state.observe(chunk)
+                    raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
+                chunks += 1
+                if not finished:
+                    for choice in chunk.choices:
+                        if choice.finish_reason is not None:
+                            finished = True
                 yield chunk
         finally:
             upstream.close()
-        if not state.finished:
-            raise self._unfinished(state, request)
+        if not finished:
+            raise self._unfinished(chunks, request)
+
+    def _failed(self, exc: BaseException, request: ChatRequest, deadline: Deadline,
+                first_end: float, end: float, chunks: int) -> ProviderError:
+        err = translate(exc, provider=self.name, model=request.model)
+        if isinstance(err, RequestTimeout):
+            now = time.monotonic()
+            if not chunks and first_end < end and now >= first_end - 0.001:
+                return self._first_byte_timeout(request, deadline,
+                                                deadline.total - (end - first_end))
+            if now >= end - 0.001:
+                return RequestTimeout(
+                    f"provider {self.name!r}: the attempt's deadline ({deadline.total:.3g} s) "
+                    f"passed" + (" while streaming" if chunks else ""),
+                    provider=self.name, model=request.model,
+                )
+        return err
 
     # --- async ----------------------------------------------------------------------------
 
     async def acomplete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
+        if self._stream_upstream:
+            asm = Assembler()
+            try:
+                async for chunk in self._astream(request, deadline, include_usage=True):
+                    asm.add(chunk)
+            except RequestTimeout as exc:
+                exc.partial = asm.partial()
+                raise
+            return asm.completion()
         create = self._async_create(request.model)
-        kwargs = self._kwargs(request, self._timeout(deadline, request.model), stream=False)
+        kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=True),
+                              stream=False)
+        first_end, end = self._ends(deadline)
         try:
             # The client's read timeout bounds each socket read; the scope bounds the whole.
-            with _deadline_scope(deadline.total):
+            with _deadline_scope(first_end - time.monotonic()):
                 result = await create(**kwargs)
         except Exception as exc:
-            raise translate(exc, provider=self.name, model=request.model) from exc
+            raise self._failed(exc, request, deadline, first_end, end, 0) from exc
         return self._checked(result, request)
 
-    async def astream(
+    def astream(
         self, request: ChatRequest, deadline: Deadline
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Async generator of chunks; the request is sent on the first ``__anext__()``."""
-        end = time.monotonic() + deadline.total
+        return self._astream(request, deadline, include_usage=False)
+
+    async def _astream(
+        self, request: ChatRequest, deadline: Deadline, *, include_usage: bool
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        first_end, end = self._ends(deadline)
         create = self._async_create(request.model)
-        kwargs = self._kwargs(request, self._timeout(deadline, request.model), stream=True)
+        # Per-read timeout is the stall bound; the first byte is bounded by the call
+        # deadline (sync) or cancel scope (async) below, not by every later read.
+        kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=False),
+                              stream=True, include_usage=include_usage)
+        chunks = 0
+        finished = False
         try:
-            with _deadline_scope(deadline.total):
+            with _deadline_scope(first_end - time.monotonic()):
                 upstream = await create(**kwargs)
         except Exception as exc:
-            raise translate(exc, provider=self.name, model=request.model) from exc
-        state = _StreamState()
+            raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
         pull = upstream.__anext__
         try:
             while True:
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise self._over_deadline(state, request)
+                left = (end if chunks else first_end) - time.monotonic()
                 try:
                     with _deadline_scope(left):
                         chunk = await pull()
                 except StopAsyncIteration:
                     break
                 except Exception as exc:
-                    raise self._broken(exc, state, request)  # noqa: B904 - chained inside
-                state.observe(chunk)
+                    raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
+                chunks += 1
+                if not finished:
+                    for choice in chunk.choices:
+                        if choice.finish_reason is not None:
+                            finished = True
                 yield chunk
         finally:
             await upstream.close()
-        if not state.finished:
-            raise self._unfinished(state, request)
+        if not finished:
+            raise self._unfinished(chunks, request)
 
     # --- stream endings -------------------------------------------------------------------
 
-    def _broken(self, exc: BaseException, state: _StreamState, request: ChatRequest) -> ProviderError:
-        """The error to raise for ``exc`` met mid-stream, with its causes already chained
-        (raise it bare: ``raise ... from exc`` would cut the chain)."""
-        err = translate(exc, provider=self.name, model=request.model)
-        if err is not exc:
-            err.__cause__ = exc
-        if state.chunks == 0:
-            return err
-        interrupted = StreamInterrupted(
-            f"provider {self.name!r}: stream interrupted after {state.chunks} chunk(s): {err.message}",
-            provider=self.name,
-            model=request.model,
-            partial=state.partial,
-        )
-        interrupted.__cause__ = err
-        return interrupted
-
-    def _over_deadline(self, state: _StreamState, request: ChatRequest) -> ProviderError:
-        err = RequestTimeout(
-            f"provider {self.name!r}: total deadline passed while streaming",
-            provider=self.name,
-            model=request.model,
-        )
-        return self._broken(err, state, request)
-
-    def _unfinished(self, state: _StreamState, request: ChatRequest) -> StreamInterrupted:
-        return StreamInterrupted(
+    def _unfinished(self, chunks: int, request: ChatRequest) -> ProviderError:
+        return ProviderError(
             f"provider {self.name!r}: stream ended without a finish_reason after "
-            f"{state.chunks} chunk(s) (connection cut, or the server failed mid-stream)",
+            f"{chunks} chunk(s) (connection cut, or the server failed mid-stream)",
             provider=self.name,
             model=request.model,
-            partial=state.partial,
         )
 
     def _checked(self, result: Any, request: ChatRequest) -> ChatCompletion:
@@ -457,44 +512,98 @@ class OpenAICompatProvider:
     # --- health and lifetime --------------------------------------------------------------
 
     def health(self, timeout: float = 1.0) -> HealthReport:
-        """GET ``{base_url}/models``; never raises."""
+        """GET the kind's health endpoint (Ollama ``/api/version``, vLLM and llama.cpp
+        server ``/health``, OpenAI-compatible ``/v1/models``); never raises, never takes
+        longer than ``timeout``, and builds no client once the provider is closed."""
         start = time.perf_counter()
+        if self._closed:
+            return HealthReport(self.name, False, "provider closed", 0.0)
         try:
             self._sync_create(None)
             lib = http_lib()
-
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else None
-            response = self._http.get(
-                self._models_url, headers=headers, timeout=lib.Timeout(timeout)
-            )
-            try:
-                if response.status_code != 200:
-                    response.raise_for_status()
-                payload = response.json()
-            finally:
-                response.close()
+            with call_deadline(time.monotonic() + timeout):
+                response = self._http.get(self._probe_url, headers=headers,
+                                          timeout=lib.Timeout(timeout))
+                try:
+                    status = response.status_code
+                    body = response.read() if status == 200 else b""
+                finally:
+                    response.close()
         except Exception as exc:
             err = translate(exc, provider=self.name, model=None)
             return HealthReport(self.name, False, err.message, _ms_since(start))
-        data = payload.get("data") if isinstance(payload, dict) else None
-        count = len(data) if isinstance(data, list) else 0
-        return HealthReport(self.name, True, f"{count} model(s) listed", _ms_since(start))
+        return self._judge(status, body, start)
+
+    async def ahealth(self, timeout: float = 1.0) -> HealthReport:
+        """``health`` for ``AsyncRouter``: the same probe, without blocking the loop."""
+        start = time.perf_counter()
+        if self._closed:
+            return HealthReport(self.name, False, "provider closed", 0.0)
+        try:
+            self._async_create(None)
+            http = self._async[_running_loop_key()][2]
+            headers = {"Authorization": f"Bearer {self._key}"} if self._key else None
+            lib = http_lib()
+            with _deadline_scope(timeout):
+                response = await http.get(self._probe_url, headers=headers,
+                                          timeout=lib.Timeout(timeout))
+                status = response.status_code
+                body = response.content if status == 200 else b""
+        except Exception as exc:
+            err = translate(exc, provider=self.name, model=None)
+            return HealthReport(self.name, False, err.message, _ms_since(start))
+        return self._judge(status, body, start)
+
+    def _judge(self, status: int, body: bytes, start: float) -> HealthReport:
+        path = urlsplit(self._probe_url).path
+        if status != 200:
+            return HealthReport(self.name, False, f"GET {path} answered HTTP {status}",
+                                _ms_since(start))
+        detail = f"GET {path}: 200"
+        if path.endswith("/models"):
+            try:
+                import json
+
+                data = json.loads(body).get("data")
+                detail += f", {len(data) if isinstance(data, list) else 0} model(s) listed"
+            except Exception:  # a health answer, not a contract: any 200 is up
+                pass
+        return HealthReport(self.name, True, detail, _ms_since(start))
 
     def close(self) -> None:
-        """Close the sync client and forget the async ones (``aclose`` closes those)."""
+        """Close the sync client and forget the async ones (``aclose`` closes those). No
+        client is built again afterwards."""
         with self._lock:
+            self._closed = True
             client, self._client, self._create, self._http = self._client, None, None, None
             self._async = weakref.WeakKeyDictionary()
         if client is not None:
             client.close()
 
-    async def aclose(self) -> None:
+    async def aclose_loop(self) -> None:
+        """Close the async client of the running event loop only; the provider stays usable
+        (for applications that run several event loops in turn)."""
         loop = _running_loop_key()
         with self._lock:
             entry = self._async.pop(loop, None)
         if entry is not None:
             await entry[0].close()
+
+    async def aclose(self) -> None:
+        await self.aclose_loop()
         self.close()
+
+
+def _probe_url(base_url: str, kind: str, path: str | None) -> str:
+    """The health endpoint. Cloud kinds list models under ``base_url`` (``/v1/models``); local
+    servers answer at their root, which is ``base_url`` without its ``/v1`` (a server behind a
+    reverse proxy at ``https://host/ollama/v1`` is probed at ``https://host/ollama/...``)."""
+    probe = path or C.HEALTH_PATHS.get(kind, "/models")
+    if path is None and kind in C.CLOUD_KINDS:
+        return base_url + probe
+    root = base_url[:-3] if base_url.endswith("/v1") else base_url
+    return root + probe
 
 
 _tls_lock = threading.Lock()

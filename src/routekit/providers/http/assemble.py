@@ -1,0 +1,148 @@
+"""One ``ChatCompletion`` from the chunks of a streamed answer.
+
+Owns ``Assembler``: the merge rules for ``ChatCompletionChunk`` deltas — text and refusal
+concatenated per choice, tool calls merged by their index (id, type and name from the first
+delta that has them, arguments concatenated), the role, the last finish reason, logprobs
+appended, usage from the chunk that carries it (``stream_options.include_usage``). Used when
+a provider streams a non-streaming request upstream (``stream_upstream``) so first-byte and
+stall deadlines can tell a hung server from a slow answer; the caller still gets the
+``ChatCompletion`` a non-streaming call returns. Must not do I/O.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+__all__ = ["Assembler"]
+
+
+class _Choice:
+    __slots__ = ("role", "content", "refusal", "tools", "function", "finish", "logprobs",
+                 "refusal_logprobs")
+
+    def __init__(self) -> None:
+        self.role = "assistant"
+        self.content: list[str] = []
+        self.refusal: list[str] = []
+        self.tools: dict[int, dict[str, Any]] = {}
+        self.function: dict[str, Any] | None = None
+        self.finish: str | None = None
+        self.logprobs: list[Any] | None = None
+        self.refusal_logprobs: list[Any] | None = None
+
+
+class Assembler:
+    """Feed it chunks in order (``add``); ``completion()`` builds the answer."""
+
+    __slots__ = ("id", "created", "model", "fingerprint", "service_tier", "usage", "choices",
+                 "chunks", "text")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.created = 0
+        self.model = ""
+        self.fingerprint: str | None = None
+        self.service_tier: str | None = None
+        self.usage: Any = None
+        self.choices: dict[int, _Choice] = {}
+        self.chunks = 0
+        self.text: list[str] = []  # choice 0's text so far (a deadline's partial answer)
+
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        self.chunks += 1
+        if not self.id:
+            self.id, self.created, self.model = chunk.id, chunk.created, chunk.model
+        if chunk.system_fingerprint:
+            self.fingerprint = chunk.system_fingerprint
+        tier = getattr(chunk, "service_tier", None)
+        if tier:
+            self.service_tier = tier
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for c in chunk.choices:
+            choice = self.choices.get(c.index)
+            if choice is None:
+                choice = self.choices[c.index] = _Choice()
+            if c.finish_reason is not None:
+                choice.finish = c.finish_reason
+            if c.logprobs is not None:
+                if c.logprobs.content:
+                    choice.logprobs = (choice.logprobs or []) + list(c.logprobs.content)
+                if c.logprobs.refusal:
+                    choice.refusal_logprobs = ((choice.refusal_logprobs or [])
+                                               + list(c.logprobs.refusal))
+            d = c.delta
+            if d is None:
+                continue
+            if d.role:
+                choice.role = d.role
+            if d.content:
+                choice.content.append(d.content)
+                if c.index == 0:
+                    self.text.append(d.content)
+            if d.refusal:
+                choice.refusal.append(d.refusal)
+            if d.function_call is not None:
+                f = choice.function or {"name": "", "arguments": ""}
+                if d.function_call.name:
+                    f["name"] += d.function_call.name
+                if d.function_call.arguments:
+                    f["arguments"] += d.function_call.arguments
+                choice.function = f
+            for tc in d.tool_calls or ():
+                slot = choice.tools.setdefault(
+                    tc.index, {"id": "", "type": "function",
+                               "function": {"name": "", "arguments": ""}})
+                if tc.id:
+                    slot["id"] = tc.id
+                if tc.type:
+                    slot["type"] = tc.type
+                if tc.function is not None:
+                    if tc.function.name:
+                        slot["function"]["name"] += tc.function.name
+                    if tc.function.arguments:
+                        slot["function"]["arguments"] += tc.function.arguments
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.choices) and all(c.finish is not None for c in self.choices.values())
+
+    def partial(self) -> str:
+        return "".join(self.text)
+
+    def completion(self) -> ChatCompletion:
+        from openai.types.chat import ChatCompletion
+
+        choices = []
+        for index in sorted(self.choices):
+            c = self.choices[index]
+            message: dict[str, Any] = {
+                "role": c.role,
+                "content": "".join(c.content) if c.content or not (c.tools or c.function)
+                else None,
+                "refusal": "".join(c.refusal) if c.refusal else None,
+            }
+            if c.tools:
+                message["tool_calls"] = [c.tools[i] for i in sorted(c.tools)]
+            if c.function is not None:
+                message["function_call"] = c.function
+            logprobs = None
+            if c.logprobs is not None or c.refusal_logprobs is not None:
+                logprobs = {"content": c.logprobs, "refusal": c.refusal_logprobs}
+            choices.append({"index": index, "message": message,
+                            "finish_reason": c.finish or "stop", "logprobs": logprobs})
+        data: dict[str, Any] = {
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.model, "choices": choices,
+        }
+        if self.fingerprint:
+            data["system_fingerprint"] = self.fingerprint
+        if self.service_tier:
+            data["service_tier"] = self.service_tier
+        if self.usage is not None:
+            data["usage"] = self.usage.model_dump() if hasattr(self.usage, "model_dump") \
+                else self.usage
+        return ChatCompletion.model_validate(data)
