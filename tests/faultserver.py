@@ -18,6 +18,8 @@ Modes:
   stall_stream  SSE first chunks, then silence (up to ``hang_seconds``); when the client
                 hangs up meanwhile, ``server.hangups`` (a semaphore) is released
   hang          reads the request, then silence (up to ``hang_seconds``)
+  trickle       200 with a Content-Length, then one byte every ``trickle_every`` s (GET too)
+  echo_header   200 completion whose response header ``x-echo-authorization`` echoes the key
   reset         reads the request, then a TCP reset before any response byte
   context       400 with llama_cpp.server's context-length body (code context_length_exceeded)
   401           401 whose body echoes the request's Authorization header (redaction tests)
@@ -159,6 +161,22 @@ class _Handler(BaseHTTPRequestHandler):
                 owner.hangups.release()
                 return
 
+    def _trickle(self) -> None:
+        """Headers with a Content-Length, then one body byte every ``trickle_every`` seconds
+        (never finishing within ``hang_seconds``): every socket read succeeds in time."""
+        owner = self.server.owner
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.flush()
+        end = time.monotonic() + owner.hang_seconds
+        while time.monotonic() < end and not owner._stop.is_set():
+            self.wfile.write(b" ")
+            self.wfile.flush()
+            time.sleep(owner.trickle_every)
+        self.close_connection = True
+
     def _start_sse(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -190,6 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if mode == "reset":
                 self._reset()
+            if mode == "trickle":
+                self._trickle()
+                return
             if mode.isdigit():
                 self._error_status(int(mode))
                 return
@@ -257,6 +278,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif mode == "reset":
             self._reset()
+        elif mode == "trickle":
+            self._trickle()
+        elif mode == "echo_header":
+            echoed = self.headers.get("Authorization", "")
+            self._send_json(200, owner.completion(model), {"x-echo-authorization": echoed})
         elif mode == "context":
             self._send_json(400, _CONTEXT_BODY)
         elif mode == "401":
@@ -307,8 +333,10 @@ class FaultServer:
         retry_after: float | None = 1.0,
         retry_after_style: str = "seconds",
         hang_seconds: float = 10.0,
+        port: int = 0,
     ) -> None:
         self.mode = mode
+        self.trickle_every = 0.5
         self.sequence: list[str] = []
         self.text = text
         self.retry_after = retry_after
@@ -322,12 +350,13 @@ class FaultServer:
         self._errors = 0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.port = port  # 0: an ephemeral port, chosen at start()
 
     # --- lifetime ------------------------------------------------------------------------
 
     def start(self) -> FaultServer:
-        httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._stop.clear()
+        httpd = _Server(("127.0.0.1", self.port), _Handler)
         httpd.owner = self
         self._httpd = httpd
         self.port = int(httpd.server_address[1])

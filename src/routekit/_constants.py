@@ -92,5 +92,6 @@ CHARS_PER_TOKEN = 4.0
 # YAML safety: refuse documents whose aliases expand past this many nodes (YAML bombs).
 MAX_YAML_EXPANDED_NODES = 2_000_000
 
-# A config file is kilobytes; past this size the loader refuses to read it (a wrong path?).
-MAX_CONFIG_FILE_BYTES = 64 * 1024 * 1024
+# A config file is kilobytes (10,000 models take ~1 MiB); past this size the loader refuses
+# it by its size, before reading: a 50 MB YAML took ~70 s and 2.6 GB to parse.
+MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -98,9 +99,26 @@ def _read_text(path: Path) -> str:
 
 
 def _read_problem(path: Path) -> str | ConfigIssue:
-    """The file's text, or the one issue that stops us from reading it."""
-    if path.is_dir():
+    """The file's text, or the one issue that stops us from reading it. Anything that is not
+    a regular file (a named pipe would block the read forever) and anything over the size
+    limit is refused before a byte is read."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ConfigIssue("", f"{path}: no such file")
+    except PermissionError:
+        return ConfigIssue("", f"{path}: permission denied")
+    except OSError as exc:
+        return ConfigIssue("", f"{path}: cannot read ({exc.strerror or exc})")
+    if stat.S_ISDIR(st.st_mode):
         return ConfigIssue("", f"{path} is a directory, expected a YAML file")
+    if not stat.S_ISREG(st.st_mode):
+        return ConfigIssue("", f"{path} is not a regular file (a pipe, socket or device?); "
+                           "give the path of a YAML file")
+    if st.st_size > _MAX_FILE_BYTES:
+        return ConfigIssue("", f"{path} is {st.st_size / 2**20:.1f} MiB; a config file may be "
+                           f"at most {_MAX_FILE_BYTES / 2**20:g} MiB (configs are kilobytes: "
+                           "is this the right file?)")
     try:
         with open(path, "rb") as fh:
             data = _read_capped(fh, _MAX_FILE_BYTES + 1)
@@ -110,8 +128,9 @@ def _read_problem(path: Path) -> str | ConfigIssue:
         return ConfigIssue("", f"{path}: permission denied")
     except OSError as exc:
         return ConfigIssue("", f"{path}: cannot read ({exc.strerror or exc})")
-    if len(data) > _MAX_FILE_BYTES:
-        return ConfigIssue("", f"{path} is larger than {_MAX_FILE_BYTES} bytes; not a config file?")
+    if len(data) > _MAX_FILE_BYTES:  # it grew while we read it
+        return ConfigIssue("", f"{path} is larger than {_MAX_FILE_BYTES / 2**20:g} MiB; "
+                           "not a config file?")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return ConfigIssue("", "the file is UTF-16; save it as UTF-8", 1)
     try:

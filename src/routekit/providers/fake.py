@@ -145,7 +145,7 @@ class FakeProvider:
         limit = self._first_byte_limit(deadline)
         if reply.delay > limit:
             self._wait(limit)
-            raise self._timeout(request, "no answer", limit)
+            raise self._timeout(request, "no first byte", limit)
         self._wait(reply.delay)
         if reply.error is not None:
             raise reply.error
@@ -174,7 +174,7 @@ class FakeProvider:
         limit = self._first_byte_limit(deadline)
         if reply.delay > limit:
             await self._await(limit)
-            raise self._timeout(request, "no answer", limit)
+            raise self._timeout(request, "no first byte", limit)
         await self._await(reply.delay)
         if reply.error is not None:
             raise reply.error

@@ -1,0 +1,508 @@
+"""Circuit breakers: the state machine against a reference model (hypothesis), the trip
+rules, and what a router does with them (plans skip open candidates, half-open probes,
+health probes), all on a fake clock."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from test_pipeline import MSG, Rig, config, err503
+
+from routekit import ConnectionFailed, ModelNotFound, RequestTimeout, Router
+from routekit._config.model import BreakerConfig
+from routekit._policy.breakers import Breaker
+from routekit.testing import FakeClock, FakeProvider, FakeReply
+
+REFUSED = ConnectionFailed("refused", refused=True)
+
+
+# ---------------------------------------------------------------- one breaker
+
+
+def test_consecutive_failures_trip_and_a_success_resets_the_count() -> None:
+    b = Breaker("p", "provider", BreakerConfig(failure_threshold=3), cloud=False)
+    for _ in range(2):
+        b.on_failure(0.0, "x")
+    b.on_success(0.0)
+    for _ in range(2):
+        b.on_failure(0.0, "x")
+    assert b.state == "closed"
+    b.on_failure(0.0, "x")
+    assert b.state == "open" and "3 consecutive failures" in b.reason
+
+
+def test_refused_trips_local_kinds_at_once_but_not_cloud() -> None:
+    local = Breaker("p", "provider", BreakerConfig(), cloud=False)
+    local.on_failure(0.0, "refused", refused=True)
+    assert local.state == "open" and "refused" in local.reason
+    cloud = Breaker("c", "provider", BreakerConfig(), cloud=True)
+    cloud.on_failure(0.0, "refused", refused=True)
+    assert cloud.state == "closed"
+    off = Breaker("p", "provider", BreakerConfig(trip_on_refused=False), cloud=False)
+    off.on_failure(0.0, "refused", refused=True)
+    assert off.state == "closed"
+
+
+def test_cloud_rate_mode_needs_enough_calls_in_the_window() -> None:
+    b = Breaker("c", "provider", BreakerConfig(), cloud=True)  # 50% of >= 20 in 10 s
+    t = 100.0
+    for i in range(19):  # 19 failures: not enough calls yet
+        b.on_failure(t + i * 0.1, "x")
+    assert b.state == "closed"
+    b.on_failure(t + 2.0, "x")
+    assert b.state == "open" and "20 of 20 calls failed in 10 s" in b.reason
+
+
+def test_rate_mode_forgets_calls_outside_the_window_and_counts_successes() -> None:
+    b = Breaker("c", "provider", BreakerConfig(), cloud=True)
+    for i in range(15):
+        b.on_failure(0.0 + i * 0.01, "old")
+    t = 50.0  # long after: the old failures are out of the window
+    for i in range(12):
+        b.on_success(t + i * 0.01)
+    for i in range(9):
+        b.on_failure(t + 1 + i * 0.01, "x")
+    assert b.state == "closed"  # 9 of 21 < 50%
+    for i in range(3):
+        b.on_failure(t + 2 + i * 0.01, "x")
+    assert b.state == "open"  # 12 of 24
+
+
+def test_open_time_doubles_from_5_to_60() -> None:
+    b = Breaker("p", "provider", BreakerConfig(), cloud=False)
+    now = 0.0
+    opens = []
+    for _ in range(6):
+        b.on_failure(now, "refused", refused=True)
+        opens.append(b.reopen_at - now)
+        now = b.reopen_at
+        assert b.tick(now) and b.state == "half_open"
+        assert b.acquire()
+        b.on_failure(now, "probe failed")  # half-open failure: open again, longer
+        opens.append(b.reopen_at - now)
+        now = b.reopen_at
+        b.tick(now)
+        assert b.acquire()
+        b.on_success(now)
+        assert b.state == "closed"
+    assert opens[:6] == [5, 10, 20, 40, 60, 60]
+
+
+def test_trips_start_over_after_staying_closed_for_open_max() -> None:
+    b = Breaker("p", "provider", BreakerConfig(), cloud=False)
+    b.on_failure(0.0, "r", refused=True)
+    b.tick(5.0)
+    b.acquire()
+    b.on_success(5.0)
+    b.on_failure(6.0, "r", refused=True)
+    assert b.reopen_at - 6.0 == 10  # a flapping server stays out longer
+    b.tick(16.0)
+    b.acquire()
+    b.on_success(16.0)
+    b.on_failure(16.0 + 60.0, "r", refused=True)
+    assert b.reopen_at - 76.0 == 5  # closed for open_max: back to open_initial
+
+
+def test_a_second_trip_while_open_moves_reopen_later_never_earlier() -> None:
+    """LiteLLM #40130: a failure recorded while open moved the reopen time earlier."""
+    b = Breaker("p", "provider", BreakerConfig(open_initial=30, open_max=60), cloud=False)
+    b.on_failure(0.0, "r", refused=True)
+    first = b.reopen_at
+    assert first == 30
+    b.on_failure(1.0, "r", refused=True)  # e.g. the all-open fallback attempt failed
+    assert b.reopen_at >= first and b.reopen_at == 61
+    b.trip(2.0, "health probe failed")
+    assert b.reopen_at == 62
+
+
+def test_half_open_lets_exactly_the_configured_number_of_probes_through() -> None:
+    b = Breaker("p", "provider", BreakerConfig(half_open_probes=1), cloud=False)
+    b.on_failure(0.0, "r", refused=True)
+    assert not b.acquire()  # open
+    b.tick(5.0)
+    assert b.acquire() and not b.acquire()
+    b.release()
+    assert b.acquire()
+    two = Breaker("p", "provider", BreakerConfig(half_open_probes=2), cloud=False)
+    two.on_failure(0.0, "r", refused=True)
+    two.tick(5.0)
+    assert two.acquire() and two.acquire() and not two.acquire()
+
+
+def test_probe_passed_opens_the_way_early() -> None:
+    b = Breaker("p", "provider", BreakerConfig(), cloud=False)
+    b.on_failure(0.0, "r", refused=True)
+    b.probe_passed(1.0)
+    assert b.state == "half_open"  # the next request tries it, before the 5 s are up
+    b.probe_passed(2.0)
+    assert b.state == "closed"
+
+
+# ---------------------------------------------------------------- against a reference model
+
+
+class Reference:
+    """The documented machine, written plainly (no buckets, no locks, no flags)."""
+
+    def __init__(self, cfg: BreakerConfig) -> None:
+        self.cfg = cfg
+        self.state = "closed"
+        self.failures = 0
+        self.trips = 0
+        self.reopen_at = 0.0
+        self.permits = 0
+        self.closed_since = float("-inf")
+
+    def _trip(self, now: float) -> None:
+        if self.state == "closed" and now - self.closed_since >= self.cfg.open_max:
+            self.trips = 0
+        self.trips += 1
+        dur = min(self.cfg.open_max, self.cfg.open_initial * self.cfg.open_multiplier ** (self.trips - 1))
+        self.reopen_at = max(self.reopen_at if self.state == "open" else 0.0, now + dur)
+        self.state = "open"
+        self.permits = 0
+
+    def _close(self, now: float) -> None:
+        self.state, self.failures, self.permits, self.closed_since = "closed", 0, 0, now
+
+    def failure(self, now: float, refused: bool) -> None:
+        self.failures += 1
+        if self.state == "closed":
+            if refused or self.failures >= self.cfg.failure_threshold:
+                self._trip(now)
+        else:
+            self._trip(now)
+
+    def success(self, now: float) -> None:
+        self.failures = 0
+        if self.state != "closed":
+            self._close(now)
+
+    def tick(self, now: float) -> None:
+        if self.state == "open" and now >= self.reopen_at:
+            self.state, self.permits = "half_open", 0
+
+    def acquire(self) -> bool:
+        if self.state == "closed":
+            return True
+        if self.state == "half_open" and self.permits < self.cfg.half_open_probes:
+            self.permits += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        if self.permits > 0:
+            self.permits -= 1
+
+    def probe_passed(self, now: float) -> None:
+        if self.state == "open":
+            self.state, self.permits = "half_open", 0
+        elif self.state == "half_open" and self.permits == 0:
+            self._close(now)
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    @initialize(threshold=st.integers(1, 4), probes=st.integers(1, 2),
+                initial=st.sampled_from([1.0, 5.0]), cap=st.sampled_from([5.0, 20.0, 60.0]))
+    def setup(self, threshold: int, probes: int, initial: float, cap: float) -> None:
+        cfg = BreakerConfig(failure_threshold=threshold, half_open_probes=probes,
+                            open_initial=initial, open_max=max(cap, initial), mode="consecutive")
+        self.real = Breaker("p", "provider", cfg, cloud=False)
+        self.ref = Reference(cfg)
+        self.now = 0.0
+
+    @rule(dt=st.floats(0, 30, allow_nan=False))
+    def advance(self, dt: float) -> None:
+        self.now += dt
+
+    @rule(refused=st.booleans())
+    def failure(self, refused: bool) -> None:
+        self.real.on_failure(self.now, "x", refused=refused)
+        self.ref.failure(self.now, refused)
+
+    @rule()
+    def success(self) -> None:
+        self.real.on_success(self.now)
+        self.ref.success(self.now)
+
+    @rule()
+    def tick(self) -> None:
+        self.real.tick(self.now)
+        self.ref.tick(self.now)
+
+    @rule()
+    def acquire(self) -> None:
+        assert self.real.acquire() == self.ref.acquire()
+
+    @rule()
+    def release(self) -> None:
+        self.real.release()
+        self.ref.release()
+
+    @rule()
+    def probe_passed(self) -> None:
+        self.real.probe_passed(self.now)
+        self.ref.probe_passed(self.now)
+
+    @rule()
+    def trip(self) -> None:
+        self.real.trip(self.now, "probe failed")
+        self.ref._trip(self.now)
+
+    @invariant()
+    def same(self) -> None:
+        if not hasattr(self, "real"):
+            return
+        assert self.real.state == self.ref.state
+        assert self.real.trips == self.ref.trips
+        if self.ref.state == "open":
+            assert self.real.reopen_at == pytest.approx(self.ref.reopen_at)
+
+
+TestBreakerMachine = BreakerMachine.TestCase
+TestBreakerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# ---------------------------------------------------------------- in a router
+
+
+def breaker_cfg(n: int = 2, **breaker: Any) -> dict[str, Any]:
+    return config(n, routing={"breaker": {"failure_threshold": 3, **breaker},
+                              "retry": {"max_attempts": 1, "jitter": 0}})
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_open_breaker_takes_the_candidate_out_of_plans(mode: str) -> None:
+    rig = Rig(breaker_cfg(), mode=mode, p0=[err503()] * 3)
+    for _ in range(3):
+        assert rig.ask().route.answered_by.model == "m1"
+    assert rig.router.plan("m0") == ["m1"]
+    assert not rig.router.graph.is_available("m0")
+    reply = rig.ask()
+    assert rig.calls("p0") == 3  # not tried any more
+    skipped = reply.route.attempts[0]
+    assert skipped.outcome == "skipped" and skipped.error_type == "CircuitOpen"
+    assert "model breaker open (3 consecutive failures" in skipped.error
+    assert "reopens in 5.0 s" in skipped.error
+
+
+def test_half_open_probe_closes_on_success() -> None:
+    rig = Rig(breaker_cfg(), p0=[err503()] * 3 + ["back"])
+    for _ in range(3):
+        rig.ask()
+    rig.clock.advance(5.0)
+    assert rig.router.plan("m0") == ["m0", "m1"]  # half-open: planned again
+    assert rig.ask().choices[0].message.content == "back"
+    assert rig.router.health(probe=False)["p0"].models[0].state == "closed"
+
+
+def test_connection_errors_count_as_failures() -> None:
+    """LiteLLM #27362: connection errors did not count towards cooldown."""
+    reset = ConnectionFailed("connection reset")
+    rig = Rig(breaker_cfg(), p0=[reset] * 3)
+    for _ in range(3):
+        rig.ask()
+    snap = rig.router.health(probe=False)["p0"]
+    assert snap.breaker.state == "open"  # a connection error counts against the provider
+
+
+def test_a_refused_local_provider_trips_at_once_and_takes_all_its_models() -> None:
+    cfg = config(2)
+    cfg["models"]["m0b"] = {"provider": "p0"}
+    cfg["fallback_chains"] = {"m0": {"chain": ["m0b", "m1"]}}
+    rig = Rig(cfg, p0=[ConnectionFailed("refused", refused=True)])
+    reply = rig.ask()
+    assert [a.outcome for a in reply.route.attempts] == ["error", "skipped", "ok"]
+    assert "provider breaker open (refused connection" in reply.route.attempts[1].error
+    assert rig.router.plan("m0") == ["m1"] and rig.calls("p0") == 1
+
+
+def test_not_every_error_counts() -> None:
+    rig = Rig(breaker_cfg(), p0=[ModelNotFound("404", status_code=404)] * 2 + ["fine"])
+    rig.ask(), rig.ask()
+    assert rig.router.health(probe=False)["p0"].breaker.state == "closed"
+    busy_cfg = breaker_cfg()
+    from routekit import ProviderBusy, UnsupportedRequest
+
+    rig = Rig(busy_cfg, p0=[ProviderBusy("full"), UnsupportedRequest("n=2")] * 3)
+    for _ in range(6):
+        rig.ask()
+    assert all(b.state == "closed" for b in rig.router.health(probe=False)["p0"].models)
+
+
+def test_when_every_candidate_is_open_the_soonest_to_reopen_is_tried() -> None:
+    rig = Rig(breaker_cfg(), p0=[ConnectionFailed("refused", refused=True)],
+              p1=[ConnectionFailed("refused", refused=True)])
+    from routekit import AllCandidatesFailed
+
+    with pytest.raises(AllCandidatesFailed):
+        rig.ask()
+    rig.clock.advance(1.0)
+    rig.fakes["p1"].push(ConnectionFailed("refused", refused=True))
+    # p0 tripped at t, p1 at t too, but p1's reopen is later after a second trip now:
+    rig.router._state.board.providers["p1"].trip(rig.clock.now(), "again")
+    reply = rig.ask()  # nothing is planned, yet one attempt is made: m0 reopens soonest
+    assert reply.route.answered_by.model == "m0"
+    outcomes = [(a.model, a.outcome) for a in reply.route.attempts]
+    assert outcomes == [("m0", "ok")]  # it answered: nothing after it was looked at
+    assert rig.router.plan("m0") == ["m0"]  # the success closed m0's breakers
+
+
+def test_half_open_under_100_concurrent_callers_lets_exactly_one_probe_through() -> None:
+    cfg = breaker_cfg()
+    clock = FakeClock()
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def slow_probe(request: Any) -> str:
+        entered.set()
+        gate.wait(10)
+        return "probe answer"
+
+    p0 = FakeProvider("p0", replies=[ConnectionFailed("refused", refused=True), slow_probe],
+                      clock=clock)
+    p1 = FakeProvider("p1", clock=clock)
+    router = Router(cfg, clock=clock, providers={"p0": p0, "p1": p1}, health_probes=False)
+    router.chat.completions.create(model="m0", messages=MSG)  # trips p0 at once
+    clock.advance(5.0)  # half-open
+    results: list[Any] = []
+
+    def call() -> None:
+        results.append(router.chat.completions.create(model="m0", messages=MSG))
+
+    threads = [threading.Thread(target=call) for _ in range(100)]
+    for t in threads:
+        t.start()
+    assert entered.wait(10)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(results) == 100
+    assert len(p0.calls) == 2  # the trip, then exactly one probe
+    answered = [r.route.answered_by.model for r in results]
+    assert answered.count("m0") == 1 and answered.count("m1") == 99
+    assert router.health(probe=False)["p0"].breaker.state == "closed"
+    router.close()
+
+
+def test_disabled_breakers_never_trip() -> None:
+    rig = Rig(breaker_cfg(enabled=False), p0=[ConnectionFailed("refused", refused=True)] * 5)
+    for _ in range(5):
+        rig.ask()
+    assert rig.calls("p0") == 5 and rig.router.plan("m0") == ["m0", "m1"]
+
+
+def test_per_provider_breaker_settings_override_routing() -> None:
+    cfg = breaker_cfg()
+    cfg["providers"]["p0"]["breaker"] = {"failure_threshold": 1}
+    rig = Rig(cfg, p0=[err503()])
+    rig.ask()
+    assert rig.router.plan("m0") == ["m1"]
+    assert rig.router.health(probe=False)["p1"].breaker.state == "closed"
+
+
+def test_a_hung_server_is_skipped_once_its_breaker_opens() -> None:
+    rig = Rig(breaker_cfg(), p0=[FakeReply(delay=3600)] * 10, p1=["b"] * 10)
+    spent = []
+    for _ in range(5):
+        t0 = rig.clock.now()
+        rig.ask()
+        spent.append(rig.clock.now() - t0)
+    assert spent[:3] == [10.0, 10.0, 10.0]  # three first-byte deadlines, then it trips
+    assert spent[3:] == [0.0, 0.0]  # skipped: no waiting for it any more
+    assert rig.calls("p0") == 3
+
+
+# ---------------------------------------------------------------- health probes feed breakers
+
+
+def test_health_probes_open_and_close_breakers() -> None:
+    cfg = config(2, routing={"health": {"interval": 10, "jitter": 0}})
+    clock = FakeClock()
+    p0 = FakeProvider("p0", clock=clock)
+    p1 = FakeProvider("p1", clock=clock)
+    router = Router(cfg, clock=clock, providers={"p0": p0, "p1": p1}, health_probes=False)
+    monitor = router._state.monitor
+    assert sorted(monitor.scheduled) == ["p0", "p1"]
+    clock.advance(10.0)
+    assert len(monitor.run_due()) == 2 and router.plan("m0") == ["m0", "m1"]
+    p0.healthy = False
+    clock.advance(10.0)
+    monitor.run_due()
+    assert router.plan("m0") == ["m1"]  # a failing probe opens the provider's breaker
+    snap = router.health(probe=False)["p0"]
+    assert snap.breaker.state == "open" and "health probe failed" in snap.breaker.reason
+    assert snap.probe is not None and not snap.probe.ok
+    p0.healthy = True
+    clock.advance(10.0)
+    monitor.run_due()
+    assert router.plan("m0") == ["m0", "m1"]  # passing: half-open, traffic may return
+    clock.advance(10.0)
+    monitor.run_due()
+    assert router.health(probe=False)["p0"].breaker.state == "closed"
+    router.close()
+
+
+def test_probe_intervals_are_per_provider_and_can_be_turned_off() -> None:
+    cfg = config(2, routing={"health": {"interval": 10, "jitter": 0}})
+    cfg["providers"]["p1"]["health"] = False
+    cfg["providers"]["p0"]["health"] = {"interval": 3}
+    clock = FakeClock()
+    fakes = {n: FakeProvider(n, clock=clock) for n in ("p0", "p1")}
+    router = Router(cfg, clock=clock, providers=fakes, health_probes=False)
+    assert router._state.monitor.scheduled == ["p0"]
+    for _ in range(4):
+        clock.advance(3.0)
+        router._state.monitor.run_due()
+    assert fakes["p0"].health_checks == 4 and fakes["p1"].health_checks == 0
+    router.close()
+
+
+def test_the_probe_thread_runs_and_stops_with_the_router() -> None:
+    cfg = config(1, routing={"health": {"interval": 0.05, "jitter": 0}})
+    fake = FakeProvider("p0")
+    router = Router(cfg, providers={"p0": fake})
+    thread = router._state.monitor._thread
+    assert thread is not None and thread.is_alive()
+    deadline = 100
+    while fake.health_checks < 2 and deadline:
+        threading.Event().wait(0.05)
+        deadline -= 1
+    assert fake.health_checks >= 2
+    router.close()
+    assert not thread.is_alive()
+    checks = fake.health_checks
+    threading.Event().wait(0.2)
+    assert fake.health_checks == checks  # closing stopped the probes
+
+
+def test_the_probe_task_runs_and_stops_with_the_async_router() -> None:
+    import asyncio
+
+    from routekit import AsyncRouter
+
+    cfg = config(1, routing={"health": {"interval": 0.05, "jitter": 0}})
+    fake = FakeProvider("p0")
+
+    async def go() -> tuple[int, int]:
+        async with AsyncRouter(cfg, providers={"p0": fake}) as router:
+            for _ in range(100):
+                if fake.health_checks >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            seen = fake.health_checks
+        await asyncio.sleep(0.2)
+        return seen, fake.health_checks
+
+    seen, after = asyncio.run(go())
+    assert seen >= 2 and after == seen
+
+
+def test_first_byte_timeouts_are_provider_failures() -> None:
+    b = RequestTimeout("x")
+    assert b.breaker_scope == "provider"

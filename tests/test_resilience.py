@@ -1,0 +1,227 @@
+"""Routing memory and deadlines against real loopback servers, killed and restarted by the
+tests: breakers open on a dead provider and close once its health probe sees it back; a hung
+server stops costing time; a trickling server cannot hold a call past its deadline; a closed
+router builds nothing; keys stay out of third-party logs; odd config paths fail fast."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import http_provider, routekit_path
+from faultserver import FaultServer
+from procserver import ProcServer
+
+from routekit import AllCandidatesFailed, AsyncRouter, ConfigError, Router, load_config
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def chain(urls: list[str], **routing: Any) -> dict[str, Any]:
+    providers = {f"p{i}": http_provider(u) for i, u in enumerate(urls)}
+    models = {f"m{i}": {"provider": f"p{i}"} for i in range(len(urls))}
+    return {"providers": providers, "models": models,
+            "fallback_chains": {"m0": {"chain": [f"m{i}" for i in range(1, len(urls))]}},
+            "routing": {"retry": {"max_attempts": 1, "jitter": 0}, **routing}}
+
+
+def answered(router: Router) -> str:
+    reply = router.chat.completions.create(model="m0", messages=MSG)
+    return str(reply.route.answered_by.model)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_killed_provider_is_skipped_then_traffic_returns_when_its_probe_passes() -> None:
+    with ProcServer() as first, FaultServer() as second:
+        cfg = chain([first.url("ok"), second.url("ok")],
+                    health={"interval": 0.2, "jitter": 0, "timeout": 0.5})
+        with Router(cfg) as router:
+            assert answered(router) == "m0"
+            first.kill()
+            # The refused connection trips the (local) provider's breaker at once...
+            assert answered(router) == "m1"
+            assert router.plan("m0") == ["m1"]
+            reply = router.chat.completions.create(model="m0", messages=MSG)
+            skip = reply.route.attempts[0]
+            assert skip.outcome == "skipped" and skip.error_type == "CircuitOpen"
+            served_before = second.count("ok")
+            # ... and it stays skipped while down: no request pays for it.
+            for _ in range(5):
+                assert answered(router) == "m1"
+            assert second.count("ok") == served_before + 5
+            first.start()  # back on the same port
+            assert wait_for(lambda: router.plan("m0")[0] == "m0", 10.0), router.health(probe=False)
+            assert answered(router) == "m0"
+            assert router.health(probe=False)["p0"].breaker.state == "closed"
+
+
+def test_async_router_probes_a_restarted_provider_back() -> None:
+    async def scenario(first: ProcServer, url1: str) -> list[str]:
+        cfg = chain([first.url("ok"), url1], health={"interval": 0.2, "jitter": 0})
+        seen = []
+        async with AsyncRouter(cfg) as router:
+            async def ask() -> str:
+                r = await router.chat.completions.create(model="m0", messages=MSG)
+                return str(r.route.answered_by.model)
+            seen.append(await ask())
+            first.kill()
+            seen.append(await ask())
+            seen.append(await ask())
+            first.start()
+            for _ in range(200):
+                if router.plan("m0")[0] == "m0":
+                    break
+                await asyncio.sleep(0.05)
+            seen.append(await ask())
+        return seen
+
+    with ProcServer() as first, FaultServer() as second:
+        assert asyncio.run(scenario(first, second.url("ok"))) == ["m0", "m1", "m1", "m0"]
+
+
+def test_a_hung_server_stops_costing_time_once_its_breaker_opens() -> None:
+    with FaultServer(hang_seconds=10) as fault:
+        cfg = chain([fault.url("hang"), fault.url("ok")], breaker={"failure_threshold": 2})
+        cfg["providers"]["p0"]["timeout"] = {"connect": 1, "first_byte": 0.3, "read": 5,
+                                             "total": 10}
+        with Router(cfg) as router:
+            spent = []
+            for _ in range(5):
+                t0 = time.monotonic()
+                assert answered(router) == "m1"
+                spent.append(time.monotonic() - t0)
+        assert all(s >= 0.25 for s in spent[:2]), spent  # two first-byte deadlines...
+        assert all(s < 0.15 for s in spent[2:]), spent  # ...then skipped, no waiting
+        assert fault.count("hang") == 2
+
+
+@pytest.mark.parametrize("upstream", [False, True])
+def test_a_trickling_server_cannot_hold_a_sync_call_past_its_deadline(upstream: bool) -> None:
+    """Defect 3: a server that sends headers then a byte every 0.5 s kept
+    Router.create(timeout=1) for 92.7 s. The deadline must bound the whole call."""
+    with FaultServer(hang_seconds=20) as fault:
+        cfg = chain([fault.url("trickle")])
+        cfg["providers"]["p0"]["stream_upstream"] = upstream
+        with Router(cfg) as router:
+            t0 = time.monotonic()
+            with pytest.raises(AllCandidatesFailed) as info:
+                router.chat.completions.create(model="m0", messages=MSG, timeout=1)
+            elapsed = time.monotonic() - t0
+    assert elapsed < 3.0, elapsed  # wide margin: the point is seconds, not minutes
+    assert info.value.attempts[0].error_type == "RequestTimeout"
+
+
+def test_a_trickling_server_cannot_hold_an_async_call_past_its_deadline() -> None:
+    async def go(url: str) -> float:
+        cfg = chain([url])
+        cfg["providers"]["p0"]["stream_upstream"] = False
+        async with AsyncRouter(cfg) as router:
+            t0 = time.monotonic()
+            with pytest.raises(AllCandidatesFailed):
+                await router.chat.completions.create(model="m0", messages=MSG, timeout=1)
+            return time.monotonic() - t0
+
+    with FaultServer(hang_seconds=20) as fault:
+        assert asyncio.run(go(fault.url("trickle"))) < 3.0
+
+
+def test_health_timeout_bounds_a_trickling_probe(tmp_path: Path) -> None:
+    import yaml
+
+    with FaultServer(hang_seconds=20) as fault:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(chain([fault.url("trickle")])))
+        env = dict(os.environ, PYTHONPATH=routekit_path())
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "routekit", "health", "--config",
+                               str(path), "--timeout", "1", "--json"], capture_output=True,
+                              text=True, env=env, timeout=60)
+        elapsed = time.monotonic() - t0
+    assert proc.returncode == 1 and elapsed < 15, (elapsed, proc.stderr)
+    assert '"ok": false' in proc.stdout
+
+
+def test_a_request_in_flight_during_close_builds_no_new_client() -> None:
+    """Defect 6: a request in flight during close() rebuilt the next provider's client."""
+    with FaultServer(hang_seconds=2) as fault:
+        cfg = chain([fault.url("hang"), fault.url("ok")])
+        cfg["providers"]["p0"]["timeout"] = {"connect": 1, "first_byte": 0.6, "read": 5,
+                                             "total": 10}
+        router = Router(cfg, warm=False)
+        p1 = router._state.providers["p1"]
+        errors: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                router.chat.completions.create(model="m0", messages=MSG)
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=ask)
+        t.start()
+        assert wait_for(lambda: fault.count("hang") == 1, 5)
+        router.close()
+        t.join(10)
+        assert p1._client is None and p1._http is None  # nothing built after close
+        assert errors and isinstance(errors[0], AllCandidatesFailed)
+        assert "closed" in str(errors[0])
+        snap = router.health()  # probing a closed router creates nothing either
+        assert p1._client is None
+        assert all(not p.ok or p.probe is None for p in snap.providers)
+
+
+def test_keys_echoed_in_response_headers_stay_out_of_httpcore_logs(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "rk-live-Zq8Xw3Pn5Rt7Vb2Mk9Ly4Hd6"
+    monkeypatch.setenv("ROUTEKIT_TEST_ECHO_KEY", secret)
+    with FaultServer() as fault:
+        cfg = chain([fault.url("echo_header")])
+        cfg["providers"]["p0"]["api_key_env"] = "ROUTEKIT_TEST_ECHO_KEY"
+        cfg["providers"]["p0"]["stream_upstream"] = False
+        with caplog.at_level(logging.DEBUG):
+            with Router(cfg) as router:
+                router.chat.completions.create(model="m0", messages=MSG)
+    text = caplog.text
+    assert "x-echo-authorization" in text  # the header was logged...
+    assert secret not in text  # ...without the key
+    assert "***" in text
+
+
+def test_a_named_pipe_as_config_fails_fast(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(fifo)
+    env = dict(os.environ, PYTHONPATH=routekit_path())
+    for cmd in (["validate", str(fifo)], ["chat", "hi", "--config", str(fifo)]):
+        proc = subprocess.run([sys.executable, "-m", "routekit", *cmd], capture_output=True,
+                              text=True, env=env, timeout=30)
+        assert proc.returncode == 1 and "not a regular file" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_an_oversized_config_is_refused_by_its_size_before_reading(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as fh:
+        fh.truncate(50 * 2**20)  # 50 MiB, sparse: the loader must not read it to refuse it
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_config(big)
+    assert time.monotonic() - t0 < 1.0
+    assert "50.0 MiB" in str(info.value) and "at most 4 MiB" in str(info.value)
