@@ -241,6 +241,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _serve(self, mode: str, body: Any, wants_stream: bool) -> None:
+        self._answer(mode, body, wants_stream)
+        owner = self.server.owner
+        if mode in ("ok", "stream") and owner.served_log is not None:
+            # Which request was answered here (the client's "user" field), logged once the
+            # whole answer is written: tests count answers across servers (a request
+            # answered by two servers is a bug).
+            with owner._lock, open(owner.served_log, "a") as log:
+                log.write(f"{body.get('user', '?') if isinstance(body, dict) else '?'}\n")
+
+    def _answer(self, mode: str, body: Any, wants_stream: bool) -> None:
         owner = self.server.owner
         model = body.get("model", "fault-model") if isinstance(body, dict) else "fault-model"
         if mode == "ok" and not wants_stream:
@@ -334,9 +344,11 @@ class FaultServer:
         retry_after_style: str = "seconds",
         hang_seconds: float = 10.0,
         port: int = 0,
+        served_log: str | None = None,
     ) -> None:
         self.mode = mode
         self.trickle_every = 0.5
+        self.served_log = served_log
         self.sequence: list[str] = []
         self.text = text
         self.retry_after = retry_after

@@ -12,7 +12,8 @@ __all__ = ["ProcServer"]
 _HERE = Path(__file__).resolve().parent
 _CODE = (
     "import sys, time; sys.path.insert(0, {here!r}); from faultserver import FaultServer; "
-    "s = FaultServer({mode!r}, port={port}, hang_seconds={hang}); s.start(); "
+    "s = FaultServer({mode!r}, port={port}, hang_seconds={hang}, served_log={log!r}); "
+    "s.start(); "
     "print(s.port, flush=True); time.sleep({life})"
 )
 
@@ -20,9 +21,10 @@ _CODE = (
 class ProcServer:
     """``start()`` / ``kill()`` / ``start()`` again: the same port each time."""
 
-    def __init__(self, mode: str = "ok", *, hang_seconds: float = 10.0, life: float = 600.0
-                 ) -> None:
+    def __init__(self, mode: str = "ok", *, hang_seconds: float = 10.0, life: float = 600.0,
+                 served_log: str | None = None) -> None:
         self.mode = mode
+        self.served_log = served_log  # a file each answered request's "user" is appended to
         self.hang_seconds = hang_seconds
         self.life = life  # the process exits on its own after this long, whatever happens
         self.port = 0
@@ -30,7 +32,7 @@ class ProcServer:
 
     def start(self) -> ProcServer:
         code = _CODE.format(here=str(_HERE), mode=self.mode, port=self.port,
-                            hang=self.hang_seconds, life=self.life)
+                            hang=self.hang_seconds, life=self.life, log=self.served_log)
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -63,3 +63,26 @@ def test_create_accepts_every_argument_of_the_openai_client() -> None:
         assert not missing, f"{ours.__name__}.create lacks {sorted(missing)}"
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY
                    for name, p in mine.items() if name != "self")
+
+
+def test_create_passes_its_parameters_in_param_names_order() -> None:
+    import ast
+    import inspect
+
+    from routekit._pipeline import completions
+    from routekit._pipeline.params import PARAM_NAMES
+
+    not_params = {"self", "model", "messages", "stream", "extra_headers", "extra_query",
+                  "extra_body", "timeout"}
+    for cls in (completions.Completions, completions.AsyncCompletions):
+        sig = [n for n in inspect.signature(cls.create).parameters if n not in not_params]
+        assert tuple(sig) == PARAM_NAMES, cls
+    # ...and each implementation passes exactly that tuple to start().
+    tree = ast.parse(inspect.getsource(completions))
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", None) == "start"]
+    assert len(calls) == 2
+    for call in calls:
+        values = call.args[-1]
+        assert isinstance(values, ast.Tuple)
+        assert tuple(getattr(e, "id", None) for e in values.elts) == PARAM_NAMES

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncCompletions", "Completions"]
 
+# create() hands its request parameters to ``start`` as one tuple, in ``params.PARAM_NAMES``
+# order; tests/test_public_api.py checks both signatures against it.
+
 _with_route: Callable[[ChatCompletion, Route], RoutedChatCompletion] | None = None
 
 
@@ -202,42 +205,14 @@ class Completions:
         timeout: Timeout = None,
     ) -> RoutedChatCompletion | Stream:
         req = start(self._router, model, messages, timeout, extra_body, extra_headers,
-                    extra_query, {
-            "audio": audio,
-            "frequency_penalty": frequency_penalty,
-            "function_call": function_call,
-            "functions": functions,
-            "logit_bias": logit_bias,
-            "logprobs": logprobs,
-            "max_completion_tokens": max_completion_tokens,
-            "max_tokens": max_tokens,
-            "metadata": metadata,
-            "modalities": modalities,
-            "moderation": moderation,
-            "n": n,
-            "parallel_tool_calls": parallel_tool_calls,
-            "prediction": prediction,
-            "presence_penalty": presence_penalty,
-            "prompt_cache_key": prompt_cache_key,
-            "prompt_cache_options": prompt_cache_options,
-            "prompt_cache_retention": prompt_cache_retention,
-            "reasoning_effort": reasoning_effort,
-            "response_format": response_format,
-            "safety_identifier": safety_identifier,
-            "seed": seed,
-            "service_tier": service_tier,
-            "stop": stop,
-            "store": store,
-            "stream_options": stream_options,
-            "temperature": temperature,
-            "tool_choice": tool_choice,
-            "tools": tools,
-            "top_logprobs": top_logprobs,
-            "top_p": top_p,
-            "user": user,
-            "verbosity": verbosity,
-            "web_search_options": web_search_options,
-        })
+                    extra_query, (
+            audio, frequency_penalty, function_call, functions, logit_bias, logprobs,
+            max_completion_tokens, max_tokens, metadata, modalities, moderation, n,
+            parallel_tool_calls, prediction, presence_penalty, prompt_cache_key,
+            prompt_cache_options, prompt_cache_retention, reasoning_effort, response_format,
+            safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
+            tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
+        ))
         release = _enter_limit(req)
         if stream:
             return Stream(req, release)
@@ -387,42 +362,14 @@ class AsyncCompletions:
         timeout: Timeout = None,
     ) -> RoutedChatCompletion | AsyncStream:
         req = start(self._router, model, messages, timeout, extra_body, extra_headers,
-                    extra_query, {
-            "audio": audio,
-            "frequency_penalty": frequency_penalty,
-            "function_call": function_call,
-            "functions": functions,
-            "logit_bias": logit_bias,
-            "logprobs": logprobs,
-            "max_completion_tokens": max_completion_tokens,
-            "max_tokens": max_tokens,
-            "metadata": metadata,
-            "modalities": modalities,
-            "moderation": moderation,
-            "n": n,
-            "parallel_tool_calls": parallel_tool_calls,
-            "prediction": prediction,
-            "presence_penalty": presence_penalty,
-            "prompt_cache_key": prompt_cache_key,
-            "prompt_cache_options": prompt_cache_options,
-            "prompt_cache_retention": prompt_cache_retention,
-            "reasoning_effort": reasoning_effort,
-            "response_format": response_format,
-            "safety_identifier": safety_identifier,
-            "seed": seed,
-            "service_tier": service_tier,
-            "stop": stop,
-            "store": store,
-            "stream_options": stream_options,
-            "temperature": temperature,
-            "tool_choice": tool_choice,
-            "tools": tools,
-            "top_logprobs": top_logprobs,
-            "top_p": top_p,
-            "user": user,
-            "verbosity": verbosity,
-            "web_search_options": web_search_options,
-        })
+                    extra_query, (
+            audio, frequency_penalty, function_call, functions, logit_bias, logprobs,
+            max_completion_tokens, max_tokens, metadata, modalities, moderation, n,
+            parallel_tool_calls, prediction, presence_penalty, prompt_cache_key,
+            prompt_cache_options, prompt_cache_retention, reasoning_effort, response_format,
+            safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
+            tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
+        ))
         if self.on_request is not None:
             hook, self.on_request = self.on_request, None
             hook()

@@ -46,6 +46,9 @@ class RouterState:
         self.max_depth = routing.max_depth
         self.retry = routing.retry
         self.first_byte_share = routing.first_byte_share
+        # The budget of a request that gives no timeout=.
+        self.default_budget = (routing.deadline if routing.deadline is not None
+                               else routing.timeout.total)
         self.graph = CompiledGraph.from_config(config)
         if self.graph.cycles(limit=1):
             log.warning("config has fallback cycles; plans de-duplicate them (see routekit validate)")
