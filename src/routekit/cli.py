@@ -184,12 +184,17 @@ def _nines(a: float) -> str:
 
 # ---------------------------------------------------------------- chat
 
+def entry_model(config: Any, given: str | None) -> str | None:
+    """The model a command asks for: ``--model``, else the config's routing.default_model."""
+    return given or config.routing.default_model
+
+
 def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
     from ._plan import CompiledGraph
     from ._router import Router
 
     config = _load(args.config)
-    model = args.model or config.routing.default_model
+    model = entry_model(config, args.model)
     if model is None:
         _say(err, "error:", "bold red",
              "no --model given and the config has no routing.default_model")

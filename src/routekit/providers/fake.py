@@ -84,6 +84,7 @@ class FakeProvider:
         self.healthy = healthy
         self.calls: list[FakeCall] = []
         self.health_checks = 0
+        self.health_timeouts: list[float] = []  # the timeout each health() call was given
         self.closed = False
         self._replies: deque[Reply] = deque(replies)
         self._clock = clock
@@ -202,6 +203,7 @@ class FakeProvider:
     def health(self, timeout: float = 1.0) -> HealthReport:
         with self._lock:
             self.health_checks += 1
+            self.health_timeouts.append(timeout)
         if self.closed:
             return HealthReport(self.name, False, "closed", 0.0)
         return HealthReport(self.name, self.healthy, "fake: " + ("up" if self.healthy else "down"),
