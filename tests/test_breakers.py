@@ -506,3 +506,30 @@ def test_the_probe_task_runs_and_stops_with_the_async_router() -> None:
 def test_first_byte_timeouts_are_provider_failures() -> None:
     b = RequestTimeout("x")
     assert b.breaker_scope == "provider"
+
+
+def test_a_cancelled_probe_gives_its_permit_back() -> None:
+    import asyncio
+
+    from routekit import AsyncRouter
+
+    clock = FakeClock()
+    p0 = FakeProvider("p0", replies=[ConnectionFailed("refused", refused=True),
+                                     FakeReply(delay=0.5)])
+    p1 = FakeProvider("p1")
+
+    async def go() -> Any:
+        router = AsyncRouter(breaker_cfg(), clock=clock, providers={"p0": p0, "p1": p1},
+                             health_probes=False)
+        await router.chat.completions.create(model="m0", messages=MSG)  # trips p0
+        clock.advance(5.0)  # half-open
+        task = asyncio.ensure_future(router.chat.completions.create(model="m0", messages=MSG))
+        await asyncio.sleep(0.1)  # the probe is in flight (0.5 s of real time)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        board = router._state.board
+        return board.providers["p0"].state, board.providers["p0"].probes
+
+    state, probes = asyncio.run(go())
+    assert state == "half_open" and probes == 0  # the next request may probe again

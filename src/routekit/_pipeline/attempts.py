@@ -74,6 +74,9 @@ def _call_sync(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> ChatComp
         except ProviderError as exc:
             req.failed_call(entry, exc)
             raise
+        except BaseException:  # cancelled, or a bug: no verdict, but give permits back
+            req.release_permits(entry)
+            raise
         req.succeeded_call(entry)
         return result
 
@@ -98,6 +101,9 @@ async def _call_async(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> C
             result = await provider.acomplete(request, deadline)
         except ProviderError as exc:
             req.failed_call(entry, exc)
+            raise
+        except BaseException:  # cancelled, or a bug: no verdict, but give permits back
+            req.release_permits(entry)
             raise
         req.succeeded_call(entry)
         return result

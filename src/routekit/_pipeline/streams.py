@@ -139,8 +139,9 @@ def _open_sync(req: RequestState, entry: ModelEntry
             _close(it)
             req.failed_call(entry, exc)
             raise
-        except BaseException:
+        except BaseException:  # cancelled, or a bug: no verdict, but give permits back
             _close(it)
+            req.release_permits(entry)
             raise
         req.succeeded_call(entry)
         return it, held
@@ -274,6 +275,7 @@ async def _aopen(req: RequestState, entry: ModelEntry
             raise
         except BaseException:
             await _aclose(ait)
+            req.release_permits(entry)
             raise
         req.succeeded_call(entry)
         return ait, held
