@@ -213,14 +213,23 @@ class Completions:
             safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
             tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
         ))
-        release = _enter_limit(req)
+        try:
+            release = _enter_limit(req)
+        except Overloaded as exc:
+            req.finish(exc)
+            raise
         if stream:
             return Stream(req, release)
         try:
-            return wrap(complete_sync(req), req.route())
+            result = complete_sync(req)
+        except BaseException as exc:
+            req.finish(exc)
+            raise
         finally:
             if release is not None:
                 release()
+        req.finish(None, result.usage)
+        return wrap(result, req.route())
 
 
 class AsyncCompletions:
@@ -373,11 +382,20 @@ class AsyncCompletions:
         if self.on_request is not None:
             hook, self.on_request = self.on_request, None
             hook()
-        release = await _aenter_limit(req)
+        try:
+            release = await _aenter_limit(req)
+        except Overloaded as exc:
+            req.finish(exc)
+            raise
         if stream:
             return await AsyncStream(req, release)._prime()
         try:
-            return wrap(await complete_async(req), req.route())
+            result = await complete_async(req)
+        except BaseException as exc:
+            req.finish(exc)
+            raise
         finally:
             if release is not None:
                 release()
+        req.finish(None, result.usage)
+        return wrap(result, req.route())

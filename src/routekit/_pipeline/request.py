@@ -14,6 +14,7 @@ Must not call providers or sleep.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import _constants as C
@@ -62,6 +63,7 @@ class RequestState:
         "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
         "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
         "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
+        "wall_start_ns",
     )
 
     def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
@@ -78,6 +80,8 @@ class RequestState:
         self.extra_query = extra_query
         self.started = self.clock.now()
         self.deadline_at = self.started + budget
+        # Wall-clock start (ns since the epoch) for traces, taken only when they are on.
+        self.wall_start_ns = time.time_ns() if router.telemetry is not None else 0
         # (connect, read) from an httpx.Timeout given to create(): per-attempt phases.
         self.phases = phases
         self.attempts: list[Attempt] = []
@@ -278,7 +282,8 @@ class RequestState:
 
     def skip(self, entry: ModelEntry, reason: str, error_type: str) -> None:
         self.attempts.append(Attempt(entry.name, entry.provider_name, entry.kind, "skipped",
-                                     error_type=error_type, error=redact(reason)))
+                                     error_type=error_type, error=redact(reason),
+                                     started_ms=(self.clock.now() - self.started) * 1000.0))
 
     def _attempt(self, entry: ModelEntry, outcome: Any, exc: BaseException | None, *,
                  usage: Any = None) -> Attempt:
@@ -296,6 +301,7 @@ class RequestState:
             status_code=exc.status_code if isinstance(exc, StatusError) else None,
             ttfb_ms=None if ttfb is None else (ttfb - started) * 1000.0,
             duration_ms=(now - started) * 1000.0, cost_usd=cost,
+            started_ms=(started - self.started) * 1000.0,
         )
 
     # -- endings ---------------------------------------------------------------------------
@@ -317,3 +323,11 @@ class RequestState:
 
     def partial_text(self) -> str:
         return "".join(self.partial)
+
+    def finish(self, error: BaseException | None, usage: Any = None, *,
+               stream: bool = False) -> None:
+        """The request is over (answered, or ``error``): tell the router's telemetry, if it
+        has any. Costs one attribute test when it has none."""
+        telemetry = self.router.telemetry
+        if telemetry is not None:
+            telemetry.request_finished(self, error, usage, stream)

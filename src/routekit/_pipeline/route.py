@@ -31,6 +31,8 @@ class Attempt:
     # US dollars at the model's configured price, from the answer's usage (None: no price,
     # or the provider reported no usage).
     cost_usd: float | None = None
+    # When this candidate's turn began, in ms from the start of the request.
+    started_ms: float = 0.0
 
     @property
     def retries(self) -> int:
@@ -59,6 +61,7 @@ class Attempt:
             "ttfb_ms": self.ttfb_ms,
             "duration_ms": self.duration_ms,
             "cost_usd": self.cost_usd,
+            "started_ms": self.started_ms,
         }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._config.model import Config, HealthConfig
@@ -26,6 +26,16 @@ from .entries import build_entries, overlay
 
 if TYPE_CHECKING:
     from ..providers._base import Provider
+    from .request import RequestState
+
+
+class Telemetry(Protocol):
+    """What the pipeline tells metrics and traces: one call per finished request (its route,
+    usage and error say everything that happened). Breaker changes reach it as a
+    ``BreakerBoard`` listener."""
+
+    def request_finished(self, req: RequestState, error: BaseException | None, usage: Any,
+                         stream: bool) -> None: ...
 
 __all__ = ["ProgressCallback", "RouterState"]
 
@@ -54,6 +64,8 @@ class RouterState:
             log.warning("config has fallback cycles; plans de-duplicate them (see routekit validate)")
         self.closed = False
         self._lock = threading.Lock()
+        # Metrics and traces (routekit._telemetry), when the router was given any.
+        self.telemetry: Telemetry | None = None
         self.providers: dict[str, Provider] = {}
         self._build_providers(dict(providers or {}))
         self.board = BreakerBoard(

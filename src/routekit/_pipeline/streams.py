@@ -159,6 +159,8 @@ def _open_sync(req: RequestState, entry: ModelEntry
 
 def _run_sync(req: RequestState, release: Release | None
               ) -> Generator[ChatCompletionChunk, None, None]:
+    error: BaseException | None = None
+    usage: Any = None
     try:
         for entry in req.candidates():
             bulkhead = entry.bulkhead
@@ -173,7 +175,6 @@ def _run_sync(req: RequestState, release: Release | None
                     continue
                 req.first_byte_at = req.clock.now()
                 partial = req.partial
-                usage: Any = None
                 failed = False
                 try:
                     for chunk in held:
@@ -198,9 +199,15 @@ def _run_sync(req: RequestState, release: Release | None
                 if bulkhead is not None:
                     bulkhead.leave()
         raise req.all_failed()
+    except GeneratorExit:  # the caller closed the stream: what it read was the answer
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         if release is not None:
             release()
+        req.finish(error, usage, stream=True)
 
 
 def _close(it: Iterator[ChatCompletionChunk]) -> None:
@@ -293,6 +300,8 @@ async def _aopen(req: RequestState, entry: ModelEntry
 
 async def _run_async(req: RequestState, release: Release | None
                      ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    error: BaseException | None = None
+    usage: Any = None
     try:
         for entry in req.candidates():
             bulkhead = entry.bulkhead
@@ -307,7 +316,6 @@ async def _run_async(req: RequestState, release: Release | None
                     continue
                 req.first_byte_at = req.clock.now()
                 partial = req.partial
-                usage: Any = None
                 failed = False
                 try:
                     for chunk in held:
@@ -332,9 +340,15 @@ async def _run_async(req: RequestState, release: Release | None
                 if bulkhead is not None:
                     bulkhead.leave()
         raise req.all_failed()
+    except GeneratorExit:  # the caller closed the stream: what it read was the answer
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         if release is not None:
             release()
+        req.finish(error, usage, stream=True)
 
 
 async def _aclose(ait: AsyncIterator[ChatCompletionChunk]) -> None:
