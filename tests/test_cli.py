@@ -132,6 +132,22 @@ def test_validate_json_entropy_and_availability_figures() -> None:
         1 - 0.01 * 0.05)
 
 
+def test_validate_shows_nines_downtime_and_tiers() -> None:
+    proc = routekit("validate", str(EXAMPLES / "multi-terminal.yaml"), code=0,
+                    env={"COLUMNS": "80"})
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("│ qwen2.5:7b "))
+    # 1 − 0.01·0.05·0.05·0.001: shown in full at 80 columns, never rounded to "1".
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells == ["qwen2.5:7b", "local", "cloud", "0.999999975", "7.6", "0.789 s"]
+    assert ("  qwen2.5:7b: qwen2.5:7b → qwen2.5-14b-vllm → gemma3-270m → gpt-oss:20b-cloud"
+            in proc.stdout.splitlines())
+    assert "local-tier-reaches-cloud" not in proc.stdout  # the example keeps cloud last
+    entry = as_json(routekit("validate", str(EXAMPLES / "multi-terminal.yaml"), "--json"))[
+        "figures"]["entries"]["gpt-oss:120b-cloud"]
+    assert entry["tier"] == "cloud_entry" and entry["availability_text"] == "0.999999975"
+    assert entry["nines"] == 7.6 and entry["downtime_per_year_s"] == pytest.approx(0.789, rel=1e-3)
+
+
 # ---------------------------------------------------------------- validate: bad input
 
 BAD_INPUT = {

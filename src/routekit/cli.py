@@ -132,7 +132,7 @@ def _load(path: str | None) -> Any:
 # ---------------------------------------------------------------- validate
 
 def _validate(args: argparse.Namespace, out: Console) -> int:
-    from ._analysis import analyze
+    from ._analysis import analyze, availability_figures, format_duration
     from ._config.loader import load_config
 
     t0 = time.perf_counter()
@@ -159,16 +159,28 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
     summary.add_row("terminal-provider entropy", f"{f.entropy_bits:.3f} bits")
     out.print(summary)
 
+    # Figures never wrap or shrink (a truncated 0.99999… hides the very nines it is about);
+    # plans go on their own lines below, where long chains can wrap.
     entries = Table(title="entry models")
-    for col in ("model", "plan", "ends on", "availability"):
-        entries.add_column(col)
+    entries.add_column("model", overflow="fold")
+    entries.add_column("tier", overflow="fold")
+    entries.add_column("ends on", overflow="fold")
+    for col in ("availability", "nines", "down/yr"):
+        entries.add_column(col, justify="left" if col == "availability" else "right",
+                           no_wrap=True, min_width=len(col))
     shown = list(f.plans.items())
     for entry, plan in shown[:40]:
-        entries.add_row(Text(entry), Text(" → ".join(plan)), Text(f.terminal_provider[entry]),
-                        _nines(f.availability[entry]))
+        figs = availability_figures(f.unavailability[entry])
+        entries.add_row(Text(entry), Text(f.tiers[entry] or "—"),
+                        Text(f.terminal_provider[entry]), figs["availability_text"],
+                        "∞" if figs["nines"] is None else f"{figs['nines']:.1f}",
+                        format_duration(figs["downtime_per_year_s"]))
     out.print(entries)
     if len(shown) > 40:
         out.print(f"... and {len(shown) - 40} more entry models (use --json)")
+    out.print(Text("plans", style="bold"))
+    for entry, plan in shown[:40]:
+        out.print(Text(f"  {entry}: " + " → ".join(plan)), soft_wrap=True, highlight=False)
 
     for finding in f.findings:
         style = {"error": "bold red", "warning": "yellow", "note": "cyan"}[finding.level]
@@ -177,10 +189,6 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
     out.print(f"{verdict}: {len(f.errors)} error(s), {len(f.warnings)} warning(s) "
               f"in {elapsed:.0f} ms")
     return EXIT_FAIL if failed else EXIT_OK
-
-
-def _nines(a: float) -> str:
-    return f"{a:.7f}".rstrip("0").rstrip(".") if a < 1 else "1"
 
 
 # ---------------------------------------------------------------- chat
