@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--timeout", type=float, default=1.0)
     h.add_argument("--json", action="store_true")
     _simulate_parser(sub)
+
+    g = sub.add_parser("graph", help="the chains as a Mermaid or Graphviz graph",
+                       description="Print a config's fallback chains as text to paste into a "
+                       "README (Mermaid) or render with Graphviz (dot -Tsvg): providers are "
+                       "clusters, terminals have a double border, cycles are red, edge "
+                       "labels are chain positions.")
+    g.add_argument("config")
+    g.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    g.add_argument("--model", help="only what this entry model can reach")
     return p
 
 
@@ -154,6 +163,8 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             return _health(args, out)
         if args.command == "simulate":
             return _simulate(args, out, err)
+        if args.command == "graph":
+            return _graph(args)
     except ConfigError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "errors": [i.as_dict() for i in exc.issues]}, indent=2))
@@ -390,6 +401,17 @@ def _health(args: argparse.Namespace, out: Console) -> int:
                           f"{r.latency_ms:.1f}", Text(r.detail))
         out.print(table)
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAIL
+
+
+# ---------------------------------------------------------------- graph
+
+def _graph(args: argparse.Namespace) -> int:
+    from ._config.loader import load_config
+    from ._graph_text import render_graph
+
+    config = load_config(args.config)
+    sys.stdout.write(render_graph(config, fmt=args.format, model=args.model))
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- simulate
