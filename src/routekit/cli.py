@@ -76,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("config")
     g.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     g.add_argument("--model", help="only what this entry model can reach")
+
+    imp = sub.add_parser("import", help="turn another router's config into routekit YAML")
+    kinds = imp.add_subparsers(dest="source", required=True)
+    lite = kinds.add_parser("litellm", help="a LiteLLM proxy or Router config",
+                            description="Import a LiteLLM proxy/Router config (model_list, "
+                            "router_settings, litellm_settings): deployments become providers "
+                            "and models, fallbacks become chains, api_key: os.environ/NAME "
+                            "becomes api_key_env. Whatever cannot be mapped is written as a "
+                            "comment saying why. Secrets are never copied.")
+    lite.add_argument("config", help="the LiteLLM config.yaml")
+    lite.add_argument("-o", "--output", help="write here instead of stdout")
+    lite.add_argument("--force", action="store_true", help="overwrite --output")
     return p
 
 
@@ -165,6 +177,8 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             return _simulate(args, out, err)
         if args.command == "graph":
             return _graph(args)
+        if args.command == "import":
+            return _import(args, out, err)
     except ConfigError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "errors": [i.as_dict() for i in exc.issues]}, indent=2))
@@ -411,6 +425,37 @@ def _graph(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     sys.stdout.write(render_graph(config, fmt=args.format, model=args.model))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- import
+
+def _import(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from ._import_litellm import LiteLLMImportError, import_litellm, read_litellm_file
+
+    try:
+        result = import_litellm(read_litellm_file(args.config), source=args.config)
+    except LiteLLMImportError as exc:
+        _say(err, "error:", "bold red", f"cannot import {args.config}: {exc}")
+        return EXIT_FAIL
+    if args.output:
+        if os.path.exists(args.output) and not args.force:
+            _say(err, "error:", "bold red", f"{args.output} exists; add --force to overwrite")
+            return EXIT_FAIL
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(result.yaml)
+        except OSError as exc:
+            _say(err, "error:", "bold red", f"cannot write {args.output}: {exc.strerror or exc}")
+            return EXIT_FAIL
+    else:
+        sys.stdout.write(result.yaml)
+        sys.stdout.flush()  # the YAML first, then the summary on stderr
+    where = f" into {args.output}" if args.output else ""
+    _say(err, "imported:", "bold green",
+         f"{result.models} model(s) on {result.providers} provider(s){where}; "
+         f"{len(result.skipped)} item(s) not imported (see the comments at the top); "
+         "check it with: routekit validate " + (args.output or "FILE"))
     return EXIT_OK
 
 
