@@ -326,9 +326,11 @@ def test_health_ok_and_refused(tmp_path: Path) -> None:
 
 def test_help_and_usage_errors() -> None:
     proc = routekit("--help", code=0)
-    for command in ("validate", "chat", "plan", "health"):
+    for command in ("validate", "chat", "plan", "health", "simulate", "graph", "import"):
         assert command in proc.stdout
     assert "--strict" in routekit("validate", "--help", code=0).stdout
     assert "invalid choice: 'frobnicate'" in routekit("frobnicate", code=2).stderr
     assert "usage: routekit" in routekit(code=2).stderr
     assert "usage: routekit validate" in routekit("validate", code=2).stderr
+    sim = routekit("simulate", "--help", code=0).stdout
+    assert "95% interval" in sim and "--compare" in sim and "first_byte_share" in sim
