@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import fast_retry, http_provider, routekit_path
 from faultserver import FaultServer, closed_port
+from llama_server import default_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -251,6 +252,44 @@ def test_chat_uses_routekit_config_env(gemma_path: Path, tmp_path: Path) -> None
     assert data["content"].strip()
     assert data["route"]["requested"] == "m0" and data["route"]["answered_by"] == "gemma"
     assert [a["outcome"] for a in data["route"]["attempts"]] == ["error", "error", "ok"]
+
+
+@pytest.mark.slow
+def test_chat_says_plainly_when_the_built_in_base_model_answered(tmp_path: Path) -> None:
+    from routekit._config.default import DEFAULT_CONFIG
+
+    config = {"providers": {"p0": http_provider(dead()), "local": {"kind": "llama_cpp"}},
+              "models": {"m0": {"provider": "p0"},
+                         "gemma3-270m": DEFAULT_CONFIG["models"]["gemma3-270m"]},
+              "fallback_chains": {"m0": {"chain": ["gemma3-270m"]}},
+              "routing": {"default_model": "m0", **fast_retry()}}
+    path = write(tmp_path, config)
+    proc = routekit("chat", "What is the capital of France?", "--config", str(path),
+                    timeout=180, code=0)
+    # The tuned defaults: a short answer that stops by itself, not the prompt echoed back.
+    assert "Paris" in proc.stdout and "capital of France" not in proc.stdout
+    note = next(ln for ln in proc.stderr.splitlines() if ln.startswith("note: "))
+    assert "base model (not instruction-tuned): it keeps your app answering, not answering "\
+        "well" in note and "instruct GGUF" in note
+    data = as_json(routekit("chat", "Say hello.", "--config", str(path), "--json",
+                            timeout=180, code=0))
+    assert "not answering well" in data["note"]
+    # Any other model answering: no note.
+    other = write(tmp_path, chat_config(default_model_path()), name="other.yaml")
+    assert "note" not in as_json(routekit("chat", "hi", "--config", str(other), "--json",
+                                          "--max-tokens", "4", timeout=180, code=0))
+
+
+def test_examples_give_the_base_model_its_measured_defaults() -> None:
+    from routekit import load_config
+    from routekit._config.default import BASE_MODEL_DEFAULTS, BASE_MODEL_FORMAT, DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG["models"]["gemma3-270m"]["defaults"] == BASE_MODEL_DEFAULTS
+    for name in ("laptop", "multi-terminal"):
+        config = load_config(EXAMPLES / f"{name}.yaml")
+        packaged = [m for m in config.models.values() if m.package]
+        assert packaged and all(m.chat_format == BASE_MODEL_FORMAT
+                                and m.defaults == BASE_MODEL_DEFAULTS for m in packaged)
 
 
 def test_chat_unknown_model_fails_fast_with_did_you_mean(gemma_path: Path,

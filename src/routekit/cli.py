@@ -268,14 +268,38 @@ def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
             )
             content = reply.choices[0].message.content or ""
             route = reply.route
-            if not args.json:
-                out.print(content, markup=False, highlight=False)
+            if not args.json:  # a base model's answer often starts with a space
+                out.print(content.strip(), markup=False, highlight=False)
+    note = _base_model_note(config, route)
     if args.json:
-        print(json.dumps({"ok": True, "content": content, "route": route.as_dict()},
-                         indent=2, ensure_ascii=False))
+        print(json.dumps({"ok": True, "content": content, "route": route.as_dict(),
+                          **({"note": note} if note else {})}, indent=2, ensure_ascii=False))
     else:
         _print_route(route, err)
+        if note:
+            _say(err, "note:", "bold yellow", note)
     return EXIT_OK
+
+
+BASE_MODEL_NOTE = (
+    "{model} is routekit's built-in last resort, a 270M-parameter base model (not "
+    "instruction-tuned): it keeps your app answering, not answering well. For answers worth "
+    "reading, point the chain's terminal at an instruct GGUF (README: \"What the default "
+    "model is\")."
+)
+
+
+def _base_model_note(config: Any, route: Any) -> str | None:
+    """Said whenever the built-in base model answered, so nobody mistakes it for a chat
+    model."""
+    from . import _constants as C
+
+    answered = route.answered_by
+    if answered is None or answered.model not in config.models:
+        return None
+    if config.models[answered.model].package != C.DEFAULT_MODEL_PACKAGE:
+        return None
+    return BASE_MODEL_NOTE.format(model=answered.model)
 
 
 def _print_route(route: Any, console: Console) -> None:
