@@ -350,6 +350,29 @@ def test_entries_weights_and_tiers() -> None:
         simulate(cfg, SimOptions(hang_share=2.0))
 
 
+def test_progress_is_reported_in_order_up_to_done() -> None:
+    seen: list[float] = []
+    simulate(_seed_config(), SimOptions(requests=600_000, hours=40, rps=5), progress=seen.append)
+    assert len(seen) >= 5 and seen == sorted(seen) and seen[-1] == 1.0 and 0 < seen[0] < 1
+
+
+def test_what_if_groups_apply_only_where_their_providers_exist(tmp_path: Path) -> None:
+    # host groups ollama (in both layouts) with llama-cpp-server (only in the second).
+    cfg = write(tmp_path, {"providers": {"ollama": {"kind": "ollama"}},
+                           "models": {"a": {"provider": "ollama"}},
+                           "fallback_chains": {"a": {"chain": []}}})
+    data = as_json(routekit("simulate", str(cfg), "--compare",
+                            str(EXAMPLES / "multi-terminal.yaml"), "--group",
+                            "host=llama-cpp-server,vllm", "--requests", "1000",
+                            "--no-timeline", "--json", code=0))
+    first, second = data["layouts"]
+    assert [u["name"] for u in first["outage_units"]] == ["ollama"]
+    assert {"name": "group host", "availability": 0.95,
+            "providers": ["vllm", "llama-cpp-server"]} in second["outage_units"]
+    huge = routekit("simulate", str(cfg), "--hours", "1e9", code=2).stderr
+    assert "the timeline would simulate more than 1,000,000,000 requests" in huge
+
+
 # ---------------------------------------------------------------- the command
 
 def test_simulate_prints_every_table(tmp_path: Path) -> None:

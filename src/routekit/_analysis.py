@@ -211,6 +211,7 @@ def outage_units(
     for group, provs in (extra_groups or {}).items():
         listed = groups.setdefault(group, [])
         listed.extend(p for p in dict.fromkeys(provs) if p not in listed)
+    groups = {g: provs for g, provs in groups.items() if provs}
     for group, provs in groups.items():
         for p in provs:
             if p not in parent:

@@ -100,8 +100,8 @@ def run_simulate(args: argparse.Namespace, out: Console, err: Console) -> int:
                     hang_share=args.hang_share, prompt_tokens=args.prompt_tokens,
                     completion_tokens=args.completion_tokens, mttr_hours=args.mttr_hours,
                     refused_ms=args.refused_ms, skip_ms=args.skip_ms, entries=entries,
-                    groups={k: [p for p in v if p in config.providers]
-                            for k, v in (groups or {}).items()} or None,
+                    groups={k: kept for k, v in (groups or {}).items()
+                            if (kept := [p for p in v if p in config.providers])} or None,
                     timeline=not args.no_timeline)
                 results.append(simulate(config, options, source=path, progress=progress))
             except ValueError as exc:

@@ -90,6 +90,7 @@ SKIP_MS = 0.02  # deciding that an open breaker skips a candidate: tens of micro
 Z95 = 1.959963984540054
 _FAIL_KIND = {"refused": 0, "error": 1, "in-process": 2}
 _CHUNK_REQUESTS = 250_000
+MAX_REQUESTS = 1_000_000_000
 
 Progress = Callable[[float], None]  # fraction of the whole run done, 0..1
 
@@ -128,6 +129,12 @@ class SimOptions:
             raise ValueError("token counts must be >= 0")
         if self.refused_ms < 0 or self.skip_ms < 0:
             raise ValueError("hop costs must be >= 0")
+        # Past this a run takes minutes and its latency samples gigabytes: split it.
+        if self.requests > MAX_REQUESTS:
+            raise ValueError(f"--requests must be at most {MAX_REQUESTS:,}")
+        if self.timeline and self.rps * self.timeline_seconds() > MAX_REQUESTS:
+            raise ValueError(f"the timeline would simulate more than {MAX_REQUESTS:,} "
+                             "requests (--rps × --hours); lower one of them")
 
 
 def effective_breaker(config: Config, provider: str) -> BreakerConfig:

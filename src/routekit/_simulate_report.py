@@ -352,7 +352,9 @@ def plot(results: Sequence[SimResult], path: str) -> None:
         ax2.set_yscale("log")
         ax2.legend(fontsize=7)
     else:
-        ax2.text(0.5, 0.5, "no failovers on the timeline", ha="center", va="center",
+        ran = any(r.with_breakers is not None for r in results)
+        ax2.text(0.5, 0.5, "no failovers on the timeline" if ran else
+                 "no timeline simulated (--no-timeline)", ha="center", va="center",
                  transform=ax2.transAxes)
     ax2.set_xlabel("added latency x, ms (timeline)")
     ax2.set_ylabel("share of answered requests slower than x")
