@@ -6,6 +6,7 @@ Nothing here times anything: speed lives in benchmarks/bench_simulate.py.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -325,6 +326,11 @@ def test_cost_per_thousand_requests_uses_prices_and_token_counts() -> None:
                                       completion_tokens=100, timeline=False))
     # 1,000 × (1000/1000 × 0.002 + 100/1000 × 0.01) = $3.00
     assert result.independent.entries["g"].cost_per_1k() == pytest.approx(3.0)
+    # A provider that is never down has no MTBF; the JSON says null, not Infinity.
+    data = result.as_dict()
+    assert data["providers"][0]["mtbf_hours"] is None
+    assert data["independent"]["entries"]["g"]["nines"] is None  # no failure seen
+    json.dumps(data, allow_nan=False)
 
 
 def test_entries_weights_and_tiers() -> None:

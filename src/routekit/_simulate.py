@@ -173,7 +173,9 @@ class ProviderFacts:
     open_s: tuple[float, float, float]  # initial, multiplier, max
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "open_s": list(self.open_s)}
+        never = math.isinf(self.mtbf_hours)  # availability 1: never down (JSON has no inf)
+        return {**self.__dict__, "open_s": list(self.open_s),
+                "mtbf_hours": None if never else self.mtbf_hours}
 
 
 @dataclass
