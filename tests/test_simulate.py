@@ -421,6 +421,10 @@ def test_simulate_compare_uses_the_common_entry_models() -> None:
     text = routekit("simulate", str(EXAMPLES / "v1.7-single-terminal.yaml"), "--compare",
                     str(EXAMPLES / "multi-terminal.yaml"), "--requests", "50000",
                     "--no-timeline", "--group", "host=ollama,vllm", code=0).stdout
+    plain = routekit("simulate", str(EXAMPLES / "v1.7-single-terminal.yaml"), "--compare",
+                     str(EXAMPLES / "multi-terminal.yaml"), "--requests", "20000",
+                     "--no-timeline", code=0).stdout
+    assert "add --group host=ollama,vllm to see what a shared host does" in plain
     assert "availability per entry model, side by side" in text
     assert "correlated failure: analytic availability per entry model" in text
     assert "go down together: group host (ollama, vllm)" in text

@@ -259,6 +259,13 @@ def print_comparison(results: Sequence[SimResult], console: Console) -> None:
     console.print(table)
     if any(r.analytic_if_independent is not None for r in results):
         _correlated(results, names, console)
+    else:
+        shared = [p.name for p in a.providers if p.failure != "in-process"
+                  and any(q.name == p.name for q in b.providers)]
+        hint = f" --group host={','.join(shared[:2])}" if len(shared) >= 2 else " --group ..."
+        console.print(Text("no correlation_group in either layout: every provider fails on its "
+                           f"own; add{hint} to see what a shared host does"),
+                      soft_wrap=True, highlight=False)
 
 
 def _correlated(results: Sequence[SimResult], names: Sequence[str], console: Console) -> None:
