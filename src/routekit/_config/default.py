@@ -2,6 +2,15 @@
 
 With nothing else running, a request falls through the two dead local ports in milliseconds
 and is answered inside the process by the GGUF shipped on the package index.
+
+That GGUF is gemma-3-270m, a *base* model: it continues text, it was never taught to follow
+instructions or chat turns. Given gemma's chat template it echoed the prompt back line after
+line. Its defaults here are the best it measured on (``benchmarks/first_run.py``): a plain
+"### Prompt: / ### Response:" frame that web text teaches a base model to continue
+(llama-cpp-python's ``snoozy`` format, which also stops at the next ``###``), greedy
+decoding, a frequency penalty against loops, and a stop at the first blank line. It keeps
+an application answering, not answering well; point the terminal at an instruct GGUF for
+answers worth reading (README: "What the default model is").
 """
 
 from __future__ import annotations
@@ -11,9 +20,22 @@ from typing import Any
 
 from .. import _constants as C
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_MODEL", "default_config_source"]
+__all__ = [
+    "BASE_MODEL_DEFAULTS",
+    "BASE_MODEL_FORMAT",
+    "DEFAULT_CONFIG",
+    "DEFAULT_MODEL",
+    "default_config_source",
+]
 
 DEFAULT_MODEL = "llama3.2"
+# Measured on gemma-3-270m (base) by benchmarks/first_run.py; see the module docstring.
+BASE_MODEL_FORMAT = "snoozy"
+BASE_MODEL_DEFAULTS: dict[str, Any] = {
+    "temperature": 0.0,
+    "frequency_penalty": 0.8,
+    "stop": ["\n\n", "###"],
+}
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "providers": {
@@ -27,8 +49,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "gemma3-270m": {
             "provider": "local",
             "package": C.DEFAULT_MODEL_PACKAGE,
-            "chat_format": C.DEFAULT_MODEL_CHAT_FORMAT,
+            "chat_format": BASE_MODEL_FORMAT,
             "n_ctx": C.DEFAULT_N_CTX,
+            "defaults": BASE_MODEL_DEFAULTS,
         },
     },
     "fallback_chains": {

@@ -1,0 +1,249 @@
+"""``routekit import litellm``: LiteLLM proxy/Router configs shaped like LiteLLM's documented
+examples become routekit YAML that loads and passes ``routekit validate``; what cannot be
+mapped is a comment saying why; secrets are never copied; bad input is one clear message."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_cli import EXAMPLES, as_json, routekit  # noqa: E402
+
+from routekit import load_config  # noqa: E402
+from routekit._config.loader import load_config_text  # noqa: E402
+from routekit._import_litellm import LiteLLMImportError, import_litellm  # noqa: E402
+
+# The proxy quick start: one OpenAI model, its key from the environment.
+QUICKSTART = """
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+litellm_settings:
+  drop_params: true
+"""
+
+# A load-balanced Router: one model_name, several deployments; rpm/tpm beside
+# litellm_params; costs in model_info; Redis, aliases and default fallbacks.
+ROUTER = """
+model_list:
+  - model_name: gpt-3.5-turbo
+    litellm_params:
+      model: azure/chatgpt-v-2
+      api_base: os.environ/AZURE_API_BASE
+      api_key: os.environ/AZURE_API_KEY
+      api_version: "2023-07-01-preview"
+    tpm: 240000
+    rpm: 1800
+  - model_name: gpt-3.5-turbo
+    litellm_params:
+      model: gpt-3.5-turbo
+      api_key: os.environ/OPENAI_API_KEY
+    tpm: 1000000
+    rpm: 9000
+  - model_name: gpt-3.5-turbo
+    litellm_params:
+      model: openai/gpt-3.5-turbo
+      api_base: https://proxy.example.com/v1
+      api_key: os.environ/OTHER_KEY
+  - model_name: mixtral
+    litellm_params:
+      model: together_ai/mistralai/Mixtral-8x7B-Instruct-v0.1
+    model_info:
+      input_cost_per_token: 0.0000006
+      output_cost_per_token: 0.0000006
+      max_tokens: 32768
+  - model_name: embed
+    litellm_params:
+      model: openai/text-embedding-3-small
+    model_info:
+      mode: embedding
+router_settings:
+  routing_strategy: usage-based-routing-v2
+  redis_host: os.environ/REDIS_HOST
+  redis_password: os.environ/REDIS_PASSWORD
+  model_group_alias: {gpt-4: gpt-3.5-turbo}
+  num_retries: 3
+  retry_after: 5
+  disable_cooldowns: true
+litellm_settings:
+  default_fallbacks: ["mixtral"]
+  content_policy_fallbacks: [{"gpt-3.5-turbo": ["mixtral"]}]
+  request_timeout: 600
+environment_variables:
+  REDIS_HOST: redis.internal
+  REDIS_PASSWORD: hunter2-secret
+"""
+
+# Local servers only, with fallbacks that form a cycle (fine in LiteLLM, which does not
+# follow a fallback's own fallbacks) and a local OpenAI-compatible server.
+LOCAL = """
+model_list:
+  - model_name: "llama3.1:8b"
+    litellm_params: {model: "ollama/llama3.1:8b", api_base: "http://127.0.0.1:11434"}
+  - model_name: qwen
+    litellm_params: {model: hosted_vllm/Qwen/Qwen2.5-7B-Instruct, api_base: "http://gpu-box:8000"}
+  - model_name: local-gguf
+    litellm_params:
+      model: openai/qwen2.5-7b-instruct-q4_k_m
+      api_base: http://localhost:8080/v1
+      api_key: sk-no-key-required-but-literal
+      stop: ["</s>"]
+      max_tokens: 512
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-3-5-sonnet-20240620, api_key: os.environ/ANTHROPIC_API_KEY}
+router_settings:
+  fallbacks:
+    - "llama3.1:8b": [qwen, local-gguf, claude]
+    - qwen: ["llama3.1:8b"]
+    - local-gguf: [nonexistent]
+  allowed_fails: 1
+  cooldown_time: 10
+general_settings:
+  master_key: sk-1234-very-secret
+  database_url: postgresql://user:pw@db/litellm
+"""
+
+CASES = {"quickstart": QUICKSTART, "router": ROUTER, "local": LOCAL,
+         "example": (EXAMPLES / "litellm-proxy.yaml").read_text(encoding="utf-8")}
+
+
+def _load(text: str):  # type: ignore[no-untyped-def]
+    return load_config_text(import_litellm(text).yaml)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_case_imports_and_passes_validate(name: str, tmp_path: Path) -> None:
+    src = tmp_path / f"{name}-litellm.yaml"
+    src.write_text(CASES[name], encoding="utf-8")
+    out = tmp_path / f"{name}-routekit.yaml"
+    proc = routekit("import", "litellm", str(src), "-o", str(out), code=0)
+    assert proc.stderr.startswith("imported: ")
+    data = as_json(routekit("validate", str(out), "--json", code=0))
+    assert data["ok"] is True and data["errors"] == []
+
+
+def test_quickstart_maps_the_key_by_name() -> None:
+    config = _load(QUICKSTART)
+    assert config.providers["openai"].kind == "openai"
+    assert config.providers["openai"].api_key_env == "OPENAI_API_KEY"
+    assert config.models["gpt-4o"].provider == "openai"
+    assert config.routing.default_model == "gpt-4o"
+    text = import_litellm(QUICKSTART).yaml
+    assert "litellm_settings: drop_params" in text  # not imported, and said so
+
+
+def test_router_groups_become_ordered_chains_and_settings_map() -> None:
+    result = import_litellm(ROUTER)
+    config = load_config_text(result.yaml)
+    # azure/ is skipped (its own API); the other two deployments of the group are chained.
+    assert list(config.models) == ["gpt-3.5-turbo", "gpt-3.5-turbo-2", "mixtral"]
+    assert config.chain_of("gpt-3.5-turbo") == ["gpt-3.5-turbo-2", "mixtral"]
+    assert config.providers[config.models["gpt-3.5-turbo-2"].provider].base_url == (
+        "https://proxy.example.com/v1")
+    together = config.provider_of("mixtral")
+    assert (together.base_url, together.api_key_env) == ("https://api.together.xyz/v1",
+                                                         "TOGETHERAI_API_KEY")
+    mixtral = config.models["mixtral"]
+    assert mixtral.model_id == "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    assert mixtral.price.input_per_1k == pytest.approx(0.0006)
+    assert mixtral.context_window == 32768
+    assert config.routing.retry.max_attempts == 4  # num_retries 3 → 4 attempts
+    assert config.routing.timeout.total == 600
+    assert config.routing.breaker.enabled is False  # disable_cooldowns
+    text = result.yaml
+    for said in ("provider 'azure/' speaks its own API", "mode embedding",
+                 "rpm: 9000 not imported", "content_policy_fallbacks",
+                 "router_settings: model_group_alias, redis_host, redis_password, retry_after,"
+                 " routing_strategy", "environment_variables: REDIS_HOST, REDIS_PASSWORD",
+                 "LiteLLM balances load across a group's deployments"):
+        assert said in text, said
+    assert "hunter2" not in text and "redis.internal" not in text
+
+
+def test_local_servers_cycles_and_secrets() -> None:
+    result = import_litellm(LOCAL)
+    config = load_config_text(result.yaml)
+    assert config.providers["ollama"].effective_base_url == "http://127.0.0.1:11434/v1"
+    assert config.provider_of("qwen").base_url == "http://gpu-box:8000/v1"  # /v1 added
+    local = config.provider_of("local-gguf")
+    assert local.kind == "llama_cpp_server" and local.api_key_env is None
+    assert config.models["local-gguf"].defaults == {"stop": ["</s>"], "max_tokens": 512}
+    assert "claude" not in config.models  # anthropic/: skipped with a reason
+    # qwen → llama3.1:8b would close a cycle with llama3.1:8b → qwen: dropped, and said so.
+    assert config.chain_of("llama3.1:8b") == ["qwen", "local-gguf"]
+    assert config.chain_of("qwen") == []
+    text = result.yaml
+    assert "would close the cycle llama3.1:8b → qwen → llama3.1:8b" in text
+    assert "'claude' was not imported" in text and "'nonexistent' is not a model_name" in text
+    b = config.routing.breaker
+    assert (b.mode, b.failure_threshold, b.open_initial, b.open_max, b.open_multiplier) == (
+        "consecutive", 2, 10, 10, 1)
+    for secret in ("sk-no-key-required-but-literal", "sk-1234-very-secret", "user:pw"):
+        assert secret not in text
+    assert "api_key was written in the LiteLLM config; it is not copied" in text
+    assert "general_settings: database_url, master_key" in text
+
+
+def test_names_and_values_cannot_break_out_of_comments() -> None:
+    text = textwrap.dedent("""
+        model_list:
+          - model_name: "evil\\nproviders: {x: {kind: ollama}}"
+            litellm_params: {model: "ollama/a: b", api_base: "http://h:1", weird_key: 1}
+          - model_name: "it's \\"quoted\\""
+            litellm_params: {model: "bedrock/x\\n# injected"}
+    """)
+    result = import_litellm(text)
+    config = load_config_text(result.yaml)
+    assert list(config.providers) == ["ollama"]
+    (name,) = config.models
+    assert name == "evil\nproviders: {x: {kind: ollama}}"
+    assert config.models[name].model_id == "a: b"
+    data = yaml.safe_load(result.yaml)
+    assert set(data) == {"providers", "models", "fallback_chains", "routing"}
+
+
+@pytest.mark.parametrize("content,message", [
+    ("model_list: [oops\n", "invalid YAML"),
+    ("- a\n- b\n", "mapping"),
+    ("general_settings: {master_key: x}\n", "no 'model_list'"),
+    ("model_list: []\n", "no 'model_list'"),
+    ("model_list:\n  - model_name: b\n    litellm_params: {model: bedrock/anthropic.claude}\n",
+     "no deployment could be imported: model_list[0] (b): provider 'bedrock/'"),
+])
+def test_bad_input_is_one_clear_message(content: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(LiteLLMImportError, match=message.replace("[", r"\[").replace(
+            "(", r"\(").replace(")", r"\)")):
+        import_litellm(content)
+    path = tmp_path / "bad.yaml"
+    path.write_text(content, encoding="utf-8")
+    proc = routekit("import", "litellm", str(path), code=1)
+    assert proc.stdout == "" and proc.stderr.startswith(f"error: cannot import {path}: ")
+
+
+def test_cli_files_missing_binary_and_overwrite(tmp_path: Path) -> None:
+    assert "no such file" in routekit("import", "litellm", str(tmp_path / "x.yaml"),
+                                      code=1).stderr
+    assert "is a directory" in routekit("import", "litellm", str(tmp_path), code=1).stderr
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"model_list:\n  - \xff\xfe\n")
+    assert "not valid UTF-8" in routekit("import", "litellm", str(binary), code=1).stderr
+    src = tmp_path / "ok.yaml"
+    src.write_text(QUICKSTART, encoding="utf-8")
+    out = tmp_path / "out.yaml"
+    out.write_text("keep me", encoding="utf-8")
+    proc = routekit("import", "litellm", str(src), "-o", str(out), code=1)
+    assert "exists; add --force" in proc.stderr and out.read_text() == "keep me"
+    routekit("import", "litellm", str(src), "-o", str(out), "--force", code=0)
+    assert load_config(out).models["gpt-4o"].provider == "openai"
+    # stdout carries only YAML, so `> file` works
+    printed = routekit("import", "litellm", str(src), code=0).stdout
+    assert load_config_text(printed).routing.default_model == "gpt-4o"
+    assert "usage: routekit import" in routekit("import", code=2).stderr
