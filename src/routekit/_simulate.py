@@ -5,8 +5,8 @@ units, hop costs from the timeouts, breakers, prices, plans, traffic), running t
 chunks with a progress callback, and the figures: availability with a 95% Wilson interval,
 added latency quantiles, cost per 1,000 requests, which model answered (shares, entropy) —
 per entry model, per tier and overall. Printing and plotting live in ``_simulate_report``.
-Reads a loaded config; no network, no model, no files. Besides ``_plan``, the one module
-that imports ``routekit._core``, for its ``Simulation`` class only.
+Reads a loaded config; no network, no model, no files. The C++ loop comes through
+``_plan.Simulation`` (``_plan`` stays the one module that imports ``routekit._core``).
 
 The model
 ---------
@@ -503,7 +503,7 @@ def simulate(config: Config, options: SimOptions | None = None, *, source: str =
              progress: Progress | None = None) -> SimResult:
     """Run the independent pass and (unless ``options.timeline`` is off) the timeline with
     and without breakers. ``progress`` gets the fraction done now and then."""
-    from . import _core
+    from ._plan import Simulation
 
     options = options or SimOptions()
     options.check()
@@ -521,7 +521,7 @@ def simulate(config: Config, options: SimOptions | None = None, *, source: str =
         if progress is not None:
             progress(min(1.0, done / total))
 
-    sim = _core.Simulation(**kwargs, timeline=False, breakers=False, rps=options.rps)
+    sim = Simulation(**kwargs, timeline=False, breakers=False, rps=options.rps)
     left = options.requests
     while left > 0:
         n = min(_CHUNK_REQUESTS, left)
@@ -534,7 +534,7 @@ def simulate(config: Config, options: SimOptions | None = None, *, source: str =
     if options.timeline:
         steps = max(1, math.ceil(expected_timeline / _CHUNK_REQUESTS))
         for breakers in (True, False):
-            tsim = _core.Simulation(**kwargs, timeline=True, breakers=breakers,
+            tsim = Simulation(**kwargs, timeline=True, breakers=breakers,
                                     rps=options.rps)
             for i in range(1, steps + 1):
                 tsim.run_until(span * i / steps)

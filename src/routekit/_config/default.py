@@ -30,12 +30,8 @@ __all__ = [
 
 DEFAULT_MODEL = "llama3.2"
 # Measured on gemma-3-270m (base) by benchmarks/first_run.py; see the module docstring.
-BASE_MODEL_FORMAT = "snoozy"
-BASE_MODEL_DEFAULTS: dict[str, Any] = {
-    "temperature": 0.0,
-    "frequency_penalty": 0.8,
-    "stop": ["\n\n", "###"],
-}
+BASE_MODEL_FORMAT = C.DEFAULT_MODEL_CHAT_FORMAT
+BASE_MODEL_DEFAULTS: dict[str, Any] = dict(C.DEFAULT_MODEL_GENERATION)
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "providers": {

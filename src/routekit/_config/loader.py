@@ -532,7 +532,8 @@ def _cross_check(data: Mapping[str, Any], ctx: _Context) -> None:
 
 def _legacy_guess(name: str, tier: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(provider name, provider fields, extra model fields) for a chains-only model name."""
-    in_process = {"package": C.DEFAULT_MODEL_PACKAGE, "chat_format": C.DEFAULT_MODEL_CHAT_FORMAT}
+    in_process = {"package": C.DEFAULT_MODEL_PACKAGE, "chat_format": C.DEFAULT_MODEL_CHAT_FORMAT,
+                  "defaults": dict(C.DEFAULT_MODEL_GENERATION)}
     if name.startswith("llama-cpp-native"):
         return "llama-cpp-native", {"kind": "llama_cpp_native"}, in_process
     if name.startswith("llama-cpp"):
