@@ -34,3 +34,16 @@ def test_readme_config_example_loads() -> None:
     config = load_config(yaml.safe_load(block.group(1)))
     assert config.routing.default_model in config.models
     assert config.providers["cloud"].api_key_env == "OPENAI_API_KEY"
+
+
+def test_readme_testing_snippet_runs() -> None:
+    """The "Testing code built on routekit" example does what it says."""
+    section = README.split("## Testing code built on routekit", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    config = {
+        "providers": {"ollama": {"kind": "ollama"}, "vllm": {"kind": "vllm"}},
+        "models": {"llama3.1:latest": {"provider": "ollama"}, "q": {"provider": "vllm"}},
+        "fallback_chains": {"llama3.1:latest": {"chain": ["q"]}},
+    }
+    exec(code.group(1), {"config": config, "msgs": [{"role": "user", "content": "hi"}]})
