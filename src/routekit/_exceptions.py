@@ -28,6 +28,10 @@ another try on the same candidate), ``fatal`` (the request itself is at fault: s
 route rather than move on) and ``breaker_scope`` (whose circuit breaker the failure counts
 against: ``"provider"`` — the server itself is unwell, which counts against the model too —
 ``"model"``, or ``None`` when it says nothing about health).
+
+When openai is imported, an error leaving a router's public surface is also an instance of
+the matching openai exception class (``except openai.RateLimitError`` catches a
+``RateLimited``): ``_compat/errors.py`` says how, and which class each one gets.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ __all__ = [
     "StatusError",
     "StreamInterrupted",
     "UnsupportedRequest",
+    "rebuild",
 ]
 
 
@@ -68,6 +73,18 @@ class RouteKitError(Exception):
     """
 
     route: Route | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls cls(*args), which keyword-only constructors refuse.
+        return (rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def rebuild(cls: type, args: tuple[Any, ...], state: Any) -> Any:
+    """Unpickle a routekit error: its class, args and attributes, without its constructor."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class ConfigIssue:

@@ -1,9 +1,11 @@
 """``Router`` and ``AsyncRouter``: the OpenAI-shaped public surface.
 
 Owns construction (from a ``Config``, a mapping or a YAML path; with an injected clock and
-provider doubles for tests), the ``chat.completions`` attribute, ``plan()``, ``health()`` and
-the lifecycle (``close``, context managers, the background health probes). Everything a
-request does lives in ``_pipeline``; everything a router remembers in ``RouterState``.
+provider doubles for tests), the ``chat.completions`` and ``completions`` attributes,
+``plan()``, ``health()`` and the lifecycle (``close``, context managers, the background health
+probes). Everything a request does lives in ``_pipeline``; everything a router remembers in
+``RouterState``; the rest of the openai client's surface (``base_url``, ``with_options``,
+``models``, ``beta``...) in ``_compat.client``.
 ``openai`` and ``llama_cpp`` are imported only when a router that uses them is built.
 """
 
@@ -12,10 +14,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
+from ._compat.client import AsyncClientSurface, ClientSurface
 from ._config.loader import load_config
 from ._config.model import Config
 from ._pipeline.completions import AsyncCompletions, Completions
 from ._pipeline.router_state import ProgressCallback, RouterState
+from ._pipeline.text import AsyncTextCompletions, TextCompletions
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -65,11 +69,14 @@ class _RouterBase:
                 f"providers={sorted(self.config.providers)})")
 
 
-class Router(_RouterBase):
+class Router(_RouterBase, ClientSurface):
     """Routes OpenAI-shaped chat requests through fallback chains.
 
     ``router.chat.completions.create(...)`` takes the openai client's arguments and returns
-    the openai types, each carrying ``.route``. Thread-safe: share one router between
+    the openai types, each carrying ``.route``; ``router.completions.create(...)`` routes
+    legacy text completions the same way. A router goes where an ``openai.OpenAI`` client
+    goes (``parse``, ``stream``, ``with_raw_response``, ``with_options``, ``models.list()``,
+    and errors that are openai's exception classes too). Thread-safe: share one router between
     threads. Use as a context manager, or call ``close()`` to release models, HTTP clients
     and the health-probe thread.
 
@@ -85,6 +92,7 @@ class Router(_RouterBase):
         self._state = RouterState(_to_config(config), warm=warm, progress=progress,
                                   clock=clock, providers=providers)
         self.chat = _Chat(Completions(self._state))
+        self.completions = TextCompletions(self._state)
         if health_probes:
             self._state.monitor.start_thread()
 
@@ -120,7 +128,7 @@ class Router(_RouterBase):
         self.close()
 
 
-class AsyncRouter(_RouterBase):
+class AsyncRouter(_RouterBase, AsyncClientSurface):
     """Async twin of ``Router``: ``await router.chat.completions.create(...)``.
 
     Safe to share between tasks of one event loop (and between threads). Background health
@@ -135,6 +143,7 @@ class AsyncRouter(_RouterBase):
                                   clock=clock, providers=providers)
         self.chat = _AsyncChat(AsyncCompletions(self._state, on_request=(
             self._state.monitor.start_task if health_probes else None)))
+        self.completions = AsyncTextCompletions(self._state)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,

@@ -1,7 +1,8 @@
 """Non-streaming requests: walk the plan, call each candidate (retrying per policy), answer.
 
 Owns the two drivers, ``complete_sync`` and ``complete_async``, which differ only where they
-wait (provider calls, bulkhead queues, retry sleeps). Every decision — which candidate, its
+wait (provider calls, bulkhead queues, retry sleeps). The same drivers serve chat and legacy
+text completions (``endpoints`` picks the provider call). Every decision — which candidate, its
 timeouts, breaker bookkeeping, retry or move on or raise — is ``RequestState``'s and
 ``retry.policy_for``'s.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ProviderError
+from .endpoints import acomplete_call, complete_call
 from .retry import policy_for, worth_retrying
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ __all__ = ["complete_async", "complete_sync"]
 
 
 def complete_sync(req: RequestState) -> ChatCompletion:
-    retry_cfg = req.router.retry
+    retry_cfg = req.retry
     for entry in req.candidates():
         bulkhead = entry.bulkhead
         if bulkhead is not None and not bulkhead.enter(req.queue_wait()):
@@ -43,7 +45,7 @@ def complete_sync(req: RequestState) -> ChatCompletion:
 
 
 async def complete_async(req: RequestState) -> ChatCompletion:
-    retry_cfg = req.router.retry
+    retry_cfg = req.retry
     for entry in req.candidates():
         bulkhead = entry.bulkhead
         if bulkhead is not None and not await bulkhead.aenter(req.queue_wait()):
@@ -63,14 +65,14 @@ async def complete_async(req: RequestState) -> ChatCompletion:
 
 
 def _call_sync(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> ChatCompletion:
-    provider = entry.provider
+    call = complete_call(req, entry)
     request = req.chat_request(entry)
 
     def once() -> ChatCompletion:
         deadline = req.deadline()  # raises RequestTimeout once the request's time is up
         req.tries += 1
         try:
-            result = provider.complete(request, deadline)
+            result: ChatCompletion = call(request, deadline)
         except ProviderError as exc:
             req.failed_call(entry, exc)
             raise
@@ -91,14 +93,14 @@ def _call_sync(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> ChatComp
 
 
 async def _call_async(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> ChatCompletion:
-    provider = entry.provider
+    call = acomplete_call(req, entry)
     request = req.chat_request(entry)
 
     async def once() -> ChatCompletion:
         deadline = req.deadline()  # raises RequestTimeout once the request's time is up
         req.tries += 1
         try:
-            result = await provider.acomplete(request, deadline)
+            result: ChatCompletion = await call(request, deadline)
         except ProviderError as exc:
             req.failed_call(entry, exc)
             raise

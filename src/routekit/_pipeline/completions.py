@@ -2,16 +2,22 @@
 
 Owns the public signature — every argument of the openai client's ``chat.completions.create``
 (as of openai 3.x), typed with overloads on ``stream`` like the openai client itself (so the
-three signatures per class repeat, as they do there) — and the router-wide concurrency limit
-around each request. Checking the arguments and building the ``RequestState`` is
-``params.start``; running it is ``attempts`` and ``streams``.
+three signatures per class repeat, as they do there) — and, for every entry point (this one
+and the legacy ``completions.create`` in ``text``), the router-wide concurrency limit around
+each request (``run_sync`` / ``run_async``) and the public error boundary (``to_openai``:
+an error that leaves ``create`` is also openai's matching exception class). Checking the
+arguments and building the ``RequestState`` is ``params.start``; running it is ``attempts``
+and ``streams``. ``parse``, ``stream`` and the raw-response wrappers come from
+``_compat.chat`` and call ``create``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, overload
 
-from .._exceptions import Overloaded
+from .._compat.chat import AsyncChatSurface, ChatSurface
+from .._compat.errors import to_openai
+from .._exceptions import Overloaded, RouteKitError
 from .attempts import complete_async, complete_sync
 from .params import Messages, Stop, Timeout, start
 from .streams import AsyncStream, Stream
@@ -19,6 +25,7 @@ from .streams import AsyncStream, Stream
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
 
+    from .options import ClientOptions
     from .request import RequestState
     from .results import RoutedChatCompletion
     from .route import Route
@@ -70,12 +77,60 @@ async def _aenter_limit(req: RequestState) -> Callable[[], None] | None:
     return limit.leave
 
 
-class Completions:
-    """``router.chat.completions``: ``create`` takes every argument of
-    ``openai.OpenAI().chat.completions.create`` and routes it."""
+def run_sync(req: RequestState, stream: bool, wrap_result: Callable[[Any, Route], Any]) -> Any:
+    """Run a started request under the router's limit: a ``Stream``, or the wrapped answer."""
+    try:
+        release = _enter_limit(req)
+    except Overloaded as exc:
+        req.finish(exc)
+        raise
+    if stream:
+        return Stream(req, release)
+    try:
+        result = complete_sync(req)
+    except BaseException as exc:
+        req.finish(exc)
+        raise
+    finally:
+        if release is not None:
+            release()
+    req.finish(None, result.usage)
+    return wrap_result(result, req.route())
 
-    def __init__(self, router: RouterState) -> None:
+
+async def run_async(req: RequestState, stream: bool,
+                    wrap_result: Callable[[Any, Route], Any]) -> Any:
+    try:
+        release = await _aenter_limit(req)
+    except Overloaded as exc:
+        req.finish(exc)
+        raise
+    if stream:
+        return await AsyncStream(req, release)._prime()
+    try:
+        result = await complete_async(req)
+    except BaseException as exc:
+        req.finish(exc)
+        raise
+    finally:
+        if release is not None:
+            release()
+    req.finish(None, result.usage)
+    return wrap_result(result, req.route())
+
+
+class Completions(ChatSurface):
+    """``router.chat.completions``: ``create`` takes every argument of
+    ``openai.OpenAI().chat.completions.create`` and routes it; ``parse``, ``stream``,
+    ``with_raw_response`` and ``with_streaming_response`` are openai's too."""
+
+    def __init__(self, router: RouterState, options: ClientOptions | None = None) -> None:
         self._router = router
+        self._options = options
+
+    def with_client_options(self, options: ClientOptions) -> Completions:
+        """The same router's completions with a client view's defaults (``with_options``)."""
+        return Completions(self._router, options)
 
     @overload
     def create(
@@ -204,44 +259,45 @@ class Completions:
         extra_body: Mapping[str, Any] | None = None,
         timeout: Timeout = None,
     ) -> RoutedChatCompletion | Stream:
-        req = start(self._router, model, messages, timeout, extra_body, extra_headers,
-                    extra_query, (
-            audio, frequency_penalty, function_call, functions, logit_bias, logprobs,
-            max_completion_tokens, max_tokens, metadata, modalities, moderation, n,
-            parallel_tool_calls, prediction, presence_penalty, prompt_cache_key,
-            prompt_cache_options, prompt_cache_retention, reasoning_effort, response_format,
-            safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
-            tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
-        ))
+        options = self._options
+        if options is not None:
+            timeout, extra_headers, extra_query = options.request_args(
+                timeout, extra_headers, extra_query)
         try:
-            release = _enter_limit(req)
-        except Overloaded as exc:
-            req.finish(exc)
+            req = start(self._router, model, messages, timeout, extra_body, extra_headers,
+                        extra_query, (
+                audio, frequency_penalty, function_call, functions, logit_bias, logprobs,
+                max_completion_tokens, max_tokens, metadata, modalities, moderation, n,
+                parallel_tool_calls, prediction, presence_penalty, prompt_cache_key,
+                prompt_cache_options, prompt_cache_retention, reasoning_effort, response_format,
+                safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
+                tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
+            ))
+            if options is not None:
+                options.apply(req)
+            result: RoutedChatCompletion | Stream = run_sync(req, stream is True, wrap)
+            return result
+        except RouteKitError as exc:
+            to_openai(exc)
             raise
-        if stream:
-            return Stream(req, release)
-        try:
-            result = complete_sync(req)
-        except BaseException as exc:
-            req.finish(exc)
-            raise
-        finally:
-            if release is not None:
-                release()
-        req.finish(None, result.usage)
-        return wrap(result, req.route())
 
 
-class AsyncCompletions:
+class AsyncCompletions(AsyncChatSurface):
     """``router.chat.completions``: ``create`` takes every argument of
-    ``openai.AsyncOpenAI().chat.completions.create`` and routes it."""
+    ``openai.AsyncOpenAI().chat.completions.create`` and routes it; ``parse``, ``stream``,
+    ``with_raw_response`` and ``with_streaming_response`` are openai's too."""
 
     def __init__(self, router: RouterState, *,
-                 on_request: Callable[[], None] | None = None) -> None:
+                 on_request: Callable[[], None] | None = None,
+                 options: ClientOptions | None = None) -> None:
         self._router = router
+        self._options = options
         # Called at each request while set (starts the health-probe task on the running
         # loop, once); cleared after its first call.
         self.on_request = on_request
+
+    def with_client_options(self, options: ClientOptions) -> AsyncCompletions:
+        return AsyncCompletions(self._router, on_request=self.on_request, options=options)
 
     @overload
     async def create(
@@ -370,32 +426,28 @@ class AsyncCompletions:
         extra_body: Mapping[str, Any] | None = None,
         timeout: Timeout = None,
     ) -> RoutedChatCompletion | AsyncStream:
-        req = start(self._router, model, messages, timeout, extra_body, extra_headers,
-                    extra_query, (
-            audio, frequency_penalty, function_call, functions, logit_bias, logprobs,
-            max_completion_tokens, max_tokens, metadata, modalities, moderation, n,
-            parallel_tool_calls, prediction, presence_penalty, prompt_cache_key,
-            prompt_cache_options, prompt_cache_retention, reasoning_effort, response_format,
-            safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
-            tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
-        ))
-        if self.on_request is not None:
-            hook, self.on_request = self.on_request, None
-            hook()
+        options = self._options
+        if options is not None:
+            timeout, extra_headers, extra_query = options.request_args(
+                timeout, extra_headers, extra_query)
         try:
-            release = await _aenter_limit(req)
-        except Overloaded as exc:
-            req.finish(exc)
+            req = start(self._router, model, messages, timeout, extra_body, extra_headers,
+                        extra_query, (
+                audio, frequency_penalty, function_call, functions, logit_bias, logprobs,
+                max_completion_tokens, max_tokens, metadata, modalities, moderation, n,
+                parallel_tool_calls, prediction, presence_penalty, prompt_cache_key,
+                prompt_cache_options, prompt_cache_retention, reasoning_effort, response_format,
+                safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
+                tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
+            ))
+            if options is not None:
+                options.apply(req)
+            if self.on_request is not None:
+                hook, self.on_request = self.on_request, None
+                hook()
+            result: RoutedChatCompletion | AsyncStream = await run_async(req, stream is True,
+                                                                         wrap)
+            return result
+        except RouteKitError as exc:
+            to_openai(exc)
             raise
-        if stream:
-            return await AsyncStream(req, release)._prime()
-        try:
-            result = await complete_async(req)
-        except BaseException as exc:
-            req.finish(exc)
-            raise
-        finally:
-            if release is not None:
-                release()
-        req.finish(None, result.usage)
-        return wrap(result, req.route())

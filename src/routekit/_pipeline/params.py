@@ -28,7 +28,8 @@ from .request import RequestState
 if TYPE_CHECKING:
     from .router_state import RouterState
 
-__all__ = ["PARAM_NAMES", "Messages", "Stop", "Timeout", "is_omitted", "start"]
+__all__ = ["PARAM_NAMES", "TEXT_PARAM_NAMES", "Messages", "Stop", "Timeout", "is_omitted",
+           "start", "start_text"]
 
 # The request parameters of create(), in signature order: create() passes their values as
 # one tuple (most are None; filtering a tuple with C iterators costs ~1 µs where a
@@ -70,6 +71,26 @@ PARAM_NAMES: tuple[str, ...] = (
     "web_search_options",
 )
 
+# The request parameters of the legacy ``completions.create`` (text completion), in its
+# signature order.
+TEXT_PARAM_NAMES: tuple[str, ...] = (
+    "best_of",
+    "echo",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "max_tokens",
+    "n",
+    "presence_penalty",
+    "seed",
+    "stop",
+    "stream_options",
+    "suffix",
+    "temperature",
+    "top_p",
+    "user",
+)
+
 Messages = Iterable[Mapping[str, Any]]
 Stop = Union[str, Sequence[str], None]
 Timeout = Any  # float | httpx.Timeout | openai.NOT_GIVEN | None
@@ -80,6 +101,10 @@ _LIMITS: dict[str, tuple[float, float, bool]] = {
     "n": (1, 128, True), "temperature": (0.0, 2.0, False), "top_p": (0.0, 1.0, False),
     "presence_penalty": (-2.0, 2.0, False), "frequency_penalty": (-2.0, 2.0, False),
     "top_logprobs": (0, 20, True),
+}
+# Text completions: ``logprobs`` is a count there (0-5), and ``best_of`` at least 1.
+_TEXT_LIMITS: dict[str, tuple[float, float, bool]] = {
+    **_LIMITS, "logprobs": (0, 5, True), "best_of": (1, 20, True),
 }
 
 _sentinels: tuple[type, ...] | None = None
@@ -167,16 +192,17 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
     return msgs
 
 
-def _params(values: tuple[Any, ...]) -> RequestParams:
-    """The parameters the caller set (in ``PARAM_NAMES`` order), checked against the OpenAI
+def _params(values: tuple[Any, ...], names: tuple[str, ...] = PARAM_NAMES,
+            all_limits: dict[str, tuple[float, float, bool]] = _LIMITS) -> RequestParams:
+    """The parameters the caller set (in ``names`` order), checked against the OpenAI
     API's limits."""
     sentinels = _sentinel_types()
     out: Any = {}
-    for name, v in zip(compress(PARAM_NAMES, map(is_not, values, repeat(None))),
+    for name, v in zip(compress(names, map(is_not, values, repeat(None))),
                        filter(_not_none, values)):
         if sentinels and isinstance(v, sentinels):
             continue
-        limits = _LIMITS.get(name)
+        limits = all_limits.get(name)
         if limits is not None:
             lo, hi, whole = limits
             kind = int if whole else (int, float)
@@ -217,6 +243,22 @@ def start(router: RouterState, model: Any, messages: Any, timeout: Any, extra_bo
                                                                   extra_headers),
         extra_query=None if extra_query is None else _mapping("extra_query", extra_query),
     )
+
+
+def start_text(router: RouterState, model: Any, prompt: Any, timeout: Any, extra_body: Any,
+               extra_headers: Any, extra_query: Any, values: tuple[Any, ...]) -> RequestState:
+    """``start`` for a legacy text completion: ``prompt`` must be one string (or a list of
+    exactly one); ``values`` are in ``TEXT_PARAM_NAMES`` order."""
+    if isinstance(prompt, (list, tuple)) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise _bad("prompt must be a string (routekit routes one prompt per request; token "
+                   f"arrays and batches are not supported), got {_describe(prompt)}")
+    req = start(router, model, [{"role": "user", "content": prompt}], timeout, extra_body,
+                extra_headers, extra_query, ())
+    req.params = _params(values, TEXT_PARAM_NAMES, _TEXT_LIMITS)
+    req.prompt = prompt
+    return req
 
 
 def _plain_messages(messages: list[Any]) -> bool:

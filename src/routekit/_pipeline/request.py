@@ -63,13 +63,13 @@ class RequestState:
         "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
         "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
         "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
-        "wall_start_ns",
+        "wall_start_ns", "retry", "prompt",
     )
 
     def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
                  params: RequestParams, *, budget: float, phases: tuple[float, float] | None,
                  extra_body: dict[str, Any] | None, extra_headers: dict[str, str] | None,
-                 extra_query: dict[str, Any] | None) -> None:
+                 extra_query: dict[str, Any] | None, prompt: str | None = None) -> None:
         self.router = router
         self.clock = router.clock
         self.requested = requested
@@ -78,6 +78,11 @@ class RequestState:
         self.extra_body = extra_body
         self.extra_headers = extra_headers
         self.extra_query = extra_query
+        # A legacy text completion's prompt (``completions.create``); None for chat. Its
+        # ``messages`` then hold the prompt as one user message, for estimates only.
+        self.prompt = prompt
+        # The retry settings for this request: the router's, or a client view's (max_retries).
+        self.retry = router.retry
         self.started = self.clock.now()
         self.deadline_at = self.started + budget
         # Wall-clock start (ns since the epoch) for traces, taken only when they are on.
@@ -147,7 +152,7 @@ class RequestState:
             merged: Any = {**entry.defaults, **params}
             params = merged
         return ChatRequest(entry.name, entry.model_id, self.messages, params, self.extra_body,
-                           self.extra_headers, self.extra_query)
+                           self.extra_headers, self.extra_query, self.prompt)
 
     # -- the walk --------------------------------------------------------------------------
 
@@ -308,7 +313,8 @@ class RequestState:
 
     def route(self) -> Route:
         return Route(self.requested, tuple(self.attempts),
-                     (self.clock.now() - self.started) * 1000.0)
+                     (self.clock.now() - self.started) * 1000.0,
+                     "chat.completions" if self.prompt is None else "completions")
 
     def with_route(self, exc: RouteKitError) -> RouteKitError:
         exc.route = self.route()

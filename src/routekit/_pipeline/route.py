@@ -67,11 +67,15 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Route:
-    """The whole story of one request: the model asked for, each attempt, who answered."""
+    """The whole story of one request: the model asked for, each attempt, who answered.
+
+    ``endpoint`` says which API was routed: ``"chat.completions"``, or ``"completions"`` for a
+    legacy text completion (a prompt continued as text, not a chat)."""
 
     requested: str
     attempts: tuple[Attempt, ...] = field(default_factory=tuple)
     total_ms: float = 0.0
+    endpoint: str = "chat.completions"
 
     @property
     def answered_by(self) -> Attempt | None:
@@ -95,6 +99,7 @@ class Route:
         ok = self.answered_by
         return {
             "requested": self.requested,
+            "endpoint": self.endpoint,
             "answered_by": ok.model if ok else None,
             "provider": ok.provider if ok else None,
             "total_ms": self.total_ms,

@@ -20,7 +20,9 @@ from typing import (
     TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, Generator, Iterator,
 )
 
+from .._compat.errors import to_openai
 from .._exceptions import ProviderError, RouteKitError, StreamInterrupted
+from .endpoints import astream_call, chunk_reader, stream_call
 from .retry import policy_for, worth_retrying
 
 if TYPE_CHECKING:
@@ -33,26 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncStream", "Stream"]
 
 Release = Callable[[], None]
-
-
-def _chunk_text(chunk: ChatCompletionChunk) -> str:
-    if chunk.choices:
-        delta = chunk.choices[0].delta
-        if delta is not None and delta.content:
-            return delta.content
-    return ""
-
-
-def _commits(chunk: ChatCompletionChunk) -> bool:
-    """Does this chunk carry part of the answer (so the stream is this candidate's now)?"""
-    for choice in chunk.choices:
-        if choice.finish_reason is not None:
-            return True
-        delta = choice.delta
-        if delta is not None and (delta.content or delta.tool_calls or delta.function_call
-                                  or getattr(delta, "refusal", None)):
-            return True
-    return False
 
 
 def _ended_early(entry: ModelEntry) -> StreamInterrupted:
@@ -78,12 +60,16 @@ def _interrupted(req: RequestState, entry: ModelEntry, exc: ProviderError) -> Ro
 class Stream:
     """Chunks of one routed streaming answer. Iterate it, or use it as a context manager.
 
-    ``route`` is complete once the stream has ended or been closed. Not thread-safe: one
-    consumer.
+    ``route`` is complete once the stream has ended or been closed. ``response`` is an
+    ``httpx.Response`` standing for the stream, as openai's ``Stream.response`` is (status 200,
+    ``x-routekit-*`` headers naming the candidate that answers). Legacy text completions
+    (``completions.create(stream=True)``) stream openai ``Completion`` chunks through the same
+    class. Not thread-safe: one consumer.
     """
 
     def __init__(self, req: RequestState, release: Release | None = None) -> None:
         self._req = req
+        self._response: Any = None
         self._gen = _run_sync(req, release)
         # Prime: fail over until the stream commits, so create() raises routing errors.
         self._first: ChatCompletionChunk | None = next(self._gen)
@@ -91,6 +77,12 @@ class Stream:
     @property
     def route(self) -> Route:
         return self._req.route()
+
+    @property
+    def response(self) -> Any:
+        if self._response is None:
+            self._response = _response(self._req)
+        return self._response
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self
@@ -100,7 +92,11 @@ class Stream:
         if first is not None:
             self._first = None
             return first
-        return next(self._gen)
+        try:
+            return next(self._gen)
+        except RouteKitError as exc:
+            to_openai(exc)
+            raise
 
     def close(self) -> None:
         self._first = None
@@ -114,24 +110,39 @@ class Stream:
 
     def text(self) -> str:
         """Consume the rest of the stream and return its text."""
-        return "".join(_chunk_text(c) for c in self)
+        text_of = chunk_reader(self._req)[0]
+        return "".join(text_of(c) for c in self)
+
+
+def _response(req: RequestState) -> Any:
+    from .._compat.http import make_response, route_headers
+
+    headers = route_headers(req.route())
+    entry = req.candidate
+    if entry is not None:
+        headers["x-routekit-model"] = entry.name
+        headers["x-routekit-provider"] = entry.provider_name
+    headers["content-type"] = "text/event-stream"
+    path = "/chat/completions" if req.prompt is None else "/completions"
+    return make_response(200, headers=headers, path=path)
 
 
 def _open_sync(req: RequestState, entry: ModelEntry
                ) -> tuple[Iterator[ChatCompletionChunk], list[ChatCompletionChunk]]:
     """Open a stream on ``entry`` and read up to its commit, retrying per policy."""
-    provider = entry.provider
+    call = stream_call(req, entry)
+    commits = chunk_reader(req)[1]
     request = req.chat_request(entry)
 
     def once() -> tuple[Iterator[ChatCompletionChunk], list[ChatCompletionChunk]]:
         deadline = req.deadline()
         req.tries += 1
-        it = provider.stream(request, deadline)
+        it: Iterator[ChatCompletionChunk] = call(request, deadline)
         held: list[ChatCompletionChunk] = []
         try:
             for chunk in it:
                 held.append(chunk)
-                if _commits(chunk):
+                if commits(chunk):
                     break
             else:
                 raise _ended_early(entry)
@@ -146,7 +157,7 @@ def _open_sync(req: RequestState, entry: ModelEntry
         req.succeeded_call(entry)
         return it, held
 
-    retry_cfg = req.router.retry
+    retry_cfg = req.retry
     try:
         return once()
     except ProviderError as exc:
@@ -161,6 +172,7 @@ def _run_sync(req: RequestState, release: Release | None
               ) -> Generator[ChatCompletionChunk, None, None]:
     error: BaseException | None = None
     usage: Any = None
+    text_of = chunk_reader(req)[0]
     try:
         for entry in req.candidates():
             bulkhead = entry.bulkhead
@@ -178,12 +190,12 @@ def _run_sync(req: RequestState, release: Release | None
                 failed = False
                 try:
                     for chunk in held:
-                        partial.append(_chunk_text(chunk))
+                        partial.append(text_of(chunk))
                         if chunk.usage is not None:
                             usage = chunk.usage
                         yield chunk
                     for chunk in it:
-                        partial.append(_chunk_text(chunk))
+                        partial.append(text_of(chunk))
                         if chunk.usage is not None:
                             usage = chunk.usage
                         yield chunk
@@ -224,6 +236,7 @@ class AsyncStream:
 
     def __init__(self, req: RequestState, release: Release | None = None) -> None:
         self._req = req
+        self._response: Any = None
         self._gen = _run_async(req, release)
         self._first: ChatCompletionChunk | None = None
 
@@ -235,6 +248,12 @@ class AsyncStream:
     def route(self) -> Route:
         return self._req.route()
 
+    @property
+    def response(self) -> Any:
+        if self._response is None:
+            self._response = _response(self._req)
+        return self._response
+
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
 
@@ -243,7 +262,11 @@ class AsyncStream:
         if first is not None:
             self._first = None
             return first
-        return await self._gen.__anext__()
+        try:
+            return await self._gen.__anext__()
+        except RouteKitError as exc:
+            to_openai(exc)
+            raise
 
     async def close(self) -> None:
         self._first = None
@@ -256,23 +279,25 @@ class AsyncStream:
         await self.close()
 
     async def text(self) -> str:
-        return "".join([_chunk_text(c) async for c in self])
+        text_of = chunk_reader(self._req)[0]
+        return "".join([text_of(c) async for c in self])
 
 
 async def _aopen(req: RequestState, entry: ModelEntry
                  ) -> tuple[AsyncIterator[ChatCompletionChunk], list[ChatCompletionChunk]]:
-    provider = entry.provider
+    call = astream_call(req, entry)
+    commits = chunk_reader(req)[1]
     request = req.chat_request(entry)
 
     async def once() -> tuple[AsyncIterator[ChatCompletionChunk], list[ChatCompletionChunk]]:
         deadline = req.deadline()
         req.tries += 1
-        ait = provider.astream(request, deadline)
+        ait: AsyncIterator[ChatCompletionChunk] = call(request, deadline)
         held: list[ChatCompletionChunk] = []
         try:
             async for chunk in ait:
                 held.append(chunk)
-                if _commits(chunk):
+                if commits(chunk):
                     break
             else:
                 raise _ended_early(entry)
@@ -287,7 +312,7 @@ async def _aopen(req: RequestState, entry: ModelEntry
         req.succeeded_call(entry)
         return ait, held
 
-    retry_cfg = req.router.retry
+    retry_cfg = req.retry
     try:
         return await once()
     except ProviderError as exc:
@@ -302,6 +327,7 @@ async def _run_async(req: RequestState, release: Release | None
                      ) -> AsyncGenerator[ChatCompletionChunk, None]:
     error: BaseException | None = None
     usage: Any = None
+    text_of = chunk_reader(req)[0]
     try:
         for entry in req.candidates():
             bulkhead = entry.bulkhead
@@ -319,12 +345,12 @@ async def _run_async(req: RequestState, release: Release | None
                 failed = False
                 try:
                     for chunk in held:
-                        partial.append(_chunk_text(chunk))
+                        partial.append(text_of(chunk))
                         if chunk.usage is not None:
                             usage = chunk.usage
                         yield chunk
                     async for chunk in ait:
-                        partial.append(_chunk_text(chunk))
+                        partial.append(text_of(chunk))
                         if chunk.usage is not None:
                             usage = chunk.usage
                         yield chunk

@@ -14,6 +14,7 @@ from typing import (
 )
 
 if TYPE_CHECKING:
+    from openai.types import Completion
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 
@@ -28,7 +29,7 @@ class RequestParams(TypedDict, total=False):
     function_call: Any
     functions: list[dict[str, Any]]
     logit_bias: dict[str, int]
-    logprobs: bool
+    logprobs: Union[bool, int]  # chat: a flag; text completions: how many
     max_completion_tokens: int
     max_tokens: int
     metadata: dict[str, str]
@@ -55,6 +56,10 @@ class RequestParams(TypedDict, total=False):
     top_logprobs: int
     top_p: float
     user: str
+    # legacy text completions only
+    best_of: int
+    echo: bool
+    suffix: str
     verbosity: str
     web_search_options: dict[str, Any]
 
@@ -68,6 +73,10 @@ class ChatRequest:
     (temperature, max_tokens, stop, ...) already merged with the model's defaults; ``None``
     values are absent. ``extra_body``, ``extra_headers`` and ``extra_query`` are passed through
 untouched to HTTP providers (in-process models read a few sampling knobs from ``extra_body``).
+
+    ``prompt`` is set for a legacy text completion (``completions.create``): the provider's
+    ``*_text`` methods continue it as plain text; ``messages`` then holds it as one user
+    message for estimates only.
     """
 
     model: str
@@ -77,6 +86,7 @@ untouched to HTTP providers (in-process models read a few sampling knobs from ``
     extra_body: dict[str, Any] | None = None
     extra_headers: dict[str, str] | None = None
     extra_query: dict[str, Any] | None = None
+    prompt: str | None = None
 
 
 class Deadline(NamedTuple):
@@ -128,6 +138,23 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TextProvider(Protocol):
+    """What a provider adds to serve legacy text completions (``completions.create``): the
+    same four calls, for a ``ChatRequest`` whose ``prompt`` is set, answering with openai's
+    ``Completion``. Optional: a provider without them is skipped for text requests (the route
+    says ``UnsupportedRequest``)."""
+
+    def complete_text(self, request: ChatRequest, deadline: Deadline) -> Completion: ...
+
+    def stream_text(self, request: ChatRequest, deadline: Deadline) -> Iterator[Completion]: ...
+
+    async def acomplete_text(self, request: ChatRequest, deadline: Deadline) -> Completion: ...
+
+    def astream_text(self, request: ChatRequest, deadline: Deadline
+                     ) -> AsyncIterator[Completion]: ...
 
 
 @dataclass(frozen=True)

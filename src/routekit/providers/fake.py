@@ -33,6 +33,7 @@ from .._exceptions import ProviderError, RequestTimeout
 from ._base import ChatRequest, Deadline, HealthReport
 
 if TYPE_CHECKING:
+    from openai.types import Completion
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
     from .._clock import Clock
@@ -200,6 +201,22 @@ class FakeProvider:
                 await self._await(reply.chunk_delay)
             yield chunk
 
+    # -- legacy text completions (providers._base.TextProvider) ---------------------------
+
+    def complete_text(self, request: ChatRequest, deadline: Deadline) -> Completion:
+        return _as_text(self.complete(request, deadline))
+
+    def stream_text(self, request: ChatRequest, deadline: Deadline) -> Iterator[Completion]:
+        return (_as_text_chunk(c) for c in self.stream(request, deadline))
+
+    async def acomplete_text(self, request: ChatRequest, deadline: Deadline) -> Completion:
+        return _as_text(await self.acomplete(request, deadline))
+
+    async def astream_text(self, request: ChatRequest, deadline: Deadline
+                           ) -> AsyncIterator[Completion]:
+        async for chunk in self.astream(request, deadline):
+            yield _as_text_chunk(chunk)
+
     def health(self, timeout: float = 1.0) -> HealthReport:
         with self._lock:
             self.health_checks += 1
@@ -268,3 +285,29 @@ def _chunks(request: ChatRequest, reply: FakeReply) -> Iterator[ChatCompletionCh
     if reply.fail_after is not None and reply.error is not None:
         raise reply.error
     yield chunk({}, reply.finish_reason)
+
+
+def _as_text(completion: ChatCompletion) -> Completion:
+    from openai.types import Completion
+
+    return Completion.model_validate({
+        "id": completion.id, "object": "text_completion", "created": completion.created,
+        "model": completion.model,
+        "choices": [{"index": c.index, "text": c.message.content or "", "logprobs": None,
+                     "finish_reason": c.finish_reason} for c in completion.choices],
+        "usage": completion.usage.model_dump() if completion.usage is not None else None,
+    })
+
+
+def _as_text_chunk(chunk: ChatCompletionChunk) -> Completion:
+    from openai.types import Completion
+
+    # construct, as openai's own Stream does: a chunk's finish_reason is null until the last.
+    fields: dict[str, Any] = {
+        "id": chunk.id, "object": "text_completion", "created": chunk.created,
+        "model": chunk.model,
+        "choices": [{"index": c.index, "text": (c.delta.content if c.delta else None) or "",
+                     "logprobs": None, "finish_reason": c.finish_reason or None}
+                    for c in chunk.choices],
+    }
+    return Completion.construct(**fields)

@@ -6,7 +6,8 @@ delta that has them, arguments concatenated), the role, the last finish reason, 
 appended, usage from the chunk that carries it (``stream_options.include_usage``). Used when
 a provider streams a non-streaming request upstream (``stream_upstream``) so first-byte and
 stall deadlines can tell a hung server from a slow answer; the caller still gets the
-``ChatCompletion`` a non-streaming call returns. Must not do I/O.
+``ChatCompletion`` a non-streaming call returns. ``TextAssembler`` does the same for legacy
+text completions (``Completion`` chunks). Must not do I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-__all__ = ["Assembler"]
+__all__ = ["Assembler", "TextAssembler"]
 
 
 class _Choice:
@@ -146,3 +147,55 @@ class Assembler:
             data["usage"] = self.usage.model_dump() if hasattr(self.usage, "model_dump") \
                 else self.usage
         return ChatCompletion.model_validate(data)
+
+
+class TextAssembler:
+    """``Assembler`` for legacy text completions: ``Completion`` chunks in, one ``Completion``
+    out (text concatenated per choice, the last finish reason, usage when a chunk has it)."""
+
+    __slots__ = ("id", "created", "model", "fingerprint", "usage", "texts", "finish", "chunks")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.created = 0
+        self.model = ""
+        self.fingerprint: str | None = None
+        self.usage: Any = None
+        self.texts: dict[int, list[str]] = {}
+        self.finish: dict[int, str] = {}
+        self.chunks = 0
+
+    def add(self, chunk: Any) -> None:
+        self.chunks += 1
+        if not self.id:
+            self.id, self.created, self.model = chunk.id, chunk.created, chunk.model
+        if getattr(chunk, "system_fingerprint", None):
+            self.fingerprint = chunk.system_fingerprint
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        for c in chunk.choices:
+            self.texts.setdefault(c.index, [])
+            if c.text:
+                self.texts[c.index].append(c.text)
+            if c.finish_reason is not None:
+                self.finish[c.index] = c.finish_reason
+
+    def partial(self) -> str:
+        return "".join(self.texts.get(0, ()))
+
+    def completion(self) -> Any:
+        from openai.types import Completion
+
+        data: dict[str, Any] = {
+            "id": self.id, "object": "text_completion", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": i, "text": "".join(self.texts[i]), "logprobs": None,
+                         "finish_reason": self.finish.get(i, "stop")}
+                        for i in sorted(self.texts)],
+        }
+        if self.fingerprint:
+            data["system_fingerprint"] = self.fingerprint
+        if self.usage is not None:
+            data["usage"] = self.usage.model_dump() if hasattr(self.usage, "model_dump") \
+                else self.usage
+        return Completion.model_validate(data)

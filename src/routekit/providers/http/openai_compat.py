@@ -22,6 +22,10 @@ socket read within ``read``, and the whole call ends by ``total`` — sync calls
 cancel scope. With ``stream_upstream`` (default for local kinds) a non-streaming request is
 streamed from the server and assembled (``assemble.py``), so a hung server is told from a
 slow answer; without it, ``first_byte`` bounds the wait for the whole answer.
+
+Legacy text completions (``complete_text``, ``stream_text`` and their async twins) take the
+same paths through the server's ``/v1/completions`` (the openai client's
+``completions.create``), with ``prompt`` instead of ``messages``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from ..._exceptions import (
 )
 from ..._secrets import install_log_redaction, secret_from_env
 from .._base import ChatRequest, Deadline, HealthReport
-from .assemble import Assembler
+from .assemble import Assembler, TextAssembler
 from .errors import translate
 from .transport import call_deadline, http_lib, install_deadlines
 
@@ -68,6 +72,7 @@ _RESERVED = frozenset(
 _TIMEOUT_CACHE_MAX = 256
 
 _create_args: frozenset[str] | None = None
+_text_create_args: frozenset[str] | None = None
 
 
 def _known_create_args() -> frozenset[str]:
@@ -81,6 +86,19 @@ def _known_create_args() -> frozenset[str]:
         params = inspect.signature(Completions.create).parameters
         _create_args = frozenset(params) - _RESERVED - {"self"}
     return _create_args
+
+
+def _known_text_create_args() -> frozenset[str]:
+    """Keyword arguments the installed ``completions.create`` accepts (computed once)."""
+    global _text_create_args
+    if _text_create_args is None:
+        import inspect
+
+        from openai.resources.completions import Completions
+
+        params = inspect.signature(Completions.create).parameters
+        _text_create_args = frozenset(params) - _RESERVED - {"self", "prompt"}
+    return _text_create_args
 
 
 def _is_loopback(url: str) -> bool:
@@ -136,10 +154,11 @@ class OpenAICompatProvider:
         self._key: str | None = None
         self._http: Any = None  # the http_lib().Client under the sync openai client
         self._create: Callable[..., Any] | None = None  # bound chat.completions.create
+        self._create_text: Callable[..., Any] | None = None  # bound completions.create
         self._client: openai.OpenAI | None = None
-        # event loop -> (openai.AsyncOpenAI, bound create)
+        # event loop -> (openai.AsyncOpenAI, bound chat create, http client, bound text create)
         self._async: weakref.WeakKeyDictionary[
-            object, tuple[openai.AsyncOpenAI, Callable[..., Any], Any]
+            object, tuple[openai.AsyncOpenAI, Callable[..., Any], Any, Callable[..., Any]]
         ] = weakref.WeakKeyDictionary()
         self._timeout_cache: dict[tuple[float, float], Any] = {}
 
@@ -195,8 +214,8 @@ class OpenAICompatProvider:
     def _closed_error(self, model: str | None) -> ProviderError:
         return ProviderError(f"provider {self.name!r} is closed", provider=self.name, model=model)
 
-    def _sync_create(self, model: str | None) -> Callable[..., Any]:
-        create = self._create
+    def _sync_create(self, model: str | None, text: bool = False) -> Callable[..., Any]:
+        create = self._create_text if text else self._create
         if create is not None:
             return create
         with self._lock:
@@ -219,13 +238,14 @@ class OpenAICompatProvider:
                 )
                 self._http, self._client = http, client
                 self._create = client.chat.completions.create
-            return self._create
+                self._create_text = client.completions.create
+            return self._create_text if text else self._create  # type: ignore[return-value]
 
-    def _async_create(self, model: str | None) -> Callable[..., Any]:
+    def _async_create(self, model: str | None, text: bool = False) -> Callable[..., Any]:
         loop = _running_loop_key()
         entry = self._async.get(loop)
         if entry is not None:
-            return entry[1]
+            return entry[3] if text else entry[1]
         with self._lock:
             if self._closed:
                 raise self._closed_error(model)
@@ -243,9 +263,10 @@ class OpenAICompatProvider:
                     max_retries=0,
                     http_client=http,
                 )
-                entry = (client, client.chat.completions.create, http)
+                entry = (client, client.chat.completions.create, http,
+                         client.completions.create)
                 self._async[loop] = entry
-            return entry[1]
+            return entry[3] if text else entry[1]
 
     def warm(self) -> None:
         """Import ``openai`` and build the sync client now (no network), off the hot path.
@@ -280,12 +301,13 @@ class OpenAICompatProvider:
 
     def _kwargs(self, request: ChatRequest, timeout: Any, *, stream: bool,
                 include_usage: bool = False) -> dict[str, Any]:
-        known = _create_args if _create_args is not None else _known_create_args()
-        kw: dict[str, Any] = {
-            "model": request.model_id,
-            "messages": request.messages,
-            "timeout": timeout,
-        }
+        kw: dict[str, Any] = {"model": request.model_id, "timeout": timeout}
+        if request.prompt is None:
+            known = _create_args if _create_args is not None else _known_create_args()
+            kw["messages"] = request.messages
+        else:
+            known = _known_text_create_args()
+            kw["prompt"] = request.prompt
         extra: dict[str, Any] | None = None
         params: dict[str, Any] = request.params  # type: ignore[assignment]
         for name, value in params.items():
@@ -335,8 +357,9 @@ class OpenAICompatProvider:
 
     def complete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         if self._stream_upstream:
-            return self._assembled(request, deadline)
-        create = self._sync_create(request.model)
+            assembled: ChatCompletion = self._assembled(request, deadline)
+            return assembled
+        create = self._sync_create(request.model, request.prompt is not None)
         kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=True),
                               stream=False)
         # No byte arrives before the whole answer here: first_byte bounds all of it.
@@ -348,9 +371,9 @@ class OpenAICompatProvider:
             raise self._failed(exc, request, deadline, first_end, end, 0) from exc
         return self._checked(result, request)
 
-    def _assembled(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
+    def _assembled(self, request: ChatRequest, deadline: Deadline) -> Any:
         """A non-streaming request, streamed upstream and assembled."""
-        asm = Assembler()
+        asm = Assembler() if request.prompt is None else TextAssembler()
         stream = self._stream(request, deadline, include_usage=True)
         try:
             for chunk in stream:
@@ -370,7 +393,7 @@ class OpenAICompatProvider:
         self, request: ChatRequest, deadline: Deadline, *, include_usage: bool
     ) -> Generator[ChatCompletionChunk, None, None]:
         first_end, end = self._ends(deadline)
-        create = self._sync_create(request.model)
+        create = self._sync_create(request.model, request.prompt is not None)
         # Per-read timeout is the stall bound; the first byte is bounded by the call
         # deadline (sync) or cancel scope (async) below, not by every later read.
         kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=False),
@@ -423,15 +446,16 @@ class OpenAICompatProvider:
 
     async def acomplete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         if self._stream_upstream:
-            asm = Assembler()
+            asm: Any = Assembler() if request.prompt is None else TextAssembler()
             try:
                 async for chunk in self._astream(request, deadline, include_usage=True):
                     asm.add(chunk)
             except RequestTimeout as exc:
                 exc.partial = asm.partial()
                 raise
-            return asm.completion()
-        create = self._async_create(request.model)
+            result: ChatCompletion = asm.completion()
+            return result
+        create = self._async_create(request.model, request.prompt is not None)
         kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=True),
                               stream=False)
         first_end, end = self._ends(deadline)
@@ -453,7 +477,7 @@ class OpenAICompatProvider:
         self, request: ChatRequest, deadline: Deadline, *, include_usage: bool
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         first_end, end = self._ends(deadline)
-        create = self._async_create(request.model)
+        create = self._async_create(request.model, request.prompt is not None)
         # Per-read timeout is the stall bound; the first byte is bounded by the call
         # deadline (sync) or cancel scope (async) below, not by every later read.
         kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=False),
@@ -487,6 +511,22 @@ class OpenAICompatProvider:
         if not finished:
             raise self._unfinished(chunks, request)
 
+    # --- legacy text completions (providers._base.TextProvider) ----------------------------
+    # The same paths as chat: ``request.prompt`` selects ``completions.create``.
+
+    def complete_text(self, request: ChatRequest, deadline: Deadline) -> Any:
+        return self.complete(request, deadline)
+
+    def stream_text(self, request: ChatRequest, deadline: Deadline) -> Generator[Any, None, None]:
+        return self._stream(request, deadline, include_usage=False)
+
+    async def acomplete_text(self, request: ChatRequest, deadline: Deadline) -> Any:
+        return await self.acomplete(request, deadline)
+
+    def astream_text(self, request: ChatRequest, deadline: Deadline
+                     ) -> AsyncGenerator[Any, None]:
+        return self._astream(request, deadline, include_usage=False)
+
     # --- stream endings -------------------------------------------------------------------
 
     def _unfinished(self, chunks: int, request: ChatRequest) -> ProviderError:
@@ -498,16 +538,20 @@ class OpenAICompatProvider:
         )
 
     def _checked(self, result: Any, request: ChatRequest) -> ChatCompletion:
+        from openai.types import Completion
         from openai.types.chat import ChatCompletion
 
-        if not isinstance(result, ChatCompletion):
+        expected = ChatCompletion if request.prompt is None else Completion
+        if not isinstance(result, expected):
             raise ProviderError(
-                f"provider {self.name!r}: response is not a chat completion "
+                f"provider {self.name!r}: response is not a "
+                f"{'chat' if request.prompt is None else 'text'} completion "
                 f"({type(result).__name__})",
                 provider=self.name,
                 model=request.model,
             )
-        return result
+        checked: Any = result  # a Completion for text requests (complete_text)
+        return checked  # type: ignore[no-any-return]
 
     # --- health and lifetime --------------------------------------------------------------
 

@@ -41,6 +41,16 @@ class LlamaModel(Protocol):
         self, *, messages: list[dict[str, Any]], stream: Literal[True], **kwargs: Any
     ) -> Iterator[dict[str, Any]]: ...
 
+    @overload
+    def create_completion(
+        self, *, prompt: str, stream: Literal[False], **kwargs: Any
+    ) -> dict[str, Any]: ...
+
+    @overload
+    def create_completion(
+        self, *, prompt: str, stream: Literal[True], **kwargs: Any
+    ) -> Iterator[dict[str, Any]]: ...
+
 
 class ModelSlot:
     """One model: its ``Llama`` (or None), and the gate in front of its single context.

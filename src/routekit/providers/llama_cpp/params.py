@@ -4,12 +4,13 @@ Owns the mapping and its refusals, nothing else (no loading, no decoding, no lla
 import). Passed on: ``temperature``, ``top_p``, ``stop``, ``seed``, ``presence_penalty``,
 ``frequency_penalty``, ``max_tokens`` / ``max_completion_tokens`` (the latter wins),
 ``response_format`` (``json_object``, and ``json_schema`` as a grammar-constrained
-``json_object``), and from ``extra_body``: ``top_k``, ``min_p``, ``typical_p``,
-``repeat_penalty``. Requests this model cannot honour without changing their meaning —
-``n`` > 1, ``tools`` / ``functions`` (unless ``tool_choice="none"``), ``logprobs``,
-``logit_bias`` (token ids of another vocabulary) — raise a plain ``ProviderError`` (neither
-fatal nor retryable): the request is fine, another candidate may serve it. Parameters that do
-not change the text (``user``, ``metadata``, ``stream_options``, ...) and unknown ones are
+``json_object``), from ``extra_body``: ``top_k``, ``min_p``, ``typical_p``,
+``repeat_penalty``, and for text completions (``create_completion``) ``echo`` and ``suffix``.
+Requests this model cannot honour without changing their meaning — ``n`` > 1, ``tools`` /
+``functions`` (unless ``tool_choice="none"``), ``logprobs``, ``logit_bias`` (token ids of
+another vocabulary), ``best_of`` > 1 — raise a plain ``ProviderError`` (neither fatal nor
+retryable): the request is fine, another candidate may serve it. Parameters that do not
+change the text (``user``, ``metadata``, ``stream_options``, ...) and unknown ones are
 ignored with a debug log.
 """
 
@@ -32,6 +33,8 @@ _PASSED = frozenset(
     {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"}
 )
 _EXTRA_BODY_PASSED = frozenset({"top_k", "min_p", "typical_p", "repeat_penalty"})
+# Text completions only (create_completion takes them; chat has no such arguments).
+_TEXT_PASSED = frozenset({"echo", "suffix"})
 # Accepted and dropped: they do not change the generated text.
 _IGNORED = frozenset(
     {
@@ -51,8 +54,11 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
     for key, value in request.params.items():
         if value is None:
             continue
-        if key in _PASSED:
+        if key in _PASSED or (key in _TEXT_PASSED and request.prompt is not None):
             out[key] = value
+        elif key == "best_of":
+            if value != 1:
+                unsupported.append(f"best_of={value} (one candidate per request)")
         elif key == "max_completion_tokens":
             out["max_tokens"] = value
         elif key == "max_tokens":

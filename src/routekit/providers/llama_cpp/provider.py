@@ -17,6 +17,10 @@ seen those chunks, so no other candidate can take over invisibly). ``complete`` 
 deadline before decoding starts; once started, a completion runs to its end, which
 ``max_tokens`` and ``n_ctx`` bound (llama-cpp-python has no per-token hook outside streaming).
 ``connect`` and ``read`` do not apply in-process.
+
+Legacy text completions (``complete_text``, ``stream_text`` and their async twins, for a
+request whose ``prompt`` is set) take the same paths with llama-cpp-python's
+``create_completion``: the prompt is continued as it is, without a chat template.
 """
 
 from __future__ import annotations
@@ -189,7 +193,7 @@ class LlamaCppProvider:
             raw = self._run_complete(slot, request, kwargs, t_end)
         finally:
             slot.release()
-        return _to_completion(raw, request.model)
+        return _to_completion(raw, request.model, request.prompt is not None)
 
     def stream(self, request: ChatRequest, deadline: Deadline) -> Iterator[ChatCompletionChunk]:
         """A generator of chunks. The model's gate is taken at the first ``next()`` and held
@@ -207,6 +211,21 @@ class LlamaCppProvider:
             yield from self._decode_stream(slot, request, kwargs, t_end, None)
         finally:
             slot.release()
+
+    # -- legacy text completions (providers._base.TextProvider): ``request.prompt`` is set,
+    # and the paths above continue it with create_completion.
+
+    def complete_text(self, request: ChatRequest, deadline: Deadline) -> Any:
+        return self.complete(request, deadline)
+
+    def stream_text(self, request: ChatRequest, deadline: Deadline) -> Iterator[Any]:
+        return self.stream(request, deadline)
+
+    async def acomplete_text(self, request: ChatRequest, deadline: Deadline) -> Any:
+        return await self.acomplete(request, deadline)
+
+    def astream_text(self, request: ChatRequest, deadline: Deadline) -> AsyncIterator[Any]:
+        return self.astream(request, deadline)
 
     # -- async ----------------------------------------------------------------------------------
 
@@ -238,7 +257,7 @@ class LlamaCppProvider:
             cancel.set()
             slot.wake_all()
             raise
-        return _to_completion(raw, request.model)
+        return _to_completion(raw, request.model, request.prompt is not None)
 
     def astream(
         self, request: ChatRequest, deadline: Deadline
@@ -327,9 +346,12 @@ class LlamaCppProvider:
                 provider=slot.provider, model=slot.name,
             )
         try:
-            raw: dict[str, Any] = llm.create_chat_completion(
-                messages=request.messages, stream=False, **kwargs
-            )
+            if request.prompt is None:
+                raw: dict[str, Any] = llm.create_chat_completion(
+                    messages=request.messages, stream=False, **kwargs
+                )
+            else:
+                raw = llm.create_completion(prompt=request.prompt, stream=False, **kwargs)
         except Exception as exc:
             raise _translate(exc, slot, None) from exc
         return raw
@@ -344,12 +366,17 @@ class LlamaCppProvider:
     ) -> Generator[ChatCompletionChunk, None, None]:
         """Decode with the gate already held; the caller releases it."""
         llm = load(slot, progress=None, translate_config=True)
-        chunk_type = _chunk_type()
+        text = request.prompt is not None
+        chunk_type: Any = _text_type() if text else _chunk_type()
         model = request.model
         sent: list[str] = []  # text already yielded, for StreamInterrupted.partial
         emitted = False
         try:
-            it = llm.create_chat_completion(messages=request.messages, stream=True, **kwargs)
+            if text:
+                it = llm.create_completion(prompt=request.prompt or "", stream=True, **kwargs)
+            else:
+                it = llm.create_chat_completion(messages=request.messages, stream=True,
+                                                **kwargs)
         except Exception as exc:
             raise _translate(exc, slot, None) from exc
         try:
@@ -372,7 +399,8 @@ class LlamaCppProvider:
                 chunk = _build(chunk_type, raw)
                 choices = raw["choices"]
                 if choices:
-                    content = choices[0]["delta"].get("content")
+                    content = (choices[0].get("text") if text
+                               else choices[0]["delta"].get("content"))
                     if content:
                         sent.append(content)
                 emitted = True
@@ -427,13 +455,22 @@ def _chunk_type() -> type[ChatCompletionChunk]:
     return _chunk_cls
 
 
-def _to_completion(raw: dict[str, Any], model: str) -> ChatCompletion:
+def _text_type() -> Any:
+    from openai.types import Completion
+
+    return Completion
+
+
+def _to_completion(raw: dict[str, Any], model: str, text: bool = False) -> ChatCompletion:
     global _completion_cls
     if _completion_cls is None:
         from openai.types.chat import ChatCompletion
 
         _completion_cls = ChatCompletion
     raw["model"] = model
+    if text:
+        built: ChatCompletion = _build(_text_type(), raw)
+        return built
     return _build(_completion_cls, raw)
 
 

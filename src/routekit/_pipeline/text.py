@@ -1,0 +1,206 @@
+"""``router.completions``: the legacy text-completion ``create``, routed like chat.
+
+Owns the public signature — every argument of the openai client's ``completions.create``,
+typed with overloads on ``stream`` — for one prompt per request. A text completion stays a
+text completion on every candidate: HTTP providers call their server's ``/v1/completions``
+(Ollama, vLLM and llama.cpp server have it), in-process models continue the prompt with
+llama-cpp-python's ``create_completion`` (no chat template: what the built-in base model does
+best), and a provider without text completions is recorded as ``UnsupportedRequest`` while
+the plan moves on. The route says ``endpoint="completions"``. Answers are openai
+``Completion`` objects with ``.route``; streams are ``Stream`` / ``AsyncStream`` of
+``Completion`` chunks.
+
+Checking and starting is ``params.start_text``; the limit, drivers and error boundary are
+``completions.run_sync`` / ``run_async`` and ``to_openai``, shared with chat.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Union, overload
+
+from .._compat.errors import to_openai
+from .._compat.raw import AsyncRawNamespace, AsyncStreamingNamespace, RawNamespace, \
+    StreamingNamespace
+from .._exceptions import RouteKitError
+from .completions import run_async, run_sync
+from .params import Stop, Timeout, start_text
+
+if TYPE_CHECKING:
+    from openai.types import Completion
+
+    from .options import ClientOptions
+    from .route import Route
+    from .router_state import RouterState
+    from .streams import AsyncStream, Stream
+
+__all__ = ["AsyncTextCompletions", "TextCompletions"]
+
+Prompt = Union[str, "list[str]"]
+_PATH = "/completions"
+_routed: Callable[[Any, Route], Any] | None = None
+
+
+def _wrap(completion: Completion, route: Route) -> Completion:
+    global _routed
+    if _routed is None:  # results imports openai: only once a router answers
+        from .results import routed
+
+        _routed = routed
+    out: Completion = _routed(completion, route)
+    return out
+
+
+class TextCompletions:
+    """``router.completions``: ``create`` takes every argument of
+    ``openai.OpenAI().completions.create`` and routes it."""
+
+    def __init__(self, router: RouterState, options: ClientOptions | None = None) -> None:
+        self._router = router
+        self._options = options
+
+    def with_client_options(self, options: ClientOptions) -> TextCompletions:
+        return TextCompletions(self._router, options)
+
+    @property
+    def with_raw_response(self) -> RawNamespace:
+        return RawNamespace(self, _PATH)
+
+    @property
+    def with_streaming_response(self) -> StreamingNamespace:
+        return StreamingNamespace(self, _PATH)
+
+    @overload
+    def create(
+        self, *, model: str, prompt: Prompt, stream: Literal[False] = False,
+        best_of: int | None = None, echo: bool | None = None,
+        frequency_penalty: float | None = None, logit_bias: dict[str, int] | None = None,
+        logprobs: int | None = None, max_tokens: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, seed: int | None = None, stop: Stop = None,
+        stream_options: dict[str, Any] | None = None, suffix: str | None = None,
+        temperature: float | None = None, top_p: float | None = None, user: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None, timeout: Timeout = None,
+    ) -> Completion: ...
+
+    @overload
+    def create(
+        self, *, model: str, prompt: Prompt, stream: Literal[True],
+        best_of: int | None = None, echo: bool | None = None,
+        frequency_penalty: float | None = None, logit_bias: dict[str, int] | None = None,
+        logprobs: int | None = None, max_tokens: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, seed: int | None = None, stop: Stop = None,
+        stream_options: dict[str, Any] | None = None, suffix: str | None = None,
+        temperature: float | None = None, top_p: float | None = None, user: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None, timeout: Timeout = None,
+    ) -> Stream: ...
+
+    def create(
+        self, *, model: str, prompt: Prompt, stream: bool = False,
+        best_of: int | None = None, echo: bool | None = None,
+        frequency_penalty: float | None = None, logit_bias: dict[str, int] | None = None,
+        logprobs: int | None = None, max_tokens: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, seed: int | None = None, stop: Stop = None,
+        stream_options: dict[str, Any] | None = None, suffix: str | None = None,
+        temperature: float | None = None, top_p: float | None = None, user: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None, timeout: Timeout = None,
+    ) -> Completion | Stream:
+        options = self._options
+        if options is not None:
+            timeout, extra_headers, extra_query = options.request_args(
+                timeout, extra_headers, extra_query)
+        try:
+            req = start_text(self._router, model, prompt, timeout, extra_body, extra_headers,
+                             extra_query, (
+                best_of, echo, frequency_penalty, logit_bias, logprobs, max_tokens, n,
+                presence_penalty, seed, stop, stream_options, suffix, temperature, top_p, user,
+            ))
+            if options is not None:
+                options.apply(req)
+            result: Completion | Stream = run_sync(req, stream is True, _wrap)
+            return result
+        except RouteKitError as exc:
+            to_openai(exc, path=_PATH)
+            raise
+
+
+class AsyncTextCompletions:
+    """``router.completions``: ``create`` takes every argument of
+    ``openai.AsyncOpenAI().completions.create`` and routes it."""
+
+    def __init__(self, router: RouterState, options: ClientOptions | None = None) -> None:
+        self._router = router
+        self._options = options
+
+    def with_client_options(self, options: ClientOptions) -> AsyncTextCompletions:
+        return AsyncTextCompletions(self._router, options)
+
+    @property
+    def with_raw_response(self) -> AsyncRawNamespace:
+        return AsyncRawNamespace(self, _PATH)
+
+    @property
+    def with_streaming_response(self) -> AsyncStreamingNamespace:
+        return AsyncStreamingNamespace(self, _PATH)
+
+    @overload
+    async def create(
+        self, *, model: str, prompt: Prompt, stream: Literal[False] = False,
+        best_of: int | None = None, echo: bool | None = None,
+        frequency_penalty: float | None = None, logit_bias: dict[str, int] | None = None,
+        logprobs: int | None = None, max_tokens: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, seed: int | None = None, stop: Stop = None,
+        stream_options: dict[str, Any] | None = None, suffix: str | None = None,
+        temperature: float | None = None, top_p: float | None = None, user: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None, timeout: Timeout = None,
+    ) -> Completion: ...
+
+    @overload
+    async def create(
+        self, *, model: str, prompt: Prompt, stream: Literal[True],
+        best_of: int | None = None, echo: bool | None = None,
+        frequency_penalty: float | None = None, logit_bias: dict[str, int] | None = None,
+        logprobs: int | None = None, max_tokens: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, seed: int | None = None, stop: Stop = None,
+        stream_options: dict[str, Any] | None = None, suffix: str | None = None,
+        temperature: float | None = None, top_p: float | None = None, user: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None, timeout: Timeout = None,
+    ) -> AsyncStream: ...
+
+    async def create(
+        self, *, model: str, prompt: Prompt, stream: bool = False,
+        best_of: int | None = None, echo: bool | None = None,
+        frequency_penalty: float | None = None, logit_bias: dict[str, int] | None = None,
+        logprobs: int | None = None, max_tokens: int | None = None, n: int | None = None,
+        presence_penalty: float | None = None, seed: int | None = None, stop: Stop = None,
+        stream_options: dict[str, Any] | None = None, suffix: str | None = None,
+        temperature: float | None = None, top_p: float | None = None, user: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None, timeout: Timeout = None,
+    ) -> Completion | AsyncStream:
+        options = self._options
+        if options is not None:
+            timeout, extra_headers, extra_query = options.request_args(
+                timeout, extra_headers, extra_query)
+        try:
+            req = start_text(self._router, model, prompt, timeout, extra_body, extra_headers,
+                             extra_query, (
+                best_of, echo, frequency_penalty, logit_bias, logprobs, max_tokens, n,
+                presence_penalty, seed, stop, stream_options, suffix, temperature, top_p, user,
+            ))
+            if options is not None:
+                options.apply(req)
+            result: Completion | AsyncStream = await run_async(req, stream is True, _wrap)
+            return result
+        except RouteKitError as exc:
+            to_openai(exc, path=_PATH)
+            raise
