@@ -291,3 +291,22 @@ def test_text_create_accepts_every_argument_of_the_openai_client() -> None:
 def test_connection_errors_before_text_fall_back(dead_url: str) -> None:
     router, _, _ = fake_router("sync", a=ConnectionFailed("refused", refused=True), b="t")
     assert router.completions.create(model="m", prompt="x").route.answered_by.model == "n"
+
+
+@modes
+def test_openais_not_given_and_omit_mean_not_given(mode: str) -> None:
+    """Libraries (the Agents SDK) pass openai's sentinels for every unset argument."""
+    from routekit.providers.http.transport import http_lib
+
+    router, a, _ = fake_router(mode, a="ok")
+    unset = [openai.NOT_GIVEN] + ([openai.omit] if hasattr(openai, "omit") else [])
+    for sentinel in unset:
+        reply = run(mode, router.chat.completions.create(
+            model="m", messages=MSG, stream=sentinel, temperature=sentinel, top_p=sentinel,
+            max_tokens=sentinel, n=sentinel, presence_penalty=sentinel, tools=sentinel,
+            frequency_penalty=sentinel, max_completion_tokens=sentinel, timeout=sentinel,
+            extra_headers=None, extra_body=None))
+        assert isinstance(reply, ChatCompletion) and a.calls[-1].request.params == {}
+    run(mode, router.chat.completions.create(model="m", messages=MSG,
+                                             timeout=http_lib().Timeout(3.0, connect=1.0)))
+    assert a.calls[-1].deadline.connect == 1.0 and a.calls[-1].deadline.read == 3.0

@@ -47,3 +47,18 @@ def test_readme_testing_snippet_runs() -> None:
         "fallback_chains": {"llama3.1:latest": {"chain": ["q"]}},
     }
     exec(code.group(1), {"config": config, "msgs": [{"role": "user", "content": "hi"}]})
+
+
+def test_every_use_with_snippet_is_run_by_the_compat_suite() -> None:
+    """The "Use routekit with ..." snippets are not copies: tests/compat/ executes them from
+    this README (``compat_support.run_snippet``), one per library, on every openai version CI
+    runs the library on."""
+    section = README.split("## Use routekit with", 1)[1].split("\n## ", 1)[0]
+    headings = re.findall(r"^### (.+)$", section, re.M)
+    assert headings == ["instructor", "LangChain", "LlamaIndex", "OpenAI Agents SDK"]
+    for heading, body in zip(headings, re.split(r"^### .+$", section, flags=re.M)[1:]):
+        assert body.count("```python") == 1, heading
+    suite = "".join(p.read_text(encoding="utf-8")
+                    for p in sorted((ROOT / "tests" / "compat").glob("test_*.py")))
+    for heading in headings:
+        assert f'run_snippet("{heading}"' in suite, heading
