@@ -26,16 +26,17 @@ from .entries import build_entries, overlay
 
 if TYPE_CHECKING:
     from ..providers._base import Provider
-    from .request import RequestState
+    from .route import Route
 
 
 class Telemetry(Protocol):
-    """What the pipeline tells metrics and traces: one call per finished request (its route,
-    usage and error say everything that happened). Breaker changes reach it as a
-    ``BreakerBoard`` listener."""
+    """What the pipeline tells metrics and traces: one call per finished request — its route
+    (every attempt, with start offsets and durations), the usage, the error (None when
+    answered), whether it streamed, and its wall-clock start (ns since the epoch). Breaker
+    changes reach it as a ``BreakerBoard`` listener."""
 
-    def request_finished(self, req: RequestState, error: BaseException | None, usage: Any,
-                         stream: bool) -> None: ...
+    def request_finished(self, route: Route, error: BaseException | None, usage: Any,
+                         stream: bool, wall_start_ns: int) -> None: ...
 
 __all__ = ["ProgressCallback", "RouterState"]
 
