@@ -26,7 +26,8 @@ def complete_sync(req: RequestState) -> ChatCompletion:
     retry_cfg = req.router.retry
     for entry in req.candidates():
         bulkhead = entry.bulkhead
-        if bulkhead is not None and not bulkhead.enter(req.queue_wait()):
+        if (bulkhead is not None and not bulkhead.try_enter()
+                and not bulkhead.enter(req.queue_wait())):
             req.busy(entry, bulkhead.describe())
             continue
         try:
@@ -46,7 +47,8 @@ async def complete_async(req: RequestState) -> ChatCompletion:
     retry_cfg = req.router.retry
     for entry in req.candidates():
         bulkhead = entry.bulkhead
-        if bulkhead is not None and not await bulkhead.aenter(req.queue_wait()):
+        if (bulkhead is not None and not bulkhead.try_enter()
+                and not await bulkhead.aenter(req.queue_wait())):
             req.busy(entry, bulkhead.describe())
             continue
         try:
