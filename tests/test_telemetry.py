@@ -1,6 +1,6 @@
-"""Metrics (routekit._telemetry): real prometheus_client registries read back with
-``get_sample_value``. Routers run on ``FakeProvider`` doubles and a ``FakeClock``, so every
-duration is exact."""
+"""Metrics and traces (routekit._telemetry): real prometheus_client registries read back with
+``get_sample_value``, and real OpenTelemetry SDK spans caught by ``InMemorySpanExporter``.
+Routers run on ``FakeProvider`` doubles and a ``FakeClock``, so every duration is exact."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 prometheus_client = pytest.importorskip("prometheus_client")
+pytest.importorskip("opentelemetry.sdk.trace")
 
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from routekit import (  # noqa: E402
@@ -38,45 +46,63 @@ def config(n: int = 2, *, routing: dict[str, Any] | None = None,
 
 
 class Rig:
-    """A router with metrics on a fresh registry."""
+    """A router with metrics on a fresh registry and traces into an in-memory exporter."""
 
-    def __init__(self, cfg: dict[str, Any], *, mode: str = "sync", **replies: list[Any]
-                 ) -> None:
+    def __init__(self, cfg: dict[str, Any], *, mode: str = "sync", metrics: bool = True,
+                 traces: bool = True, **replies: list[Any]) -> None:
         self.clock = FakeClock()
         self.fakes = {name: FakeProvider(name, p["kind"], replies=replies.get(name, []),
                                          clock=self.clock)
                       for name, p in cfg["providers"].items()}
         self.registry = CollectorRegistry()
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.tracer = self.provider.get_tracer("test")
         self.mode = mode
         cls = Router if mode == "sync" else AsyncRouter
         self.router: Any = cls(cfg, clock=self.clock, providers=self.fakes, health_probes=False,
-                               metrics=self.registry)
+                               metrics=self.registry if metrics else None,
+                               traces=self.provider if traces else None)
 
     def ask(self, model: str = "m0", *, stream: bool = False, **kw: Any) -> Any:
-        """One request; returns the reply (a stream: its route)."""
+        """One request inside an ``outer`` span; returns the reply (a stream: its route)."""
         if self.mode == "sync":
-            if not stream:
-                return self.router.chat.completions.create(model=model, messages=MSG, **kw)
-            with self.router.chat.completions.create(model=model, messages=MSG, stream=True,
-                                                     **kw) as s:
-                s.text()
-                return s.route
+            with self.tracer.start_as_current_span("outer"):
+                if not stream:
+                    return self.router.chat.completions.create(model=model, messages=MSG, **kw)
+                with self.router.chat.completions.create(model=model, messages=MSG,
+                                                         stream=True, **kw) as s:
+                    s.text()
+                    return s.route
 
         async def go() -> Any:
-            if not stream:
-                return await self.router.chat.completions.create(model=model, messages=MSG,
-                                                                 **kw)
-            s = await self.router.chat.completions.create(model=model, messages=MSG,
-                                                          stream=True, **kw)
-            async with s:
-                await s.text()
-                return s.route
+            with self.tracer.start_as_current_span("outer"):
+                if not stream:
+                    return await self.router.chat.completions.create(model=model,
+                                                                     messages=MSG, **kw)
+                s = await self.router.chat.completions.create(model=model, messages=MSG,
+                                                              stream=True, **kw)
+                async with s:
+                    await s.text()
+                    return s.route
 
         return asyncio.run(go())
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)  # type: ignore[no-any-return]
 
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def request_spans(self) -> list[ReadableSpan]:
+        outer = {s.context.span_id for s in self.spans() if s.name == "outer"}
+        return [s for s in self.spans() if s.parent is not None and s.parent.span_id in outer]
+
+    def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
+        return sorted((s for s in self.spans()
+                       if s.parent is not None and s.parent.span_id == parent.context.span_id),
+                      key=lambda s: s.start_time or 0)
 
 
 def err503() -> ServerError:
@@ -153,6 +179,14 @@ def test_breaker_opening_moves_gauges_and_later_requests_record_skips(mode: str)
     rig.ask()  # m0 is skipped while its breakers are open
     assert rig.value("routekit_attempts_total", model="m0", provider="p0", outcome="skipped",
                      error_type="CircuitOpen") == 1
+    second = rig.request_spans()[-1]
+    skips = [e for e in second.events if e.name == "routekit.skip"]
+    assert len(skips) == 1 and skips[0].attributes is not None
+    assert skips[0].attributes["error.type"] == "CircuitOpen"
+    assert skips[0].attributes["routekit.model"] == "m0"
+    assert "breaker open" in str(skips[0].attributes["routekit.reason"])
+    assert [c.name for c in rig.children(second)] == ["chat m1"]  # no span for the skip
+    assert not [e for e in second.events if e.name == "routekit.failover"]
 
     rig.clock.advance(11)  # past open_initial: half-open at the next request, then closed
     rig.ask()
@@ -191,6 +225,9 @@ def test_overloaded_is_a_request_outcome(mode: str) -> None:
         asyncio.run(go())
     assert rig.value("routekit_requests_total", entry_model="m0", outcome="Overloaded") == 1
     assert rig.value("routekit_requests_total", entry_model="m0", outcome="ok") == 1
+    overloaded = [s for s in rig.spans() if s.attributes and
+                  s.attributes.get("error.type") == "Overloaded"]
+    assert len(overloaded) == 1 and overloaded[0].status.status_code is StatusCode.ERROR
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -207,6 +244,12 @@ def test_interrupted_stream_counts_its_error_and_no_failover(mode: str) -> None:
     assert rig.value("routekit_failovers_total", entry_model="m0", model="m0",
                      error_type="ConnectionFailed") is None
     assert len(rig.fakes["p1"].calls) == 0
+    [req] = rig.request_spans()
+    assert req.status.status_code is StatusCode.ERROR
+    assert req.attributes is not None and req.attributes["error.type"] == "StreamInterrupted"
+    [attempt] = rig.children(req)
+    assert attempt.attributes is not None
+    assert attempt.attributes["error.type"] == "ConnectionFailed"
 
 
 def test_cost_and_tokens_follow_the_answering_model_and_its_price() -> None:
@@ -223,7 +266,7 @@ def test_cost_and_tokens_follow_the_answering_model_and_its_price() -> None:
 
 
 def test_label_sets_stay_bounded_by_the_config() -> None:
-    rig = Rig(config(2), p0=[err503()] * 3)
+    rig = Rig(config(2), traces=False, p0=[err503()] * 3)
 
     def burst(start: int, count: int) -> None:
         for i in range(start, start + count):
@@ -250,6 +293,7 @@ def test_label_sets_stay_bounded_by_the_config() -> None:
 def test_metrics_true_serves_its_own_registry_over_wsgi() -> None:
     clock = FakeClock()
     router = Router(config(1), clock=clock, health_probes=False, metrics=True,
+                    traces=TracerProvider(),  # both on: the handler finds metrics in the fan-out
                     providers={"p0": FakeProvider("p0", clock=clock)})
     router.chat.completions.create(model="m0", messages=MSG)
     app = router.metrics_handler()
@@ -290,7 +334,8 @@ def test_async_router_serves_metrics_over_asgi() -> None:
 
 
 def test_metrics_handler_without_metrics_says_how_to_turn_them_on() -> None:
-    router = Router(config(1), providers={"p0": FakeProvider("p0")}, health_probes=False)
+    router = Router(config(1), providers={"p0": FakeProvider("p0")}, health_probes=False,
+                    traces=TracerProvider())
     with pytest.raises(RouteKitError, match="metrics=True"):
         router.metrics_handler()
     router.close()
@@ -315,7 +360,7 @@ def test_a_taken_metric_name_is_a_config_error() -> None:
                metrics=registry)
 
 
-@pytest.mark.parametrize("kw", [{"metrics": "yes"}, {"metrics": 42}])
+@pytest.mark.parametrize("kw", [{"metrics": "yes"}, {"traces": 42}])
 def test_arguments_that_are_neither_bool_nor_a_registry_are_refused(kw: dict[str, Any]
                                                                     ) -> None:
     with pytest.raises(ConfigError, match=next(iter(kw))):
@@ -323,7 +368,7 @@ def test_arguments_that_are_neither_bool_nor_a_registry_are_refused(kw: dict[str
 
 
 def test_both_off_leaves_the_router_without_telemetry() -> None:
-    for kw in ({}, {"metrics": False}, {"metrics": None}):
+    for kw in ({}, {"metrics": False, "traces": False}, {"metrics": None, "traces": None}):
         router = Router(config(1), providers={"p0": FakeProvider("p0")}, health_probes=False,
                         **kw)
         assert router._state.telemetry is None
@@ -331,8 +376,138 @@ def test_both_off_leaves_the_router_without_telemetry() -> None:
         router.close()
 
 
+# ------------------------------------------------------------------------------- traces
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize("mode", MODES)
+def test_request_span_with_a_child_per_attempt_timed_from_the_route(mode: str,
+                                                                    stream: bool) -> None:
+    cfg = config(2, models={"m1": {"model_id": "llama3.1:8b"}})
+    rig = Rig(cfg, mode=mode, p0=[FakeReply(delay=0.5, error=err503())],
+              p1=[FakeReply(text="fine thanks", delay=0.25)])
+    rig.ask(stream=stream, temperature=0.2, max_tokens=64)
+    [req] = rig.request_spans()
+    assert req.name == "chat m0" and req.kind is SpanKind.INTERNAL
+    a = req.attributes
+    assert a is not None
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.request.model"] == "m0"
+    assert a["gen_ai.response.model"] == "llama3.1:8b"
+    assert a["gen_ai.provider.name"] == "vllm"
+    assert a["gen_ai.request.stream"] is stream
+    assert a["gen_ai.request.temperature"] == 0.2 and a["gen_ai.request.max_tokens"] == 64
+    assert a["routekit.answered_by"] == "m1" and a["routekit.failovers"] == 1
+    assert "error.type" not in a and req.status.status_code is StatusCode.UNSET
+
+    failed, answered = rig.children(req)
+    assert failed.name == "chat m0" and answered.name == "chat llama3.1:8b"
+    assert failed.kind is SpanKind.CLIENT
+    fa, aa = failed.attributes, answered.attributes
+    assert fa is not None and aa is not None
+    assert fa["error.type"] == "ServerError" and fa["http.response.status_code"] == 503
+    assert failed.status.status_code is StatusCode.ERROR
+    assert fa["server.address"] == "127.0.0.1" and fa["server.port"] == 11434
+    assert aa["gen_ai.request.model"] == "llama3.1:8b" and aa["routekit.model"] == "m1"
+    assert aa["gen_ai.provider.name"] == "vllm" and aa["routekit.provider"] == "p1"
+    assert "error.type" not in aa
+    # Times come from the route on the fake clock: m0 took 0.5 s, then m1 0.25 s.
+    assert req.start_time == failed.start_time
+    assert failed.end_time == answered.start_time == req.start_time + 500_000_000
+    assert answered.end_time == req.end_time == req.start_time + 750_000_000
+    if stream:
+        assert aa["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.25)
+        assert a["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.75)
+    else:
+        assert "gen_ai.response.time_to_first_chunk" not in a
+        assert a["gen_ai.usage.input_tokens"] == 3 and a["gen_ai.usage.output_tokens"] == 2
+        assert aa["gen_ai.usage.input_tokens"] == 3 and "gen_ai.usage.input_tokens" not in fa
+
+    [event] = req.events
+    assert event.name == "routekit.failover"
+    assert event.attributes is not None
+    assert dict(event.attributes) == {"routekit.from_model": "m0", "routekit.to_model": "m1",
+                                      "error.type": "ServerError"}
+    assert event.timestamp == failed.end_time
+
+
+def test_in_process_attempts_are_internal_spans_without_a_server() -> None:
+    cfg = {
+        "providers": {"gpu": {"kind": "vllm", "base_url": "https://gpu.example:9443/v1"},
+                      "local": {"kind": "llama_cpp"}},
+        "models": {"big": {"provider": "gpu"},
+                   "small": {"provider": "local", "path": "/models/small.gguf"}},
+        "fallback_chains": {"big": {"chain": ["small"]}},
+        "routing": NO_RETRY,
+    }
+    rig = Rig(cfg, gpu=[err503()])
+    rig.ask("big")
+    [req] = rig.request_spans()
+    remote, local = rig.children(req)
+    assert remote.kind is SpanKind.CLIENT and local.kind is SpanKind.INTERNAL
+    assert remote.attributes is not None and local.attributes is not None
+    assert remote.attributes["server.address"] == "gpu.example"
+    assert remote.attributes["server.port"] == 9443
+    assert "server.address" not in local.attributes
+    assert local.attributes["gen_ai.provider.name"] == "llama_cpp"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_failed_request_span_carries_the_error(mode: str) -> None:
+    rig = Rig(config(2), mode=mode, p0=[err503()], p1=[err503()])
+    with pytest.raises(AllCandidatesFailed):
+        rig.ask()
+    [req] = rig.request_spans()
+    assert req.status.status_code is StatusCode.ERROR
+    assert req.status.description is not None
+    assert req.status.description.startswith("AllCandidatesFailed")
+    assert req.attributes is not None
+    assert req.attributes["error.type"] == "AllCandidatesFailed"
+    assert "routekit.answered_by" not in req.attributes
+    assert [c.status.status_code for c in rig.children(req)] == [StatusCode.ERROR] * 2
+    # one failover (m0 → m1); m1's failure ended the request, it is no failover
+    assert [e.name for e in req.events] == ["routekit.failover"]
+
+
+def test_without_an_sdk_one_non_recording_span_and_nothing_else() -> None:
+    started: list[str] = []
+
+    class Counting(trace.NoOpTracerProvider):
+        def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+            inner = super().get_tracer(*args, **kwargs)
+
+            class T(trace.NoOpTracer):
+                def start_span(self, name: str, *a: Any, **k: Any) -> trace.Span:
+                    started.append(name)
+                    return inner.start_span(name, *a, **k)
+
+            return T()
+
+    cfg = config(2)
+    clock = FakeClock()
+    router = Router(cfg, clock=clock, health_probes=False, traces=Counting(),
+                    providers={"p0": FakeProvider("p0", replies=[err503()], clock=clock),
+                               "p1": FakeProvider("p1", clock=clock)})
+    router.chat.completions.create(model="m0", messages=MSG)
+    router.close()
+    assert started == ["chat m0"]  # two attempts, yet no child span was even started
+
+
+def test_traces_true_uses_the_global_provider_without_failing() -> None:
+    # No SDK is installed globally in this test session: the API's proxy tracer is a no-op.
+    clock = FakeClock()
+    router = Router(config(1), clock=clock, health_probes=False, traces=True,
+                    providers={"p0": FakeProvider("p0", clock=clock)})
+    reply = router.chat.completions.create(model="m0", messages=MSG)
+    router.close()
+    assert reply.choices[0].message.content == "ok"
+    from routekit._telemetry.traces import Traces
+
+    assert isinstance(router._state.telemetry, Traces)
+
+
 def test_a_failing_sink_never_fails_the_request(caplog: pytest.LogCaptureFixture) -> None:
-    rig = Rig(config(1))
+    rig = Rig(config(1), traces=False)
 
     def broken(*args: Any) -> None:
         raise RuntimeError("sink bug")
@@ -341,6 +516,16 @@ def test_a_failing_sink_never_fails_the_request(caplog: pytest.LogCaptureFixture
     with caplog.at_level("WARNING", logger="routekit"):
         assert rig.ask().choices[0].message.content == "ok"
     assert "could not record a request" in caplog.text
+
+
+def test_streams_started_and_ended_in_one_span_are_its_children() -> None:
+    rig = Rig(config(1))
+    with rig.tracer.start_as_current_span("handler") as handler:
+        with rig.router.chat.completions.create(model="m0", messages=MSG, stream=True) as s:
+            s.text()
+    [req] = [s for s in rig.spans() if s.name == "chat m0" and s.kind is SpanKind.INTERNAL]
+    assert req.parent is not None
+    assert req.parent.span_id == handler.get_span_context().span_id
 
 
 def test_neither_package_is_imported_unless_turned_on() -> None:

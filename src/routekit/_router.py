@@ -18,6 +18,7 @@ from ._pipeline.completions import AsyncCompletions, Completions
 from ._pipeline.router_state import ProgressCallback, RouterState
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
     from ._clock import Clock
@@ -48,13 +49,14 @@ class _RouterBase:
     _state: RouterState
     _asgi = False
 
-    def _observe(self, metrics: bool | CollectorRegistry | None) -> None:
-        if metrics in (None, False):
+    def _observe(self, metrics: bool | CollectorRegistry | None,
+                 traces: bool | TracerProvider | None) -> None:
+        if metrics in (None, False) and traces in (None, False):
             return
         from ._telemetry import attach
 
         try:
-            attach(self._state, metrics=metrics)
+            attach(self._state, metrics=metrics, traces=traces)
         except BaseException:
             self._state.close()
             raise
@@ -101,18 +103,20 @@ class Router(_RouterBase):
 
     ``metrics``: True for Prometheus metrics in a registry of the router's own (serve it with
     ``metrics_handler()``), or a ``prometheus_client.CollectorRegistry`` to register them
-    there (needs ``routekit[metrics]``). Off by default; prometheus_client is not imported
-    unless asked for.
+    there (needs ``routekit[metrics]``). ``traces``: True for OpenTelemetry spans from the
+    global tracer provider, or a ``TracerProvider`` (needs ``routekit[otel]``). Both off by
+    default; neither package is imported unless asked for.
     """
 
     def __init__(self, config: ConfigSource, *, warm: bool = True,
                  progress: ProgressCallback | None = None, clock: Clock | None = None,
                  providers: Mapping[str, Provider] | None = None,
                  health_probes: bool = True,
-                 metrics: bool | CollectorRegistry | None = None) -> None:
+                 metrics: bool | CollectorRegistry | None = None,
+                 traces: bool | TracerProvider | None = None) -> None:
         self._state = RouterState(_to_config(config), warm=warm, progress=progress,
                                   clock=clock, providers=providers)
-        self._observe(metrics)
+        self._observe(metrics, traces)
         self.chat = _Chat(Completions(self._state))
         if health_probes:
             self._state.monitor.start_thread()
@@ -120,16 +124,20 @@ class Router(_RouterBase):
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,
                   progress: ProgressCallback | None = None,
-                  metrics: bool | CollectorRegistry | None = None) -> Router:
-        return cls(load_config(path), warm=warm, progress=progress, metrics=metrics)
+                  metrics: bool | CollectorRegistry | None = None,
+                  traces: bool | TracerProvider | None = None) -> Router:
+        return cls(load_config(path), warm=warm, progress=progress, metrics=metrics,
+                   traces=traces)
 
     @classmethod
     def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None,
-                metrics: bool | CollectorRegistry | None = None) -> Router:
+                metrics: bool | CollectorRegistry | None = None,
+                traces: bool | TracerProvider | None = None) -> Router:
         """Ollama → vLLM → in-process gemma3-270m, or ``$ROUTEKIT_CONFIG`` when set."""
         from ._config.default import default_config_source
 
-        return cls(default_config_source(), warm=warm, progress=progress, metrics=metrics)
+        return cls(default_config_source(), warm=warm, progress=progress, metrics=metrics,
+                   traces=traces)
 
     def health(self, *, probe: bool = True, timeout: float | None = None) -> HealthSnapshot:
         """Every provider's health: its last probe, its breakers (provider and models) and
@@ -164,25 +172,30 @@ class AsyncRouter(_RouterBase):
                  progress: ProgressCallback | None = None, clock: Clock | None = None,
                  providers: Mapping[str, Provider] | None = None,
                  health_probes: bool = True,
-                 metrics: bool | CollectorRegistry | None = None) -> None:
+                 metrics: bool | CollectorRegistry | None = None,
+                 traces: bool | TracerProvider | None = None) -> None:
         self._state = RouterState(_to_config(config), warm=warm, progress=progress,
                                   clock=clock, providers=providers)
-        self._observe(metrics)
+        self._observe(metrics, traces)
         self.chat = _AsyncChat(AsyncCompletions(self._state, on_request=(
             self._state.monitor.start_task if health_probes else None)))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,
                   progress: ProgressCallback | None = None,
-                  metrics: bool | CollectorRegistry | None = None) -> AsyncRouter:
-        return cls(load_config(path), warm=warm, progress=progress, metrics=metrics)
+                  metrics: bool | CollectorRegistry | None = None,
+                  traces: bool | TracerProvider | None = None) -> AsyncRouter:
+        return cls(load_config(path), warm=warm, progress=progress, metrics=metrics,
+                   traces=traces)
 
     @classmethod
     def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None,
-                metrics: bool | CollectorRegistry | None = None) -> AsyncRouter:
+                metrics: bool | CollectorRegistry | None = None,
+                traces: bool | TracerProvider | None = None) -> AsyncRouter:
         from ._config.default import default_config_source
 
-        return cls(default_config_source(), warm=warm, progress=progress, metrics=metrics)
+        return cls(default_config_source(), warm=warm, progress=progress, metrics=metrics,
+                   traces=traces)
 
     async def health(self, *, probe: bool = True, timeout: float | None = None
                      ) -> HealthSnapshot:

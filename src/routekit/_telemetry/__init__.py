@@ -1,12 +1,14 @@
-"""Metrics (and, next, traces): optional observers of finished requests and breaker changes.
+"""Metrics and traces: optional observers of finished requests and breaker changes.
 
-Owns ``attach`` (turns Prometheus metrics on for one router: sets ``RouterState.telemetry``
-and subscribes to its breaker board), ``metrics_app`` (what ``router.metrics_handler()``
+Owns ``attach`` (turns Prometheus metrics and/or OpenTelemetry traces on for one router: sets
+``RouterState.telemetry`` and subscribes to its breaker board), ``Fanout`` (the ``Telemetry``
+that tells both when both are on), ``metrics_app`` (what ``router.metrics_handler()``
 serves) and ``error_label`` (the bounded error names that metrics use as labels).
 
-``prometheus_client`` is imported by ``metrics.py`` only, which loads only when a router is
-built with metrics on; this module does not import it, so ``import routekit`` stays light and
-a router with metrics off pays one ``is None`` test per request (``RequestState.finish``).
+``prometheus_client`` and ``opentelemetry`` are imported by ``metrics.py`` and ``traces.py``
+only, and those load only when a router is built with them on; this module imports neither,
+so ``import routekit`` stays light and a router with both off pays one ``is None`` test per
+request (``RequestState.finish``).
 
 Must not touch the pipeline or the policies: everything is derived from what ``finish``
 hands over (the request's route, usage and error) and from breaker state changes.
@@ -15,15 +17,16 @@ hands over (the request's route, usage and error) and from breaker state changes
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .._exceptions import ConfigError, ConfigIssue, RouteKitError
 
 if TYPE_CHECKING:
+    from .._pipeline.request import RequestState
     from .._pipeline.router_state import RouterState, Telemetry
     from .metrics import Metrics
 
-__all__ = ["attach", "bad_argument", "error_label", "metrics_app"]
+__all__ = ["Fanout", "attach", "bad_argument", "error_label", "metrics_app"]
 
 # The label for anything a config does not name (an unknown entry model, a foreign error):
 # label values must come from a bounded set, never from a request.
@@ -37,6 +40,21 @@ def error_label(error: BaseException) -> str:
     return OTHER
 
 
+class Fanout:
+    """Tells every sink about each finished request (metrics and traces both on).
+    Thread-safe as its sinks are."""
+
+    __slots__ = ("sinks",)
+
+    def __init__(self, sinks: Sequence[Telemetry]) -> None:
+        self.sinks = tuple(sinks)
+
+    def request_finished(self, req: RequestState, error: BaseException | None, usage: Any,
+                         stream: bool) -> None:
+        for sink in self.sinks:
+            sink.request_finished(req, error, usage, stream)
+
+
 def bad_argument(name: str, message: str) -> ConfigError:
     """A ``metrics=`` / ``traces=`` argument routekit cannot use, as a config error."""
     return ConfigError([ConfigIssue(name, message)])
@@ -46,10 +64,11 @@ def _on(value: object) -> bool:
     return value is not None and value is not False
 
 
-def attach(state: RouterState, *, metrics: Any = None) -> None:
-    """Turn on what the router was asked for; a no-op when ``metrics`` is None or False.
+def attach(state: RouterState, *, metrics: Any = None, traces: Any = None) -> None:
+    """Turn on what the router was asked for; a no-op when both are None or False.
 
     ``metrics``: True (a registry of the router's own) or a ``CollectorRegistry``.
+    ``traces``: True (OpenTelemetry's global tracer provider) or a ``TracerProvider``.
     """
     sinks: list[Telemetry] = []
     if _on(metrics):
@@ -62,8 +81,16 @@ def attach(state: RouterState, *, metrics: Any = None) -> None:
         sink = Metrics(state, None if metrics is True else metrics)
         state.board.listeners.append(sink.breaker_changed)
         sinks.append(sink)
+    if _on(traces):
+        try:
+            from .traces import Traces
+        except ImportError as exc:
+            raise bad_argument("traces", "needs opentelemetry-api: pip install "
+                               "'routekit[otel]'") from exc
+
+        sinks.append(Traces(state, None if traces is True else traces))
     if sinks:
-        state.telemetry = sinks[0]
+        state.telemetry = sinks[0] if len(sinks) == 1 else Fanout(sinks)
 
 
 def _metrics_of(state: RouterState) -> Metrics | None:
@@ -72,7 +99,10 @@ def _metrics_of(state: RouterState) -> Metrics | None:
         return None
     from .metrics import Metrics
 
-    return telemetry if isinstance(telemetry, Metrics) else None
+    for sink in telemetry.sinks if isinstance(telemetry, Fanout) else (telemetry,):
+        if isinstance(sink, Metrics):
+            return sink
+    return None
 
 
 def metrics_app(state: RouterState, *, asgi: bool) -> Any:
