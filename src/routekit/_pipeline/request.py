@@ -330,4 +330,4 @@ class RequestState:
         has any. Costs one attribute test when it has none."""
         telemetry = self.router.telemetry
         if telemetry is not None:
-            telemetry.request_finished(self.route(), error, usage, stream, self.wall_start_ns)
+            telemetry.request_finished(self, error, usage, stream)

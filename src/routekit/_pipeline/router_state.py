@@ -26,17 +26,16 @@ from .entries import build_entries, overlay
 
 if TYPE_CHECKING:
     from ..providers._base import Provider
-    from .route import Route
 
 
 class Telemetry(Protocol):
-    """What the pipeline tells metrics and traces: one call per finished request — its route
-    (every attempt, with start offsets and durations), the usage, the error (None when
-    answered), whether it streamed, and its wall-clock start (ns since the epoch). Breaker
-    changes reach it as a ``BreakerBoard`` listener."""
+    """What the pipeline tells metrics and traces: one call per finished request, with its
+    ``RequestState`` (typed ``Any`` here: naming it would make request.py and this module
+    import each other), the usage, the error (None when answered) and whether it streamed.
+    Breaker changes reach it as a ``BreakerBoard`` listener."""
 
-    def request_finished(self, route: Route, error: BaseException | None, usage: Any,
-                         stream: bool, wall_start_ns: int) -> None: ...
+    def request_finished(self, req: Any, error: BaseException | None, usage: Any,
+                         stream: bool) -> None: ...
 
 __all__ = ["ProgressCallback", "RouterState"]
 
