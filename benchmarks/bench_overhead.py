@@ -13,14 +13,27 @@
 2. Failover: chain [closed port → server], breakers off (with them on, the first refusal
    trips the provider and later requests skip it: see bench_failover.py); the time the
    refused candidate costs before the next one starts. Target: ≤ 2 ms p99.
+3. Metrics and traces: the routing layer alone (as in 0) with both off, Prometheus metrics
+   on, traces on with only the OpenTelemetry API (no SDK: the no-op tracer), traces on with
+   the SDK and an in-memory exporter, and metrics + SDK traces; interleaved in rounds.
+   And "both off" against the same code before the telemetry package existed (``--baseline
+   REV``, by default the parent of the commit that added ``src/routekit/_telemetry``), each
+   run in its own process, alternated: target ≤ 2 µs (median of the per-round differences
+   of the runs' medians).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_overhead.py --telemetry-only
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -74,18 +87,172 @@ class _InstantProvider:
         pass
 
 
+def layer_router(*, policies: bool = True, **telemetry: Any) -> Router:
+    """A router on one in-memory provider; ``telemetry``: metrics= / traces= (only passed
+    when given, so this also runs against routekit from before they existed)."""
+    return Router(config(["http://127.0.0.1:9/v1"], policies=policies), warm=False,
+                  providers={"p0": _InstantProvider()},  # type: ignore[dict-item]
+                  **telemetry)
+
+
+def time_layer(router: Router, n: int, *, warmup: int = 200) -> list[float]:
+    create = router.chat.completions.create
+    for _ in range(warmup):
+        create(model="m0", messages=MSG)
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        create(model="m0", messages=MSG)
+        out.append((time.perf_counter_ns() - t0) / 1e3)
+    return out
+
+
 def routing_layer_alone(n: int, *, policies: bool) -> list[float]:
-    with Router(config(["http://127.0.0.1:9/v1"], policies=policies), warm=False,
-                providers={"p0": _InstantProvider()}) as router:  # type: ignore[dict-item]
-        create = router.chat.completions.create
-        for _ in range(200):
-            create(model="m0", messages=MSG)
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            create(model="m0", messages=MSG)
-            out.append((time.perf_counter_ns() - t0) / 1e3)
-        return out
+    with layer_router(policies=policies) as router:
+        return time_layer(router, n)
+
+
+# -- 3. metrics and traces -------------------------------------------------------------------
+
+
+_EXPORTERS: list[Any] = []  # the in-memory span exporters, emptied between rounds
+
+
+def telemetry_variants() -> dict[str, dict[str, Any]]:
+    """Router arguments per case; cases whose packages are missing are left out."""
+    cases: dict[str, dict[str, Any]] = {"both off": {}}
+    try:
+        from prometheus_client import CollectorRegistry
+    except ImportError:
+        CollectorRegistry = None  # noqa: N806
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+    except ImportError:
+        TracerProvider = None  # noqa: N806
+    if CollectorRegistry is not None:
+        cases["metrics on"] = {"metrics": CollectorRegistry()}
+    with contextlib.suppress(ImportError):
+        import opentelemetry.trace  # noqa: F401
+
+        # traces=True with no SDK installed globally (this script never installs one): the
+        # API's proxy hands out its no-op tracer.
+        cases["traces on, API only (no SDK)"] = {"traces": True}
+    if TracerProvider is not None:
+        def sdk() -> Any:
+            provider = TracerProvider()
+            exporter = InMemorySpanExporter()
+            _EXPORTERS.append(exporter)
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            return provider
+
+        cases["traces on, SDK + in-memory exporter"] = {"traces": sdk()}
+        if CollectorRegistry is not None:
+            cases["metrics + SDK traces"] = {"metrics": CollectorRegistry(), "traces": sdk()}
+    return cases
+
+
+def telemetry_in_process(n: int, rounds: int) -> dict[str, list[float]]:
+    """Every case, interleaved: each round times n requests per case, so all cases share the
+    machine's noise of that moment."""
+    routers = {name: layer_router(**kw) for name, kw in telemetry_variants().items()}
+    samples: dict[str, list[float]] = {name: [] for name in routers}
+    try:
+        for r in range(rounds):
+            for name, router in routers.items():
+                samples[name] += time_layer(router, n, warmup=200 if r == 0 else 20)
+            for exporter in _EXPORTERS:
+                exporter.clear()
+    finally:
+        for router in routers.values():
+            router.close()
+    return samples
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def default_baseline() -> str:
+    """The parent of the commit that added the telemetry package (HEAD if not committed)."""
+    added = _git("log", "--diff-filter=A", "--format=%H", "--",
+                 "src/routekit/_telemetry/__init__.py").splitlines()
+    return f"{added[-1]}^" if added else "HEAD"
+
+
+_SNIPPET = (
+    "import statistics, sys; sys.path.insert(0, {bench!r}); "
+    "from bench_overhead import routing_layer_alone; "
+    "print(statistics.median(routing_layer_alone({n}, policies=True)))"
+)
+
+
+def off_versus_baseline(rev: str, n: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Medians of "both off" runs, this tree vs ``rev``, each in a fresh process, alternated.
+    The C++ core is the one built here (the telemetry work does not touch it)."""
+    import routekit
+
+    here_src = Path(routekit.__file__).resolve().parent.parent
+    bench = str(Path(__file__).resolve().parent)
+    with tempfile.TemporaryDirectory(prefix="routekit-baseline-") as tmp:
+        archive = subprocess.run(["git", "-C", str(here_src.parent), "archive", rev, "src"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        base_src = Path(tmp) / "src"
+        for so in (here_src / "routekit").glob("_core*.so"):
+            shutil.copy(so, base_src / "routekit")
+        rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                if p and Path(p).resolve() != here_src]
+        medians: dict[Path, list[float]] = {here_src: [], base_src: []}
+        for r in range(rounds):
+            for src in ((here_src, base_src) if r % 2 == 0 else (base_src, here_src)):
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), *rest])}
+                out = subprocess.run([sys.executable, "-c", _SNIPPET.format(bench=bench, n=n)],
+                                     capture_output=True, text=True, check=True, env=env)
+                medians[src].append(float(out.stdout.strip().splitlines()[-1]))
+    return medians[here_src], medians[base_src]
+
+
+def telemetry_section(n: int, rounds: int, baseline: str | None
+                      ) -> tuple[list[dict[str, Any]], list[tuple[str, bool, str]],
+                                 dict[str, Any]]:
+    samples = telemetry_in_process(n, rounds)
+    off = median(samples["both off"])
+    rows: list[dict[str, Any]] = [
+        {"case": f"routing layer alone, {name}", "median_us": median(xs),
+         "p99_us": pct(xs, 0.99), "n": len(xs), "vs_off_us": median(xs) - off}
+        for name, xs in samples.items()
+    ]
+    extra: dict[str, Any] = {"telemetry_us": {name: median(xs) for name, xs in samples.items()}}
+    checks: list[tuple[str, bool, str]] = []
+    rev = baseline if baseline is not None else default_baseline()
+    try:
+        here, base = off_versus_baseline(rev, n * 2, max(6, rounds))
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"skipped the baseline comparison ({rev}): {exc}", file=sys.stderr)
+    else:
+        # Each round runs both back to back: the median of the per-round differences cancels
+        # the drift of a shared machine better than a difference of overall medians.
+        diff = statistics.median(h - b for h, b in zip(here, base))
+        rows += [
+            {"case": "both off, this tree (median of per-process medians)",
+             "median_us": statistics.median(here), "p99_us": "-", "n": len(here),
+             "vs_off_us": "-"},
+            {"case": f"both off, before telemetry ({_git('rev-parse', '--short', rev)})",
+             "median_us": statistics.median(base), "p99_us": "-", "n": len(base),
+             "vs_off_us": "-"},
+        ]
+        checks.append(("both off ≤ 2 µs from the code before telemetry", abs(diff) <= 2.0,
+                       f"{diff:+.2f} µs (runs: here {[round(x, 2) for x in here]}, "
+                       f"before {[round(x, 2) for x in base]})"))
+        extra["off_vs_baseline_us"] = {"baseline": rev, "diff": diff, "here": here,
+                                       "before": base}
+    return rows, checks, extra
 
 
 @contextlib.contextmanager
@@ -109,8 +276,17 @@ def server_process() -> Iterator[str]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--telemetry-only", action="store_true",
+                    help="only section 3 (writes bench_overhead_telemetry.json)")
+    ap.add_argument("--baseline", default=None,
+                    help="git revision for the 'both off' comparison (default: the parent "
+                         "of the commit that added src/routekit/_telemetry)")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     n = args.n
+    if args.telemetry_only:
+        rows, checks, extra = telemetry_section(n * 5, args.rounds, args.baseline)
+        return report("bench_overhead_telemetry", rows, checks, extra)
 
     with server_process() as url:
         request = ChatRequest("m0", "bench", MSG, {})
@@ -180,9 +356,12 @@ def main() -> int:
         ("failover past a closed port ≤ 2 ms p99", pct(failover_ms, 0.99) <= 2.0,
          f"p99 {pct(failover_ms, 0.99):.3f} ms, median {median(failover_ms):.3f} ms"),
     ]
+    tel_rows, tel_checks, tel_extra = telemetry_section(n * 5, args.rounds, args.baseline)
+    rows += [{k: v for k, v in r.items() if k != "vs_off_us"} for r in tel_rows]
+    checks += tel_checks
     overhead = overheads["plain"]
     return report("bench_overhead", rows, checks, {"overhead_us": overhead,
-                                                   "overheads_us": overheads})
+                                                   "overheads_us": overheads, **tel_extra})
 
 
 if __name__ == "__main__":

@@ -73,10 +73,14 @@ def _served(paths: list[Path]) -> collections.Counter[str]:
     return counts
 
 
+def _servers(workdir: Path, prefix: str) -> tuple[list[Path], ProcServer, ProcServer]:
+    logs = [workdir / f"{prefix}-a.log", workdir / f"{prefix}-b.log"]
+    return (logs, ProcServer(served_log=str(logs[0])).start(),
+            ProcServer(served_log=str(logs[1])).start())
+
+
 def run_sync(requests: int, concurrency: int, workdir: Path) -> dict[str, Any]:
-    logs = [workdir / "sync-a.log", workdir / "sync-b.log"]
-    first = ProcServer(served_log=str(logs[0])).start()
-    second = ProcServer(served_log=str(logs[1])).start()
+    logs, first, second = _servers(workdir, "sync")
     chaos = _Chaos(first, requests)
     latencies: list[float] = []
     outcomes: collections.Counter[str] = collections.Counter()
@@ -118,9 +122,7 @@ def run_sync(requests: int, concurrency: int, workdir: Path) -> dict[str, Any]:
 
 
 def run_async(requests: int, concurrency: int, workdir: Path) -> dict[str, Any]:
-    logs = [workdir / "async-a.log", workdir / "async-b.log"]
-    first = ProcServer(served_log=str(logs[0])).start()
-    second = ProcServer(served_log=str(logs[1])).start()
+    logs, first, second = _servers(workdir, "async")
     chaos = _Chaos(first, requests)
     latencies: list[float] = []
     outcomes: collections.Counter[str] = collections.Counter()

@@ -51,7 +51,7 @@ def test_readme_testing_snippet_runs() -> None:
 
 def test_every_use_with_snippet_is_run_by_the_compat_suite() -> None:
     """The "Use routekit with ..." snippets are not copies: tests/compat/ executes them from
-    this README (``compat_support.run_snippet``), one per library, on every openai version CI
+    this README (``compat.support.run_snippet``), one per library, on every openai version CI
     runs the library on."""
     section = README.split("## Use routekit with", 1)[1].split("\n## ", 1)[0]
     headings = re.findall(r"^### (.+)$", section, re.M)

@@ -103,3 +103,9 @@ MAX_YAML_EXPANDED_NODES = 2_000_000
 # A config file is kilobytes (10,000 models take ~1 MiB); past this size the loader refuses
 # it by its size, before reading: a 50 MB YAML took ~70 s and 2.6 GB to parse.
 MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
+
+# Prometheus histogram buckets (seconds). Time to first byte: in-process answers start in
+# tens of ms (ARCHITECTURE.md: 34 ms on CPU, 7 ms on GPU), a failed local hop adds ~2 s, a
+# cold Ollama load up to ~10 s. Total latency: whole answers, up to long generations.
+TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

@@ -22,6 +22,9 @@ from ._pipeline.router_state import ProgressCallback, RouterState
 from ._pipeline.text import AsyncTextCompletions, TextCompletions
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+    from prometheus_client import CollectorRegistry
+
     from ._clock import Clock
     from ._plan import CompiledGraph
     from ._policy.health import HealthSnapshot
@@ -48,6 +51,27 @@ class _AsyncChat:
 
 class _RouterBase:
     _state: RouterState
+    _asgi = False
+
+    def _observe(self, metrics: bool | CollectorRegistry | None,
+                 traces: bool | TracerProvider | None) -> None:
+        if metrics in (None, False) and traces in (None, False):
+            return
+        from ._telemetry import attach
+
+        try:
+            attach(self._state, metrics=metrics, traces=traces)
+        except BaseException:
+            self._state.close()
+            raise
+
+    def metrics_handler(self) -> Any:
+        """A WSGI app (``AsyncRouter``: an ASGI app) serving this router's Prometheus
+        metrics; raises ``RouteKitError`` when the router was built without ``metrics=``.
+        With ``metrics=<registry>``, serving that registry as usual does the same."""
+        from ._telemetry import metrics_app
+
+        return metrics_app(self._state, asgi=self._asgi)
 
     @property
     def config(self) -> Config:
@@ -83,14 +107,23 @@ class Router(_RouterBase, ClientSurface):
     ``clock`` replaces the monotonic clock that deadlines, retry waits, breakers and probe
     schedules read (tests pass ``routekit.testing.FakeClock``); ``providers`` replaces the
     providers the config would build, by name (``routekit.testing.FakeProvider``).
+
+    ``metrics``: True for Prometheus metrics in a registry of the router's own (serve it with
+    ``metrics_handler()``), or a ``prometheus_client.CollectorRegistry`` to register them
+    there (needs ``routekit[metrics]``). ``traces``: True for OpenTelemetry spans from the
+    global tracer provider, or a ``TracerProvider`` (needs ``routekit[otel]``). Both off by
+    default; neither package is imported unless asked for.
     """
 
     def __init__(self, config: ConfigSource, *, warm: bool = True,
                  progress: ProgressCallback | None = None, clock: Clock | None = None,
                  providers: Mapping[str, Provider] | None = None,
-                 health_probes: bool = True) -> None:
+                 health_probes: bool = True,
+                 metrics: bool | CollectorRegistry | None = None,
+                 traces: bool | TracerProvider | None = None) -> None:
         self._state = RouterState(_to_config(config), warm=warm, progress=progress,
                                   clock=clock, providers=providers)
+        self._observe(metrics, traces)
         self.chat = _Chat(Completions(self._state))
         self.completions = TextCompletions(self._state)
         if health_probes:
@@ -98,15 +131,21 @@ class Router(_RouterBase, ClientSurface):
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,
-                  progress: ProgressCallback | None = None) -> Router:
-        return cls(load_config(path), warm=warm, progress=progress)
+                  progress: ProgressCallback | None = None,
+                  metrics: bool | CollectorRegistry | None = None,
+                  traces: bool | TracerProvider | None = None) -> Router:
+        return cls(load_config(path), warm=warm, progress=progress, metrics=metrics,
+                   traces=traces)
 
     @classmethod
-    def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None) -> Router:
+    def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None,
+                metrics: bool | CollectorRegistry | None = None,
+                traces: bool | TracerProvider | None = None) -> Router:
         """Ollama → vLLM → in-process gemma3-270m, or ``$ROUTEKIT_CONFIG`` when set."""
         from ._config.default import default_config_source
 
-        return cls(default_config_source(), warm=warm, progress=progress)
+        return cls(default_config_source(), warm=warm, progress=progress, metrics=metrics,
+                   traces=traces)
 
     def health(self, *, probe: bool = True, timeout: float | None = None) -> HealthSnapshot:
         """Every provider's health: its last probe, its breakers (provider and models) and
@@ -135,27 +174,37 @@ class AsyncRouter(_RouterBase, AsyncClientSurface):
     probes run as one asyncio task, started by ``async with`` or the first request.
     """
 
+    _asgi = True
+
     def __init__(self, config: ConfigSource, *, warm: bool = True,
                  progress: ProgressCallback | None = None, clock: Clock | None = None,
                  providers: Mapping[str, Provider] | None = None,
-                 health_probes: bool = True) -> None:
+                 health_probes: bool = True,
+                 metrics: bool | CollectorRegistry | None = None,
+                 traces: bool | TracerProvider | None = None) -> None:
         self._state = RouterState(_to_config(config), warm=warm, progress=progress,
                                   clock=clock, providers=providers)
+        self._observe(metrics, traces)
         self.chat = _AsyncChat(AsyncCompletions(self._state, on_request=(
             self._state.monitor.start_task if health_probes else None)))
         self.completions = AsyncTextCompletions(self._state)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,
-                  progress: ProgressCallback | None = None) -> AsyncRouter:
-        return cls(load_config(path), warm=warm, progress=progress)
+                  progress: ProgressCallback | None = None,
+                  metrics: bool | CollectorRegistry | None = None,
+                  traces: bool | TracerProvider | None = None) -> AsyncRouter:
+        return cls(load_config(path), warm=warm, progress=progress, metrics=metrics,
+                   traces=traces)
 
     @classmethod
-    def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None
-                ) -> AsyncRouter:
+    def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None,
+                metrics: bool | CollectorRegistry | None = None,
+                traces: bool | TracerProvider | None = None) -> AsyncRouter:
         from ._config.default import default_config_source
 
-        return cls(default_config_source(), warm=warm, progress=progress)
+        return cls(default_config_source(), warm=warm, progress=progress, metrics=metrics,
+                   traces=traces)
 
     async def health(self, *, probe: bool = True, timeout: float | None = None
                      ) -> HealthSnapshot:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 from openai_server import OpenAIServer
 
-from compat_support import router_config
+from compat.support import router_config
 
 from routekit import AsyncRouter, Router
 

@@ -13,7 +13,7 @@ import pytest
 
 agents = pytest.importorskip("agents")
 
-from compat_support import MODEL, run_snippet  # noqa: E402
+from compat.support import MODEL, run_snippet  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 agents.set_tracing_disabled(True)  # the SDK would export traces to OpenAI

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 instructor = pytest.importorskip("instructor")
 
-from compat_support import MODEL, answered_by_fallback, run_snippet  # noqa: E402
+from compat.support import MODEL, answered_by_fallback, run_snippet  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 MSG = [{"role": "user", "content": "Tell me about Paris."}]

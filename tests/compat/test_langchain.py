@@ -15,7 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 langchain_openai = pytest.importorskip("langchain_openai")
 
-from compat_support import MODEL, run_snippet  # noqa: E402
+from compat.support import MODEL, run_snippet  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 openai_like = pytest.importorskip("llama_index.llms.openai_like")
 llms_openai = pytest.importorskip("llama_index.llms.openai")
 
-from compat_support import MODEL, answered_by_fallback, run_snippet  # noqa: E402
+from compat.support import MODEL, answered_by_fallback, run_snippet  # noqa: E402
 from llama_index.core.llms import ChatMessage  # noqa: E402
 from llama_index.core.prompts import PromptTemplate  # noqa: E402
 from openai_server import TEXT_CONTINUATION  # noqa: E402

@@ -98,18 +98,22 @@ def _read_text(path: Path) -> str:
     return issue
 
 
+def _os_problem(path: Path, exc: OSError) -> ConfigIssue:
+    if isinstance(exc, FileNotFoundError):
+        return ConfigIssue("", f"{path}: no such file")
+    if isinstance(exc, PermissionError):
+        return ConfigIssue("", f"{path}: permission denied")
+    return ConfigIssue("", f"{path}: cannot read ({exc.strerror or exc})")
+
+
 def _read_problem(path: Path) -> str | ConfigIssue:
     """The file's text, or the one issue that stops us from reading it. Anything that is not
     a regular file (a named pipe would block the read forever) and anything over the size
     limit is refused before a byte is read."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        return ConfigIssue("", f"{path}: no such file")
-    except PermissionError:
-        return ConfigIssue("", f"{path}: permission denied")
     except OSError as exc:
-        return ConfigIssue("", f"{path}: cannot read ({exc.strerror or exc})")
+        return _os_problem(path, exc)
     if stat.S_ISDIR(st.st_mode):
         return ConfigIssue("", f"{path} is a directory, expected a YAML file")
     if not stat.S_ISREG(st.st_mode):
@@ -122,12 +126,8 @@ def _read_problem(path: Path) -> str | ConfigIssue:
     try:
         with open(path, "rb") as fh:
             data = _read_capped(fh, _MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        return ConfigIssue("", f"{path}: no such file")
-    except PermissionError:
-        return ConfigIssue("", f"{path}: permission denied")
     except OSError as exc:
-        return ConfigIssue("", f"{path}: cannot read ({exc.strerror or exc})")
+        return _os_problem(path, exc)
     if len(data) > _MAX_FILE_BYTES:  # it grew while we read it
         return ConfigIssue("", f"{path} is larger than {_MAX_FILE_BYTES / 2**20:g} MiB; "
                            "not a config file?")

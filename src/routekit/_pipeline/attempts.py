@@ -28,7 +28,8 @@ def complete_sync(req: RequestState) -> ChatCompletion:
     retry_cfg = req.retry
     for entry in req.candidates():
         bulkhead = entry.bulkhead
-        if bulkhead is not None and not bulkhead.enter(req.queue_wait()):
+        if (bulkhead is not None and not bulkhead.try_enter()
+                and not bulkhead.enter(req.queue_wait())):
             req.busy(entry, bulkhead.describe())
             continue
         try:
@@ -48,7 +49,8 @@ async def complete_async(req: RequestState) -> ChatCompletion:
     retry_cfg = req.retry
     for entry in req.candidates():
         bulkhead = entry.bulkhead
-        if bulkhead is not None and not await bulkhead.aenter(req.queue_wait()):
+        if (bulkhead is not None and not bulkhead.try_enter()
+                and not await bulkhead.aenter(req.queue_wait())):
             req.busy(entry, bulkhead.describe())
             continue
         try:

@@ -26,15 +26,15 @@ from .entries import build_entries, overlay
 
 if TYPE_CHECKING:
     from ..providers._base import Provider
-    from .request import RequestState
 
 
 class Telemetry(Protocol):
-    """What the pipeline tells metrics and traces: one call per finished request (its route,
-    usage and error say everything that happened). Breaker changes reach it as a
-    ``BreakerBoard`` listener."""
+    """What the pipeline tells metrics and traces: one call per finished request, with its
+    ``RequestState`` (typed ``Any`` here: naming it would make request.py and this module
+    import each other), the usage, the error (None when answered) and whether it streamed.
+    Breaker changes reach it as a ``BreakerBoard`` listener."""
 
-    def request_finished(self, req: RequestState, error: BaseException | None, usage: Any,
+    def request_finished(self, req: Any, error: BaseException | None, usage: Any,
                          stream: bool) -> None: ...
 
 __all__ = ["ProgressCallback", "RouterState"]

@@ -176,7 +176,8 @@ def _run_sync(req: RequestState, release: Release | None
     try:
         for entry in req.candidates():
             bulkhead = entry.bulkhead
-            if bulkhead is not None and not bulkhead.enter(req.queue_wait()):
+            if (bulkhead is not None and not bulkhead.try_enter()
+                and not bulkhead.enter(req.queue_wait())):
                 req.busy(entry, bulkhead.describe())
                 continue
             try:
@@ -331,7 +332,8 @@ async def _run_async(req: RequestState, release: Release | None
     try:
         for entry in req.candidates():
             bulkhead = entry.bulkhead
-            if bulkhead is not None and not await bulkhead.aenter(req.queue_wait()):
+            if (bulkhead is not None and not bulkhead.try_enter()
+                and not await bulkhead.aenter(req.queue_wait())):
                 req.busy(entry, bulkhead.describe())
                 continue
             try:

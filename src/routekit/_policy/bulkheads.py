@@ -76,9 +76,8 @@ class Bulkhead:
                 return True
             return False
 
-    def enter(self, timeout: float) -> bool:
-        """Take a slot, waiting in the queue up to ``timeout`` seconds. False: refused (the
-        queue was full, or the wait ran out)."""
+    def _join(self, timeout: float, waiter: _Waiter) -> bool | None:
+        """Take a free slot (True), refuse (False), or queue ``waiter`` (None)."""
         with self._lock:
             if self.in_flight < self.max_concurrency and not self._waiters:
                 self.in_flight += 1
@@ -86,25 +85,32 @@ class Bulkhead:
             if len(self._waiters) >= self.max_waiting or timeout <= 0:
                 self.refused += 1
                 return False
-            waiter = _Waiter()
-            waiter.event = threading.Event()
             self._waiters.append(waiter)
+            return None
+
+    def enter(self, timeout: float) -> bool:
+        """Take a slot, waiting in the queue up to ``timeout`` seconds. False: refused (the
+        queue was full, or the wait ran out)."""
+        if self.try_enter():  # the common case: no waiter to build
+            return True
+        waiter = _Waiter()
+        waiter.event = threading.Event()
+        joined = self._join(timeout, waiter)
+        if joined is not None:
+            return joined
         waiter.event.wait(timeout)
         return self._settle(waiter)
 
     async def aenter(self, timeout: float) -> bool:
         """``enter`` for asyncio tasks: waits without blocking the event loop."""
-        with self._lock:
-            if self.in_flight < self.max_concurrency and not self._waiters:
-                self.in_flight += 1
-                return True
-            if len(self._waiters) >= self.max_waiting or timeout <= 0:
-                self.refused += 1
-                return False
-            waiter = _Waiter()
-            waiter.loop = asyncio.get_running_loop()
-            waiter.future = waiter.loop.create_future()
-            self._waiters.append(waiter)
+        if self.try_enter():
+            return True
+        waiter = _Waiter()
+        waiter.loop = asyncio.get_running_loop()
+        waiter.future = waiter.loop.create_future()
+        joined = self._join(timeout, waiter)
+        if joined is not None:
+            return joined
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except asyncio.TimeoutError:

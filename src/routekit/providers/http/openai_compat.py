@@ -3,7 +3,8 @@
 This module owns one configured HTTP provider: its ``openai.OpenAI`` / ``openai.AsyncOpenAI``
 clients (created lazily, once, with ``max_retries=0``: routekit owns retries; never again
 after ``close()``), the mapping of a ``Deadline`` onto the client's timeouts, stream
-bookkeeping, and the health probe of its kind. Every error leaves through
+bookkeeping, and the health probe of its kind. The keyword arguments of each call are
+``call_args``'s. Every error leaves through
 ``errors.translate`` (``raise ... from exc``).
 
 It must not retry, sleep, pick candidates or touch breaker state (the pipeline does), and
@@ -49,6 +50,7 @@ from ..._exceptions import (
 from ..._secrets import install_log_redaction, secret_from_env
 from .._base import ChatRequest, Deadline, HealthReport
 from .assemble import Assembler, TextAssembler
+from .call_args import call_kwargs
 from .errors import translate
 from .transport import call_deadline, http_lib, install_deadlines
 
@@ -65,40 +67,7 @@ __all__ = ["DEFAULT_CLOUD_KEY_ENV", "OpenAICompatProvider"]
 DEFAULT_CLOUD_KEY_ENV = "OPENAI_API_KEY"
 # Local servers ignore the key, but the openai client refuses to start without one.
 _PLACEHOLDER_KEY = "not-needed"
-# Arguments routekit itself sets on every create() call; a request's params may not override them.
-_RESERVED = frozenset(
-    {"model", "messages", "stream", "timeout", "extra_body", "extra_headers", "extra_query"}
-)
 _TIMEOUT_CACHE_MAX = 256
-
-_create_args: frozenset[str] | None = None
-_text_create_args: frozenset[str] | None = None
-
-
-def _known_create_args() -> frozenset[str]:
-    """Keyword arguments the installed ``chat.completions.create`` accepts (computed once)."""
-    global _create_args
-    if _create_args is None:
-        import inspect
-
-        from openai.resources.chat.completions import Completions
-
-        params = inspect.signature(Completions.create).parameters
-        _create_args = frozenset(params) - _RESERVED - {"self"}
-    return _create_args
-
-
-def _known_text_create_args() -> frozenset[str]:
-    """Keyword arguments the installed ``completions.create`` accepts (computed once)."""
-    global _text_create_args
-    if _text_create_args is None:
-        import inspect
-
-        from openai.resources.completions import Completions
-
-        params = inspect.signature(Completions.create).parameters
-        _text_create_args = frozenset(params) - _RESERVED - {"self", "prompt"}
-    return _text_create_args
 
 
 def _is_loopback(url: str) -> bool:
@@ -299,46 +268,6 @@ class OpenAICompatProvider:
             self._timeout_cache[key] = timeout
         return timeout
 
-    def _kwargs(self, request: ChatRequest, timeout: Any, *, stream: bool,
-                include_usage: bool = False) -> dict[str, Any]:
-        kw: dict[str, Any] = {"model": request.model_id, "timeout": timeout}
-        if request.prompt is None:
-            known = _create_args if _create_args is not None else _known_create_args()
-            kw["messages"] = request.messages
-        else:
-            known = _known_text_create_args()
-            kw["prompt"] = request.prompt
-        extra: dict[str, Any] | None = None
-        params: dict[str, Any] = request.params  # type: ignore[assignment]
-        for name, value in params.items():
-            if value is None or name in _RESERVED:
-                continue
-            if name in known:
-                kw[name] = value
-            else:
-                # Server-specific sampling knobs (top_k, repeat_penalty, ...) travel in the body.
-                if extra is None:
-                    extra = {}
-                extra[name] = value
-        if request.extra_body:
-            extra = {**extra, **request.extra_body} if extra else dict(request.extra_body)
-        if extra:
-            kw["extra_body"] = extra
-        if request.extra_headers:
-            kw["extra_headers"] = request.extra_headers
-        if request.extra_query:
-            kw["extra_query"] = request.extra_query
-        if stream:
-            # stream_options only when the caller asked: include_usage adds a last chunk with
-            # choices == [], which code written against the openai client does not expect.
-            kw["stream"] = True
-            if include_usage:
-                kw["stream_options"] = {"include_usage": True}
-        else:
-            # Shared defaults may carry it; OpenAI rejects it (400) on non-stream requests.
-            kw.pop("stream_options", None)
-        return kw
-
     def _first_byte_timeout(self, request: ChatRequest, deadline: Deadline, waited: float
                             ) -> RequestTimeout:
         return RequestTimeout(
@@ -360,7 +289,7 @@ class OpenAICompatProvider:
             assembled: ChatCompletion = self._assembled(request, deadline)
             return assembled
         create = self._sync_create(request.model, request.prompt is not None)
-        kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=True),
+        kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=True),
                               stream=False)
         # No byte arrives before the whole answer here: first_byte bounds all of it.
         first_end, end = self._ends(deadline)
@@ -396,7 +325,7 @@ class OpenAICompatProvider:
         create = self._sync_create(request.model, request.prompt is not None)
         # Per-read timeout is the stall bound; the first byte is bounded by the call
         # deadline (sync) or cancel scope (async) below, not by every later read.
-        kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=False),
+        kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=False),
                               stream=True, include_usage=include_usage)
         chunks = 0
         finished = False
@@ -456,7 +385,7 @@ class OpenAICompatProvider:
             result: ChatCompletion = asm.completion()
             return result
         create = self._async_create(request.model, request.prompt is not None)
-        kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=True),
+        kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=True),
                               stream=False)
         first_end, end = self._ends(deadline)
         try:
@@ -480,7 +409,7 @@ class OpenAICompatProvider:
         create = self._async_create(request.model, request.prompt is not None)
         # Per-read timeout is the stall bound; the first byte is bounded by the call
         # deadline (sync) or cancel scope (async) below, not by every later read.
-        kwargs = self._kwargs(request, self._timeout(deadline, request.model, first=False),
+        kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=False),
                               stream=True, include_usage=include_usage)
         chunks = 0
         finished = False

@@ -1,0 +1,93 @@
+"""The keyword arguments of one openai client call, from a ``ChatRequest``.
+
+Owns which request parameters go to ``chat.completions.create`` / ``completions.create`` as
+keyword arguments (those the installed openai's signature accepts, computed once) and which
+travel in ``extra_body`` (server-specific knobs: ``top_k``, ``repeat_penalty``...), the
+``stream`` / ``stream_options`` rules, and the arguments routekit itself sets and a request
+may not override. Must not import openai at module import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._base import ChatRequest
+
+__all__ = ["call_kwargs"]
+
+# Arguments routekit itself sets on every create() call; a request's params may not override them.
+_RESERVED = frozenset(
+    {"model", "messages", "stream", "timeout", "extra_body", "extra_headers", "extra_query"}
+)
+
+_create_args: frozenset[str] | None = None
+_text_create_args: frozenset[str] | None = None
+
+
+def _known_create_args() -> frozenset[str]:
+    """Keyword arguments the installed ``chat.completions.create`` accepts (computed once)."""
+    global _create_args
+    if _create_args is None:
+        import inspect
+
+        from openai.resources.chat.completions import Completions
+
+        params = inspect.signature(Completions.create).parameters
+        _create_args = frozenset(params) - _RESERVED - {"self"}
+    return _create_args
+
+
+def _known_text_create_args() -> frozenset[str]:
+    """Keyword arguments the installed ``completions.create`` accepts (computed once)."""
+    global _text_create_args
+    if _text_create_args is None:
+        import inspect
+
+        from openai.resources.completions import Completions
+
+        params = inspect.signature(Completions.create).parameters
+        _text_create_args = frozenset(params) - _RESERVED - {"self", "prompt"}
+    return _text_create_args
+
+
+def call_kwargs(request: ChatRequest, timeout: Any, *, stream: bool,
+                include_usage: bool = False) -> dict[str, Any]:
+    """The keyword arguments of one ``create`` call for ``request`` (chat, or legacy text when
+    its ``prompt`` is set)."""
+    kw: dict[str, Any] = {"model": request.model_id, "timeout": timeout}
+    if request.prompt is None:
+        known = _create_args if _create_args is not None else _known_create_args()
+        kw["messages"] = request.messages
+    else:
+        known = _known_text_create_args()
+        kw["prompt"] = request.prompt
+    extra: dict[str, Any] | None = None
+    params: dict[str, Any] = request.params  # type: ignore[assignment]
+    for name, value in params.items():
+        if value is None or name in _RESERVED:
+            continue
+        if name in known:
+            kw[name] = value
+        else:
+            # Server-specific sampling knobs (top_k, repeat_penalty, ...) travel in the body.
+            if extra is None:
+                extra = {}
+            extra[name] = value
+    if request.extra_body:
+        extra = {**extra, **request.extra_body} if extra else dict(request.extra_body)
+    if extra:
+        kw["extra_body"] = extra
+    if request.extra_headers:
+        kw["extra_headers"] = request.extra_headers
+    if request.extra_query:
+        kw["extra_query"] = request.extra_query
+    if stream:
+        # stream_options only when the caller asked: include_usage adds a last chunk with
+        # choices == [], which code written against the openai client does not expect.
+        kw["stream"] = True
+        if include_usage:
+            kw["stream_options"] = {"include_usage": True}
+    else:
+        # Shared defaults may carry it; OpenAI rejects it (400) on non-stream requests.
+        kw.pop("stream_options", None)
+    return kw

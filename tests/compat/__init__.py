@@ -1,0 +1,1 @@
+"""The compatibility suite: real libraries given a router (see conftest.py)."""
