@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,6 +138,14 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
     owner: OpenAIServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that closes a finished stream before reading [DONE] is normal; anything
+        # else is a bug in this server and is printed as usual.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            self.owner.hangups += 1
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -263,6 +272,7 @@ class OpenAIServer:
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.hangups = 0  # connections the client closed while an answer was going out
         self.lock = threading.Lock()
         self.port = 0
         self._httpd: _Server | None = None
