@@ -187,7 +187,8 @@ class AsyncRouter(_RouterBase, AsyncClientSurface):
         self._observe(metrics, traces)
         self.chat = _AsyncChat(AsyncCompletions(self._state, on_request=(
             self._state.monitor.start_task if health_probes else None)))
-        self.completions = AsyncTextCompletions(self._state)
+        self.completions = AsyncTextCompletions(self._state, on_request=(
+            self._state.monitor.start_task if health_probes else None))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, warm: bool = True,

@@ -35,7 +35,6 @@ from typing import Any, Mapping
 
 from .._exceptions import (
     AllCandidatesFailed,
-    AuthenticationFailed,
     ConnectionFailed,
     MissingAPIKey,
     NoRouteError,
@@ -208,8 +207,6 @@ def _retype(exc: RouteKitError, path: str) -> None:
     exc.message = message  # type: ignore[attr-defined]
     if "body" in state:
         exc.body = body  # type: ignore[attr-defined]
-    if isinstance(exc, AuthenticationFailed) and status is not None:
-        exc.status_code = status
 
 
 def _cause_attr(exc: BaseException, attr: str) -> Any:

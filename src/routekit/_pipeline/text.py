@@ -132,12 +132,15 @@ class AsyncTextCompletions:
     """``router.completions``: ``create`` takes every argument of
     ``openai.AsyncOpenAI().completions.create`` and routes it."""
 
-    def __init__(self, router: RouterState, options: ClientOptions | None = None) -> None:
+    def __init__(self, router: RouterState, options: ClientOptions | None = None, *,
+                 on_request: Callable[[], None] | None = None) -> None:
         self._router = router
         self._options = options
+        # As AsyncCompletions.on_request: starts the health-probe task on the running loop.
+        self.on_request = on_request
 
     def with_client_options(self, options: ClientOptions) -> AsyncTextCompletions:
-        return AsyncTextCompletions(self._router, options)
+        return AsyncTextCompletions(self._router, options, on_request=self.on_request)
 
     @property
     def with_raw_response(self) -> AsyncRawNamespace:
@@ -199,6 +202,9 @@ class AsyncTextCompletions:
             ))
             if options is not None:
                 options.apply(req)
+            if self.on_request is not None:
+                hook, self.on_request = self.on_request, None
+                hook()
             result: Completion | AsyncStream = await run_async(req, stream is True, _wrap)
             return result
         except RouteKitError as exc:
