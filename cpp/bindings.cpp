@@ -7,9 +7,15 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "graph.hpp"
+#include "relay.hpp"
 
 namespace py = pybind11;
 using routekit::Graph;
@@ -77,10 +83,186 @@ py::list plan_names(const Graph& g, NodeId entry, int max_depth, bool respect,
     return py::reinterpret_steal<py::list>(list);
 }
 
+// ---- relay ---------------------------------------------------------------------------------
+// Bound below the Graph, in bind_relay / bind_native. Every call that can wait releases the
+// GIL; a call that can finish at once (try_push with room, pop with pieces queued) takes the
+// uncontended path without releasing it: giving the GIL up and taking it back costs more
+// than a relay operation, and is what lets busy Python threads delay the consumer.
+
+using routekit::Piece;
+using routekit::Relay;
+
+std::string utf8_of(const py::handle& text) {
+    if (PyBytes_Check(text.ptr())) return std::string(PyBytes_AS_STRING(text.ptr()),
+                                                      PyBytes_GET_SIZE(text.ptr()));
+    Py_ssize_t n = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &n);
+    if (data == nullptr) throw py::error_already_set();
+    return std::string(data, static_cast<std::size_t>(n));
+}
+
+// Pieces never end inside a UTF-8 character (the producers see to it); "ignore" drops any
+// invalid bytes the model emitted, as llama-cpp-python does when it decodes its output.
+PyObject* str_of(const std::string& s) {
+    PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "ignore");
+    if (o == nullptr) throw py::error_already_set();
+    return o;
+}
+
+py::list pieces_to_list(const std::vector<Piece>& pieces) {
+    py::list out(pieces.size());
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+        const Piece& p = pieces[i];
+        PyObject* text = str_of(p.text);
+        PyObject* t = Py_BuildValue("(Niii)", text, p.tokens, p.finish, p.producer);
+        if (t == nullptr) throw py::error_already_set();
+        PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), t);
+    }
+    return out;
+}
+
+// (status, text, tokens, finish, producer): the pieces of one pop merged, for a consumer
+// that reads one producer (the winner) and wants one chunk per wake-up. finish and producer
+// come from the last piece (0 and -1 when none).
+py::tuple merged(int status, const std::vector<Piece>& pieces) {
+    std::string text;
+    long tokens = 0;
+    int finish = 0, producer = -1;
+    if (pieces.size() == 1) {
+        text = pieces[0].text;
+    } else {
+        for (const Piece& p : pieces) text += p.text;
+    }
+    for (const Piece& p : pieces) {
+        tokens += p.tokens;
+        finish = p.finish;
+        producer = p.producer;
+    }
+    PyObject* t = Py_BuildValue("(iNlii)", status, str_of(text), tokens, finish, producer);
+    if (t == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::tuple>(t);
+}
+
+double seconds_or_none(const py::object& v) { return v.is_none() ? -1.0 : v.cast<double>(); }
+
+routekit::PopStatus pop_any(Relay& r, std::vector<Piece>& out, std::size_t max, double wait_s) {
+    routekit::PopStatus st = r.try_pop(out, max);
+    if (st != routekit::kPopEmpty || wait_s == 0.0) return st;
+    py::gil_scoped_release release;
+    return r.pop(out, max, wait_s);
+}
+
+void bind_relay(py::module_& m) {
+    using namespace routekit;
+    m.attr("FINISH_NONE") = static_cast<int>(kFinishNone);
+    m.attr("FINISH_STOP") = static_cast<int>(kFinishStop);
+    m.attr("FINISH_LENGTH") = static_cast<int>(kFinishLength);
+    m.attr("FINISH_CANCELLED") = static_cast<int>(kFinishCancelled);
+    m.attr("FINISH_ERROR") = static_cast<int>(kFinishError);
+    m.attr("FINISH_CONTEXT_FULL") = static_cast<int>(kFinishContextFull);
+    m.attr("POP_PIECES") = static_cast<int>(kPopPieces);
+    m.attr("POP_END") = static_cast<int>(kPopEnd);
+    m.attr("POP_TIMEOUT_FIRST") = static_cast<int>(kPopTimeoutFirst);
+    m.attr("POP_TIMEOUT_STALL") = static_cast<int>(kPopTimeoutStall);
+    m.attr("POP_TIMEOUT_TOTAL") = static_cast<int>(kPopTimeoutTotal);
+    m.attr("POP_CLOSED") = static_cast<int>(kPopClosed);
+    m.attr("POP_EMPTY") = static_cast<int>(kPopEmpty);
+    m.attr("RELAY_MAX_PRODUCERS") = Relay::kMaxProducers;
+
+    py::class_<Relay, std::shared_ptr<Relay>>(m, "Relay", R"doc(
+A bounded multi-producer, single-consumer channel of text pieces (see cpp/relay.hpp).
+
+Relay(capacity=64, race=False, notify=False). Pieces are (text, tokens, finish, producer)
+tuples. race=True: the first producer to deliver wins, the others are cancelled.
+notify=True: fileno() becomes readable when a consumer that found nothing (poll_async)
+has something to take. Thread-safe; waits release the GIL.)doc")
+        .def(py::init<std::size_t, bool, bool>(), py::arg("capacity") = 64,
+             py::arg("race") = false, py::arg("notify") = false)
+        .def("attach", &Relay::attach, "A new producer id.")
+        .def(
+            "push",
+            [](Relay& r, int producer, const py::handle& text, std::int32_t tokens) {
+                std::string s = utf8_of(text);
+                const int rc = r.try_push(producer, s, tokens);
+                if (rc >= 0 && rc == 1) return true;
+                if (rc < 0) return false;
+                py::gil_scoped_release release;
+                return r.push(producer, std::move(s), tokens);
+            },
+            py::arg("producer"), py::arg("text"), py::arg("tokens") = 1,
+            "Queue a piece (str or UTF-8 bytes); blocks while full. False: stop producing.")
+        .def(
+            "finish",
+            [](Relay& r, int producer, std::int32_t reason, const py::handle& text,
+               std::int32_t tokens) { return r.finish(producer, reason, utf8_of(text), tokens); },
+            py::arg("producer"), py::arg("reason"), py::arg("text") = py::str(""),
+            py::arg("tokens") = 0, "End a producer with a FINISH_* reason. Never blocks.")
+        .def("cancelled", &Relay::cancelled, py::arg("producer"))
+        .def("cancel", &Relay::cancel, py::arg("producer"))
+        .def("close", &Relay::close)
+        .def_property_readonly("closed", &Relay::closed)
+        .def_property_readonly("winner", &Relay::winner)
+        .def_property_readonly("received_any", &Relay::received_any)
+        .def("__len__", &Relay::size)
+        .def(
+            "set_deadlines",
+            [](Relay& r, const py::object& first, const py::object& stall,
+               const py::object& total) {
+                r.set_deadlines(seconds_or_none(first), seconds_or_none(stall),
+                                seconds_or_none(total));
+            },
+            py::arg("first_piece") = py::none(), py::arg("stall") = py::none(),
+            py::arg("total") = py::none(),
+            "Seconds from now (None: no limit) for the first piece, between pieces, in all.")
+        .def(
+            "pop",
+            [](Relay& r, std::size_t max, double wait_s) {
+                std::vector<Piece> out;
+                const auto st = pop_any(r, out, max, wait_s);
+                return py::make_tuple(static_cast<int>(st), pieces_to_list(out));
+            },
+            py::arg("max") = 64, py::arg("wait") = -1.0,
+            "(status, pieces): waits (GIL released) for pieces, the end, a deadline, or "
+            "`wait` seconds (negative: no bound of its own; 0: never waits).")
+        .def(
+            "pop_text",
+            [](Relay& r, std::size_t max, double wait_s) {
+                std::vector<Piece> out;
+                const auto st = pop_any(r, out, max, wait_s);
+                return merged(static_cast<int>(st), out);
+            },
+            py::arg("max") = 64, py::arg("wait") = -1.0,
+            "pop() with the pieces merged: (status, text, tokens, finish, producer).")
+        .def(
+            "poll_text_async",
+            [](Relay& r, std::size_t max) {
+                std::vector<Piece> out;
+                double wait_s = -1.0;
+                const auto st = r.poll_async(out, max, wait_s);
+                py::tuple t = merged(static_cast<int>(st), out);
+                return py::make_tuple(t[0], t[1], t[2], t[3], t[4], wait_s);
+            },
+            py::arg("max") = 64,
+            "Never blocks: pop_text(), and when nothing is there (POP_EMPTY) arms fileno(); "
+            "the last item is the seconds until the nearest deadline (negative: none).")
+        .def("fileno", &Relay::fd)
+        .def("drain_fd", &Relay::drain_fd, "Empty fileno() after a wake-up.");
+
+    m.def(
+        "relay_test_producer",
+        [](std::shared_ptr<Relay> relay, int producer, std::size_t n, const std::string& text,
+           std::int32_t reason) {
+            routekit::spawn_test_producer(std::move(relay), producer, n, text, reason);
+        },
+        py::arg("relay"), py::arg("producer"), py::arg("n"), py::arg("text"),
+        py::arg("reason") = static_cast<int>(kFinishStop),
+        "Push n pieces of text from a new C++ thread, then finish (tests, benchmarks).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "routekit's C++ core: fallback graphs compiled to integer ids.";
+    m.doc() = "routekit's C++ core: fallback graphs compiled to integer ids, and the token relay.";
     m.attr("PLAN_RELEASE_GIL_AT") = kPlanReleaseGilAt;
 
     py::class_<Graph>(m, "Graph", R"doc(
@@ -158,4 +340,6 @@ or out-of-range ids raise ValueError.)doc")
         .def("model_flag", &Graph::model_flag, py::arg("model"))
         .def("provider_flag", &Graph::provider_flag, py::arg("provider"))
         .def("is_available", &Graph::is_available, py::arg("model"));
+
+    bind_relay(m);
 }
