@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "graph.hpp"
+#include "llama_native.hpp"
 #include "relay.hpp"
 
 namespace py = pybind11;
@@ -83,7 +84,7 @@ py::list plan_names(const Graph& g, NodeId entry, int max_depth, bool respect,
     return py::reinterpret_steal<py::list>(list);
 }
 
-// ---- relay ---------------------------------------------------------------------------------
+// ---- relay and native decode loop ---------------------------------------------------------------
 // Bound below the Graph, in bind_relay / bind_native. Every call that can wait releases the
 // GIL; a call that can finish at once (try_push with room, pop with pieces queued) takes the
 // uncontended path without releasing it: giving the GIL up and taking it back costs more
@@ -259,10 +260,153 @@ has something to take. Thread-safe; waits release the GIL.)doc")
         "Push n pieces of text from a new C++ thread, then finish (tests, benchmarks).");
 }
 
+namespace native = routekit::llama;
+
+void* handle_of(std::uintptr_t address) { return reinterpret_cast<void*>(address); }
+
+void bind_native(py::module_& m) {
+    py::register_exception<native::AbiError>(m, "AbiError", PyExc_RuntimeError);
+
+    py::list functions, structs;
+    for (const auto& s : native::Api::declared_signatures()) functions.append(s.name);
+    for (const auto& s : native::Api::declared_layouts()) structs.append(s.name);
+    m.attr("LLAMA_NATIVE_FUNCTIONS") = py::tuple(functions);
+    m.attr("LLAMA_NATIVE_STRUCTS") = py::tuple(structs);
+    py::list bindings, library;
+    for (auto v = native::kVerifiedBindings; *v != nullptr; ++v) bindings.append(*v);
+    for (auto v = native::kVerifiedLibrary; *v != nullptr; ++v) library.append(*v);
+    m.attr("LLAMA_NATIVE_VERIFIED") = py::make_tuple(py::tuple(bindings), py::tuple(library));
+
+    m.def("llama_native_declared", [] {
+        py::dict layouts, signatures;
+        for (const auto& s : native::Api::declared_layouts()) {
+            py::list fields;
+            for (const auto& f : s.fields) fields.append(py::make_tuple(f.name, f.offset, f.size));
+            layouts[py::str(s.name)] = py::make_tuple(s.size, fields);
+        }
+        for (const auto& s : native::Api::declared_signatures())
+            signatures[py::str(s.name)] = s.signature;
+        return py::make_tuple(layouts, signatures);
+    }, "(layouts, signatures) as the native loop declares them.");
+
+    py::class_<native::Api, std::shared_ptr<native::Api>>(m, "LlamaApi", R"doc(
+The libllama entry points the native decode loop calls, resolved in the copy that
+llama-cpp-python loaded, after an ABI check. Immutable; thread-safe.)doc")
+        .def_static(
+            "open",
+            [](const std::string& lib_path, const std::string& bindings_version,
+               const std::vector<std::tuple<std::string, std::size_t,
+                                            std::vector<std::tuple<std::string, std::size_t,
+                                                                   std::size_t>>>>& layouts,
+               const std::vector<std::pair<std::string, std::string>>& signatures,
+               bool allow_untested) {
+                std::vector<native::StructLayout> ls;
+                for (const auto& [name, size, fields] : layouts) {
+                    native::StructLayout l{name, size, {}};
+                    for (const auto& [fname, off, fsize] : fields)
+                        l.fields.push_back(native::FieldLayout{fname, off, fsize});
+                    ls.push_back(std::move(l));
+                }
+                std::vector<native::Signature> ss;
+                for (const auto& [name, sig] : signatures) ss.push_back({name, sig});
+                return native::Api::open(lib_path, bindings_version, ls, ss, allow_untested);
+            },
+            py::arg("lib_path"), py::arg("bindings_version"), py::arg("layouts"),
+            py::arg("signatures"), py::arg("allow_untested") = false,
+            "Check and resolve; raises AbiError naming the versions on any mismatch.")
+        .def_readonly("library_version", &native::Api::library_version)
+        .def_readonly("bindings_version", &native::Api::bindings_version);
+
+    py::class_<native::Job, std::shared_ptr<native::Job>>(m, "LlamaNativeJob", R"doc(
+One request on a LlamaNativeContext. Thread-safe.)doc")
+        .def("cancel", &native::Job::cancel, "Stop before the next token.")
+        .def("wait", &native::Job::wait, py::arg("timeout") = -1.0,
+             py::call_guard<py::gil_scoped_release>(),
+             "Wait until the worker let go of the context; False on timeout.")
+        .def_property_readonly("done", &native::Job::done)
+        .def_property_readonly("prompt_tokens", &native::Job::prompt_tokens)
+        .def_property_readonly("reused_tokens", &native::Job::reused_tokens)
+        .def_property_readonly("completion_tokens", &native::Job::completion_tokens)
+        .def_property_readonly("finish", &native::Job::finish)
+        .def_property_readonly("error", &native::Job::error)
+        .def_property_readonly("producer", &native::Job::producer);
+
+    py::class_<native::NativeContext, std::shared_ptr<native::NativeContext>>(
+        m, "LlamaNativeContext", R"doc(
+The native decode loop over one llama context (llama-cpp-python's raw handles, as ints).
+Owns one worker thread; jobs run one at a time. close() before freeing the Llama.)doc")
+        .def(py::init([](std::shared_ptr<native::Api> api, std::uintptr_t model,
+                         std::uintptr_t ctx) {
+                 return std::make_shared<native::NativeContext>(std::move(api),
+                                                                handle_of(model),
+                                                                handle_of(ctx));
+             }),
+             py::arg("api"), py::arg("model"), py::arg("ctx"))
+        .def(
+            "submit",
+            [](native::NativeContext& self, std::shared_ptr<Relay> relay, int producer,
+               const py::bytes& prompt_text, std::vector<std::int32_t> prompt_tokens,
+               bool add_special, bool parse_special, std::int32_t max_tokens,
+               float temperature, float top_p, std::int32_t top_k, float min_p,
+               float typical_p, float repeat_penalty, float frequency_penalty,
+               float presence_penalty, std::int32_t penalty_last_n, std::uint32_t seed,
+               const std::vector<py::bytes>& stops) {
+                native::Request rq;
+                rq.prompt_text = prompt_text;
+                rq.prompt_tokens = std::move(prompt_tokens);
+                rq.add_special = add_special;
+                rq.parse_special = parse_special;
+                rq.max_tokens = max_tokens;
+                rq.sampling = native::Sampling{temperature, top_p, top_k, min_p, typical_p,
+                                               repeat_penalty, frequency_penalty,
+                                               presence_penalty, penalty_last_n, seed};
+                for (const auto& s : stops) rq.stops.push_back(s);
+                return self.submit(std::move(rq), std::move(relay), producer);
+            },
+            py::arg("relay"), py::arg("producer"), py::kw_only(),
+            py::arg("prompt_text") = py::bytes(),
+            py::arg("prompt_tokens") = std::vector<std::int32_t>(),
+            py::arg("add_special") = true, py::arg("parse_special") = true,
+            py::arg("max_tokens") = 0, py::arg("temperature") = 0.8f,
+            py::arg("top_p") = 0.95f, py::arg("top_k") = 40, py::arg("min_p") = 0.05f,
+            py::arg("typical_p") = 1.0f, py::arg("repeat_penalty") = 1.0f,
+            py::arg("frequency_penalty") = 0.0f, py::arg("presence_penalty") = 0.0f,
+            py::arg("penalty_last_n") = 64, py::arg("seed") = 0xFFFFFFFFu,
+            py::arg("stops") = std::vector<py::bytes>(),
+            "Queue a generation whose pieces go to relay as producer; returns its job.")
+        .def("close", &native::NativeContext::close, py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("n_ctx", &native::NativeContext::n_ctx)
+        .def_property_readonly("n_batch", &native::NativeContext::n_batch)
+        .def("cached_tokens", &native::NativeContext::cached_tokens)
+        .def("invalidate_cache", &native::NativeContext::invalidate_cache)
+        .def(
+            "tokenize",
+            [](const native::NativeContext& self, const py::bytes& text, bool add_special,
+               bool parse_special) {
+                return self.tokenize(std::string(text), add_special, parse_special);
+            },
+            py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = true);
+
+    m.def("llama_log_sink_install", &native::install_log_sink, py::arg("lib_path"),
+          "Send llama.cpp's log lines to a C++ buffer (no Python on llama.cpp's threads).");
+    m.def("llama_logs_pending", &native::logs_pending);
+    m.def("llama_log_drain", [] {
+        std::size_t dropped = 0;
+        auto lines = native::drain_logs(dropped);
+        py::list out(lines.size());
+        for (std::size_t i = 0; i < lines.size(); ++i) {
+            PyObject* t = Py_BuildValue("(iN)", lines[i].first, str_of(lines[i].second));
+            if (t == nullptr) throw py::error_already_set();
+            PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), t);
+        }
+        return py::make_tuple(out, dropped);
+    }, "([(level, line), ...], dropped): llama.cpp's log lines since the last drain.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "routekit's C++ core: fallback graphs compiled to integer ids, and the token relay.";
+    m.doc() = "routekit's C++ core: fallback graphs compiled to integer ids, the token relay and the native llama.cpp decode loop.";
     m.attr("PLAN_RELEASE_GIL_AT") = kPlanReleaseGilAt;
 
     py::class_<Graph>(m, "Graph", R"doc(
@@ -342,4 +486,5 @@ or out-of-range ids raise ValueError.)doc")
         .def("is_available", &Graph::is_available, py::arg("model"));
 
     bind_relay(m);
+    bind_native(m);
 }

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -247,6 +248,44 @@ def test_gpu_layers_follow_offload_support(tiny_path: Path) -> None:
         provider.warm("auto")
         assert provider.load_params("auto")["n_gpu_layers"] == expected  # what was used
         assert not provider.is_loaded("cpu")
+
+
+@pytest.mark.skipif(os.environ.get("ROUTEKIT_LLAMA_LOG") == "stderr",
+                    reason="llama-cpp-python's own log hook is kept")
+def test_llama_cpp_logs_reach_logging_without_python_inside_llama_cpp(
+    tiny_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # llama.cpp calls its log hook from inside llama_model_load_from_file (and from loader,
+    # CUDA and decode threads). routekit's hook is C code in _core that only buffers the
+    # line: no Python runs inside llama.cpp, on any thread. The lines reach logging after.
+    from routekit.providers.llama_cpp import compat
+
+    python_calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename == compat.__file__:
+            python_calls.append(frame.f_code.co_name)
+
+    caplog.set_level(logging.DEBUG, logger="routekit.llama_cpp")
+    provider = _provider(m=ModelConfig(provider=PROVIDER, path=str(tiny_path),
+                                       chat_format="chatml", n_ctx=256, n_threads=1))
+    with provider:
+        sys.setprofile(profile)
+        threading.setprofile(profile)
+        try:
+            provider.warm("m")
+            provider.complete(_request(max_tokens=2), LONG)
+        finally:
+            sys.setprofile(None)
+            threading.setprofile(None)
+    assert compat._sink and compat._bridge is None
+    # Python ran only routekit's own calls around the load, never a log callback.
+    assert "bridge" not in python_calls
+    assert set(python_calls) <= {"route_llama_logs", "flush_llama_logs", "construction_guard",
+                                 "disable_extra_bufts", "_cpu_has_amx", "params"}
+    lines = [r.getMessage() for r in caplog.records if r.name == "routekit.llama_cpp"]
+    assert any("llama_model_loader" in line or "load_tensors" in line for line in lines)
+    assert all(not line.endswith("\n") for line in lines)
 
 
 def test_package_model_defaults_to_gemma_chat_format(gemma_path: Path) -> None:

@@ -11,6 +11,16 @@ cost on CPUs where repacking would help. ``Llama`` has no argument for that fiel
 model-params factory it calls is swapped for the duration of one construction, under a lock.
 ``ROUTEKIT_LLAMA_EXTRA_BUFTS=1`` keeps llama.cpp's default (for a fixed build); ``=0`` forces
 the workaround on any CPU.
+
+Logs: llama.cpp's log hook is process-wide and llama.cpp calls it from whatever thread logs —
+model loaders (CUDA's included), the native decode loop's worker, and frees run during
+interpreter shutdown. A Python (ctypes) callback there takes the GIL on a foreign thread per
+line, can run while the interpreter is being torn down, and puts Python code inside
+``llama_model_load_from_file`` — the only Python code that can run inside it, since routekit
+sets no progress callback. So the hook is a C function in ``routekit._core`` that only copies
+each line into a bounded buffer; ``flush_llama_logs()`` hands the lines to the
+``routekit.llama_cpp`` logger from a Python thread (after each load and each request). The
+ctypes bridge remains only as a fallback when ``_core`` cannot install its hook.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import os
 import threading
 from typing import Any, Iterator
 
-__all__ = ["construction_guard", "disable_extra_bufts", "route_llama_logs"]
+__all__ = ["construction_guard", "disable_extra_bufts", "flush_llama_logs", "route_llama_logs"]
 
 log = logging.getLogger("routekit")
 _lock = threading.Lock()
@@ -87,9 +97,44 @@ def route_llama_logs(llama_cpp: Any) -> None:
     hook). Errors become WARNING records; the rest DEBUG. ``ROUTEKIT_LLAMA_LOG=stderr``
     leaves llama-cpp-python's own hook in place.
     """
-    global _bridge
-    if _bridge is not None or os.environ.get("ROUTEKIT_LLAMA_LOG") == "stderr":
+    global _sink, _bridge
+    if _sink or _bridge is not None or os.environ.get("ROUTEKIT_LLAMA_LOG") == "stderr":
         return
+    with _lock:
+        if _sink or _bridge is not None:
+            return
+        path = getattr(getattr(llama_cpp.llama_cpp, "_lib", None), "_name", None)
+        if isinstance(path, str):
+            from ... import _core
+
+            if _core.llama_log_sink_install(path):
+                _sink = True
+                return
+        log.debug("routekit._core could not hook llama.cpp's log; using a ctypes callback")
+        _bridge = _ctypes_bridge(llama_cpp)
+
+
+def flush_llama_logs() -> None:
+    """Hand the log lines llama.cpp wrote since the last call to logging (cheap when none)."""
+    if not _sink:
+        return
+    from ... import _core
+
+    if not _core.llama_logs_pending():
+        return
+    lines, dropped = _core.llama_log_drain()
+    for level, text in lines:
+        py_level = _LEVELS.get(level, logging.DEBUG)
+        if _llama_log.isEnabledFor(py_level):
+            _llama_log.log(py_level, "%s", text)
+    if dropped:
+        _llama_log.debug("%d llama.cpp log line(s) dropped (buffer full)", dropped)
+
+
+_sink = False
+
+
+def _ctypes_bridge(llama_cpp: Any) -> Any:
     import ctypes
 
     @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]  # ctypes, untyped
@@ -100,7 +145,5 @@ def route_llama_logs(llama_cpp: Any) -> None:
         if _llama_log.isEnabledFor(py_level):
             _llama_log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
 
-    with _lock:
-        if _bridge is None:
-            llama_cpp.llama_log_set(bridge, ctypes.c_void_p(0))
-            _bridge = bridge
+    llama_cpp.llama_log_set(bridge, ctypes.c_void_p(0))
+    return bridge  # the caller keeps it referenced while installed

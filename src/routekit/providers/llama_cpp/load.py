@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ... import _constants as C
 from ..._exceptions import ConfigError, ProviderError
 from .model_files import resolve_model_path
-from .compat import construction_guard, route_llama_logs
+from .compat import construction_guard, flush_llama_logs, route_llama_logs
 from .gate import LlamaModel, free_llama
 
 if TYPE_CHECKING:
@@ -143,3 +143,5 @@ def _construct(llama_cpp: ModuleType, params: dict[str, Any], slot: ModelSlot) -
             f"llama.cpp could not load model {slot.name!r} from {params['model_path']}: {exc}",
             provider=slot.provider, model=slot.name,
         ) from exc
+    finally:
+        flush_llama_logs()
