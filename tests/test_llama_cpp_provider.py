@@ -155,6 +155,53 @@ def test_stream_yields_real_chunks(gemma: LlamaCppProvider) -> None:
     assert _text(chunks) == gemma.complete(_request(max_tokens=12), LONG).choices[0].message.content
 
 
+def test_complete_stops_at_the_deadline_with_the_text_so_far(gemma: LlamaCppProvider) -> None:
+    # complete() used to decode every token whatever the deadline said (max_tokens=300 with
+    # timeout=1 answered after 6-8 s). Measured against this machine's own full decode, so
+    # the test holds on a slow or busy machine too.
+    count = [{"role": "user", "content": "Count from 1 to 500, separated by commas."}]
+    t0 = time.monotonic()
+    full = gemma.complete(_request(messages=count, max_tokens=300), LONG)
+    t_full = time.monotonic() - t0
+    assert full.usage is not None and full.usage.completion_tokens == 300
+    text = full.choices[0].message.content or ""
+    t0 = time.monotonic()
+    with pytest.raises(RequestTimeout) as info:
+        gemma.complete(_request(messages=count, max_tokens=300),
+                       Deadline(connect=1, read=60, total=t_full / 4))
+    took = time.monotonic() - t0
+    assert took < t_full * 0.75  # stopped at its deadline, not after 300 tokens
+    assert len(info.value.partial) < len(text)  # the text decoded before the deadline
+    assert info.value.model == "m" and info.value.retryable
+    # The model is free again, and a request with time to spare runs to its end.
+    reply = gemma.complete(_request(messages=count, max_tokens=5), LONG)
+    assert reply.usage is not None and reply.usage.completion_tokens == 5
+
+
+def test_complete_matches_llama_cpp_python_non_streaming(gemma: LlamaCppProvider) -> None:
+    # complete() formats the chat once and decodes through create_completion (to check the
+    # deadline per token): text, usage and finish reason are create_chat_completion's own.
+    llm: Any = gemma._slot("m").llm
+    for prompt, params in [
+        ("Write one short sentence about the sea.", {"max_tokens": 12}),
+        ("Name three colours.", {"max_tokens": 20, "stop": ["\n"]}),
+        ("Say hello.", {"max_tokens": 16, "repeat_penalty": 1.3}),
+    ]:
+        msgs = [{"role": "user", "content": prompt}]
+        kwargs = dict(params)
+        extra = {"repeat_penalty": kwargs.pop("repeat_penalty")} if "repeat_penalty" in kwargs \
+            else None
+        llm.reset()  # both decode from an empty context: same numbers, same tokens
+        want = llm.create_chat_completion(messages=msgs, temperature=0, **params)
+        llm.reset()
+        got = gemma.complete(ChatRequest("m", "m", msgs, {"temperature": 0, **kwargs},
+                                         extra_body=extra), LONG)
+        assert got.choices[0].message.content == want["choices"][0]["message"]["content"]
+        assert got.choices[0].finish_reason == want["choices"][0]["finish_reason"]
+        assert got.usage is not None
+        assert got.usage.model_dump(exclude_none=True) == want["usage"]
+
+
 def test_async_complete_and_stream(gemma: LlamaCppProvider) -> None:
     async def main() -> tuple[ChatCompletion, list[ChatCompletionChunk]]:
         reply = await gemma.acomplete(_request(), LONG)
@@ -458,6 +505,30 @@ def test_deadline_mid_stream_interrupts_with_partial_text(
     assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
 
 
+def test_first_byte_bounds_the_first_token_and_the_gate(
+    make_tiny: Callable[..., LlamaCppProvider]
+) -> None:
+    provider = make_tiny(queue_size=2)
+    provider.warm("m")
+    late = Deadline(connect=1, read=60, total=60, first_byte=0.0)
+    with pytest.raises(RequestTimeout, match="first_byte"):
+        provider.complete(_request(), late)
+    with pytest.raises(RequestTimeout, match="first_byte"):
+        next(iter(provider.stream(_request(), late)))
+    # Waiting for a busy model counts against first_byte too.
+    holder = provider.stream(_request(max_tokens=50), LONG)
+    next(holder)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            provider.complete(_request(), Deadline(connect=1, read=60, total=60, first_byte=0.2))
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        holder.close()
+    ok = provider.complete(_request(max_tokens=2), Deadline(1, 60, 60, first_byte=30))
+    assert ok.usage is not None and ok.usage.completion_tokens == 2
+
+
 # -- async gate and cancellation -----------------------------------------------------------------
 
 
@@ -517,6 +588,30 @@ def test_cancelling_an_async_consumer_releases_the_model(
         # finalizer hook soon after: a queued request gets the model then.
         await cancel_consumer(lenient, closing=False)
         reply = await asyncio.wait_for(lenient.acomplete(_request(max_tokens=1), LONG), 10)
+        assert reply.usage is not None and reply.usage.completion_tokens == 1
+
+    asyncio.run(main())
+
+
+def test_cancelling_a_decoding_acomplete_stops_it(
+    make_tiny: Callable[..., LlamaCppProvider]
+) -> None:
+    provider = make_tiny(queue_size=0, n_ctx=2048)
+
+    async def main() -> None:
+        task = asyncio.create_task(provider.acomplete(_request(max_tokens=2000), LONG))
+        await asyncio.sleep(0.2)  # decoding by now
+        assert provider._slot("m").busy
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The cancelled completion stops at its next token instead of running 2000.
+        for _ in range(400):
+            if not provider._slot("m").busy:
+                break
+            await asyncio.sleep(0.005)
+        assert not provider._slot("m").busy
+        reply = await provider.acomplete(_request(max_tokens=1), LONG)
         assert reply.usage is not None and reply.usage.completion_tokens == 1
 
     asyncio.run(main())
