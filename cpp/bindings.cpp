@@ -387,6 +387,25 @@ Owns one worker thread; jobs run one at a time. close() before freeing the Llama
             },
             py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = true);
 
+    py::class_<native::TextAssembler>(m, "TextAssembler", R"doc(
+The decode loop's text assembly, alone: TextAssembler(stops: list[bytes]); add(piece) is
+True when a stop sequence ends the text; take_safe() gives the bytes that may be sent now
+(whole UTF-8 characters, no possible stop prefix); take_rest() the rest at the end.)doc")
+        .def(py::init([](const std::vector<py::bytes>& stops) {
+                 std::vector<std::string> v;
+                 for (const auto& s : stops) v.push_back(s);
+                 return native::TextAssembler(std::move(v));
+             }),
+             py::arg("stops"))
+        .def("add", [](native::TextAssembler& a, const py::bytes& piece) {
+            return a.add(std::string(piece));
+        }, py::arg("piece"))
+        .def("take_safe", [](native::TextAssembler& a) { return py::bytes(a.take_safe()); })
+        .def("take_rest", [](native::TextAssembler& a) { return py::bytes(a.take_rest()); })
+        .def_property_readonly("text", [](const native::TextAssembler& a) {
+            return py::bytes(a.text());
+        });
+
     m.def("llama_log_sink_install", &native::install_log_sink, py::arg("lib_path"),
           "Send llama.cpp's log lines to a C++ buffer (no Python on llama.cpp's threads).");
     m.def("llama_logs_pending", &native::logs_pending);

@@ -66,6 +66,53 @@ std::size_t utf8_complete(const std::string& s) {
 
 }  // namespace
 
+// ---- TextAssembler ------------------------------------------------------------------------
+
+TextAssembler::TextAssembler(std::vector<std::string> stops) : stops_(std::move(stops)) {
+    // An empty stop would match everywhere; the Python side never sends one.
+    stops_.erase(std::remove(stops_.begin(), stops_.end(), std::string()), stops_.end());
+}
+
+bool TextAssembler::add(const std::string& piece) {
+    const std::size_t before = text_.size();
+    text_ += piece;
+    // Only a match that ends in the new bytes can be new: earlier ones ended the text before.
+    for (const std::string& s : stops_) {
+        const std::size_t from = before + 1 >= s.size() ? before + 1 - s.size() : 0;
+        const std::size_t at = text_.find(s, from);
+        if (at != std::string::npos) {
+            text_.resize(at);
+            return true;
+        }
+    }
+    return false;
+}
+
+std::string TextAssembler::take_safe() {
+    // Hold back the longest unsent suffix that is a proper prefix of a stop sequence.
+    std::size_t hold = 0;
+    const std::size_t unsent = text_.size() - sent_;
+    for (const std::string& s : stops_) {
+        for (std::size_t k = std::min(s.size() - 1, unsent); k > hold; --k) {
+            if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    const std::size_t safe = std::min(text_.size() - hold, utf8_complete(text_));
+    if (safe <= sent_) return std::string();
+    std::string out = text_.substr(sent_, safe - sent_);
+    sent_ = safe;
+    return out;
+}
+
+std::string TextAssembler::take_rest() {
+    std::string out = sent_ < text_.size() ? text_.substr(sent_) : std::string();
+    sent_ = text_.size();
+    return out;
+}
+
 // ---- ABI ----------------------------------------------------------------------------------
 
 std::vector<StructLayout> Api::declared_layouts() {
@@ -508,11 +555,8 @@ void NativeContext::run(Request& rq, Job& job) {
         }
     } sampler{*api_, make_sampler(rq.sampling)};
 
-    // Empty stop strings would match everywhere; the Python side never sends them.
-    rq.stops.erase(std::remove(rq.stops.begin(), rq.stops.end(), std::string()), rq.stops.end());
-    std::string text;          // every byte generated so far
-    std::size_t emitted = 0;   // bytes of text already pushed
-    std::int32_t unsent = 0;   // tokens generated since the last push
+    TextAssembler out(std::move(rq.stops));
+    std::int32_t unsent = 0;  // tokens generated since the last push
     std::size_t n_gen = 0;
     std::vector<token_t> one(1);
     std::int32_t reason = kFinishLength;
@@ -531,48 +575,20 @@ void NativeContext::run(Request& rq, Job& job) {
         ++n_gen;
         ++unsent;
         job.completion_tokens_.store(static_cast<std::int32_t>(n_gen));
-        const std::size_t before = text.size();
-        text += token_piece(tok);
-
-        // Stop sequences, llama-cpp-python's rule: the first listed stop that occurs ends the
-        // text where it starts. Only a match that ends in the new bytes can be new.
-        std::size_t cut = std::string::npos;
-        for (const std::string& s : rq.stops) {
-            const std::size_t from = before + 1 >= s.size() ? before + 1 - s.size() : 0;
-            const std::size_t at = text.find(s, from);
-            if (at != std::string::npos) {
-                cut = at;
-                break;
-            }
-        }
-        if (cut != std::string::npos) {
-            text.resize(cut);
-            reason = kFinishStop;
+        if (out.add(token_piece(tok))) {
+            reason = kFinishStop;  // a stop sequence
             break;
         }
         if (n_gen >= max_tokens) {
             reason = kFinishLength;
             break;
         }
-
-        // Send what is safe: never half a UTF-8 character, never text that may turn out to
-        // be the start of a stop sequence.
-        std::size_t hold = 0;
-        for (const std::string& s : rq.stops) {
-            for (std::size_t k = std::min(s.size() - 1, text.size() - emitted); k > hold; --k) {
-                if (text.compare(text.size() - k, k, s, 0, k) == 0) {
-                    hold = k;
-                    break;
-                }
-            }
-        }
-        const std::size_t safe = std::min(text.size() - hold, utf8_complete(text));
-        if (safe > emitted) {
-            if (!relay.push(producer, text.substr(emitted, safe - emitted), unsent)) {
+        std::string safe = out.take_safe();
+        if (!safe.empty()) {
+            if (!relay.push(producer, std::move(safe), unsent)) {
                 reason = kFinishCancelled;
                 break;
             }
-            emitted = safe;
             unsent = 0;
         }
 
@@ -593,8 +609,7 @@ void NativeContext::run(Request& rq, Job& job) {
     sampler.s = nullptr;
     if (reason == kFinishError) return end(reason, error, unsent, error);
     if (reason == kFinishCancelled) return end(reason, std::string(), unsent, std::string());
-    std::string rest = emitted < text.size() ? text.substr(emitted) : std::string();
-    end(reason, std::move(rest), unsent, std::string());
+    end(reason, out.take_rest(), unsent, std::string());
 }
 
 // ---- log sink -----------------------------------------------------------------------------

@@ -139,6 +139,28 @@ private:
 std::vector<std::string> compare_abi(const std::vector<StructLayout>& theirs,
                                      const std::vector<Signature>& their_signatures);
 
+// ---- generated text -> pieces -----------------------------------------------------------------
+// Assembles one request's output, token by token, and decides what may be sent: never half a
+// UTF-8 character, never bytes that may turn out to start a stop sequence. Stop sequences
+// follow llama-cpp-python's rule: after each token, the first listed stop that occurs in the
+// text ends it where that stop starts. Plain data, no llama.cpp: testable on its own.
+class TextAssembler {
+public:
+    explicit TextAssembler(std::vector<std::string> stops);
+    // Appends one token's bytes; true when a stop sequence now ends the text (text() is cut).
+    bool add(const std::string& piece);
+    // The bytes that are safe to send now (possibly empty); they count as sent.
+    std::string take_safe();
+    // Everything not yet sent (at the end of generation).
+    std::string take_rest();
+    const std::string& text() const { return text_; }
+
+private:
+    std::vector<std::string> stops_;
+    std::string text_;
+    std::size_t sent_ = 0;
+};
+
 // ---- one request ------------------------------------------------------------------------------
 
 struct Sampling {
