@@ -146,11 +146,12 @@ py::tuple merged(int status, const std::vector<Piece>& pieces) {
 
 double seconds_or_none(const py::object& v) { return v.is_none() ? -1.0 : v.cast<double>(); }
 
-routekit::PopStatus pop_any(Relay& r, std::vector<Piece>& out, std::size_t max, double wait_s) {
-    routekit::PopStatus st = r.try_pop(out, max);
+routekit::PopStatus pop_any(Relay& r, std::vector<Piece>& out, std::size_t max, double wait_s,
+                            std::size_t min_pieces) {
+    routekit::PopStatus st = r.try_pop(out, max, min_pieces);
     if (st != routekit::kPopEmpty || wait_s == 0.0) return st;
     py::gil_scoped_release release;
-    return r.pop(out, max, wait_s);
+    return r.pop(out, max, wait_s, min_pieces);
 }
 
 void bind_relay(py::module_& m) {
@@ -217,35 +218,47 @@ has something to take. Thread-safe; waits release the GIL.)doc")
             "Seconds from now (None: no limit) for the first piece, between pieces, in all.")
         .def(
             "pop",
-            [](Relay& r, std::size_t max, double wait_s) {
+            [](Relay& r, std::size_t max, double wait_s, std::size_t min_pieces) {
                 std::vector<Piece> out;
-                const auto st = pop_any(r, out, max, wait_s);
+                const auto st = pop_any(r, out, max, wait_s, min_pieces);
                 return py::make_tuple(static_cast<int>(st), pieces_to_list(out));
             },
-            py::arg("max") = 64, py::arg("wait") = -1.0,
-            "(status, pieces): waits (GIL released) for pieces, the end, a deadline, or "
-            "`wait` seconds (negative: no bound of its own; 0: never waits).")
+            py::arg("max") = 64, py::arg("wait") = -1.0, py::arg("min") = 1,
+            "(status, pieces): waits (GIL released) for `min` pieces (or a last piece), the "
+            "end, a deadline, or `wait` seconds (negative: no bound of its own; 0: never "
+            "waits).")
         .def(
             "pop_text",
-            [](Relay& r, std::size_t max, double wait_s) {
+            [](Relay& r, std::size_t max, double wait_s, std::size_t min_pieces) {
                 std::vector<Piece> out;
-                const auto st = pop_any(r, out, max, wait_s);
+                const auto st = pop_any(r, out, max, wait_s, min_pieces);
                 return merged(static_cast<int>(st), out);
             },
-            py::arg("max") = 64, py::arg("wait") = -1.0,
+            py::arg("max") = 64, py::arg("wait") = -1.0, py::arg("min") = 1,
             "pop() with the pieces merged: (status, text, tokens, finish, producer).")
         .def(
             "poll_text_async",
-            [](Relay& r, std::size_t max) {
+            [](Relay& r, std::size_t max, std::size_t min_pieces) {
                 std::vector<Piece> out;
                 double wait_s = -1.0;
-                const auto st = r.poll_async(out, max, wait_s);
+                const auto st = r.poll_async(out, max, wait_s, min_pieces);
                 py::tuple t = merged(static_cast<int>(st), out);
                 return py::make_tuple(t[0], t[1], t[2], t[3], t[4], wait_s);
             },
-            py::arg("max") = 64,
+            py::arg("max") = 64, py::arg("min") = 1,
             "Never blocks: pop_text(), and when nothing is there (POP_EMPTY) arms fileno(); "
             "the last item is the seconds until the nearest deadline (negative: none).")
+        .def("arm_end", &Relay::arm_end,
+             "Arm fileno() for the end of every producer; True when they already finished.")
+        .def(
+            "take_all_text",
+            [](Relay& r) {
+                std::vector<Piece> out;
+                r.take_all(out);
+                return merged(static_cast<int>(routekit::kPopPieces), out);
+            },
+            "Everything queued, whatever the deadlines: (status, text, tokens, finish, "
+            "producer). For a consumer that gave up and wants what was produced.")
         .def("fileno", &Relay::fd)
         .def("drain_fd", &Relay::drain_fd, "Empty fileno() after a wake-up.");
 
@@ -328,6 +341,8 @@ One request on a LlamaNativeContext. Thread-safe.)doc")
         .def_property_readonly("reused_tokens", &native::Job::reused_tokens)
         .def_property_readonly("completion_tokens", &native::Job::completion_tokens)
         .def_property_readonly("finish", &native::Job::finish)
+        .def_property_readonly("seconds_to_first_token", &native::Job::seconds_to_first_token)
+        .def_property_readonly("seconds_decoding", &native::Job::seconds_decoding)
         .def_property_readonly("error", &native::Job::error)
         .def_property_readonly("producer", &native::Job::producer);
 

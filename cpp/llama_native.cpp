@@ -498,6 +498,12 @@ void NativeContext::worker() {
 }
 
 void NativeContext::run(Request& rq, Job& job) {
+    using clock = std::chrono::steady_clock;
+    const auto started = clock::now();
+    auto since = [](clock::time_point t0, clock::time_point t1) {
+        return std::chrono::duration<double>(t1 - t0).count();
+    };
+    clock::time_point first_token{};
     Relay& relay = *job.relay();
     const int producer = job.producer();
     auto end = [&](std::int32_t reason, std::string text, std::int32_t tokens,
@@ -568,6 +574,13 @@ void NativeContext::run(Request& rq, Job& job) {
             break;
         }
         const token_t tok = api_->sampler_sample(sampler.s, ctx_, -1);
+        const auto now = clock::now();
+        if (n_gen == 0) {
+            first_token = now;
+            job.to_first_.store(since(started, now));
+        } else {
+            job.decoding_.store(since(first_token, now));
+        }
         if (api_->vocab_is_eog(vocab_, tok)) {
             reason = kFinishStop;  // the end-of-generation token is not counted, not shown
             break;

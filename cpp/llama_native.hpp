@@ -208,6 +208,10 @@ public:
     std::int32_t reused_tokens() const { return reused_tokens_.load(); }
     std::int32_t completion_tokens() const { return completion_tokens_.load(); }
     std::int32_t finish() const { return finish_.load(); }
+    // Seconds from the worker taking the job to its first sampled token, and from the first
+    // to the last (measured on the worker: what the decode loop did, whoever consumes).
+    double seconds_to_first_token() const { return to_first_.load(); }
+    double seconds_decoding() const { return decoding_.load(); }
     std::string error() const;
     int producer() const { return producer_; }
     const std::shared_ptr<Relay>& relay() const { return relay_; }
@@ -223,6 +227,8 @@ private:
     std::atomic<std::int32_t> reused_tokens_{0};
     std::atomic<std::int32_t> completion_tokens_{0};
     std::atomic<std::int32_t> finish_{kFinishNone};
+    std::atomic<double> to_first_{0.0};
+    std::atomic<double> decoding_{0.0};
     mutable std::mutex mu_;
     std::condition_variable cv_;
     bool done_ = false;

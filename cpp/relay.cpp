@@ -93,6 +93,7 @@ void Relay::enqueue_locked(Piece&& piece) {
             if (i != winner_) producers_[i].cancelled.store(true, std::memory_order_release);
         if (producers_waiting_) not_full_.notify_all();
     }
+    if (piece.finish != kFinishNone) ++finishes_queued_;
     ring_[(head_ + count_) % ring_.size()] = std::move(piece);
     ++count_;
     got_first_ = true;
@@ -100,7 +101,13 @@ void Relay::enqueue_locked(Piece&& piece) {
     wake_consumer_locked();
 }
 
+bool Relay::ready_locked() const {
+    return count_ >= wake_min_ || finishes_queued_ > 0 || (attached_ > 0 && live_ == 0) ||
+           closed();
+}
+
 void Relay::wake_consumer_locked() {
+    if (!ready_locked()) return;  // the consumer asked to sleep until more has arrived
     if (consumer_waiting_) not_empty_.notify_one();
     if (armed_) {
         armed_ = false;
@@ -185,6 +192,7 @@ bool Relay::finish(int producer, std::int32_t reason, std::string text, std::int
         for (Piece& f : failures_) {
             ring_[(head_ + count_) % ring_.size()] = std::move(f);
             ++count_;
+            ++finishes_queued_;
         }
         failures_.clear();
     }
@@ -205,6 +213,7 @@ void Relay::close() {
     closed_.store(true, std::memory_order_release);
     for (std::size_t i = 0; i < count_; ++i) ring_[(head_ + i) % ring_.size()] = Piece{};
     count_ = 0;
+    finishes_queued_ = 0;
     failures_.clear();
     not_full_.notify_all();
     not_empty_.notify_all();
@@ -222,13 +231,19 @@ void Relay::set_deadlines(double first_piece_s, double stall_s, double total_s) 
     if (has_total_) total_deadline_ = now + seconds(total_s);
 }
 
-PopStatus Relay::take_locked(std::vector<Piece>& out, std::size_t max) {
+PopStatus Relay::take_locked(std::vector<Piece>& out, std::size_t max,
+                              std::size_t min_pieces) {
     out.clear();
     if (closed()) return kPopClosed;
     const std::size_t n = std::min(max, count_);
-    if (n > 0) {
+    // Fewer than asked for: wait for more, unless nothing more can come (a last piece is
+    // queued, or the relay is full and its producers wait for room).
+    const bool enough = count_ >= min_pieces || finishes_queued_ > 0 || count_ >= capacity_ ||
+                        (attached_ > 0 && live_ == 0);
+    if (n > 0 && enough) {
         out.reserve(n);
         for (std::size_t i = 0; i < n; ++i) {
+            if (ring_[head_].finish != kFinishNone) --finishes_queued_;
             out.push_back(std::move(ring_[head_]));
             head_ = (head_ + 1) % ring_.size();
         }
@@ -262,8 +277,10 @@ PopStatus Relay::check_deadlines_locked(Clock::time_point now, Clock::time_point
     return kPopEmpty;
 }
 
-PopStatus Relay::pop(std::vector<Piece>& out, std::size_t max, double wait_s) {
+PopStatus Relay::pop(std::vector<Piece>& out, std::size_t max, double wait_s,
+                     std::size_t min_pieces) {
     std::unique_lock<std::mutex> lock(mu_);
+    wake_min_ = std::max<std::size_t>(1, std::min(min_pieces, capacity_));
     const auto start = Clock::now();
     const auto until = wait_s >= 0 ? start + seconds(wait_s) : Clock::time_point::max();
     for (;;) {
@@ -273,7 +290,7 @@ PopStatus Relay::pop(std::vector<Piece>& out, std::size_t max, double wait_s) {
             out.clear();
             return kPopTimeoutTotal;
         }
-        PopStatus st = take_locked(out, max);
+        PopStatus st = take_locked(out, max, wake_min_);
         if (st != kPopEmpty) return st;
         Clock::time_point next;
         st = check_deadlines_locked(now, &next);
@@ -287,19 +304,20 @@ PopStatus Relay::pop(std::vector<Piece>& out, std::size_t max, double wait_s) {
     }
 }
 
-PopStatus Relay::try_pop(std::vector<Piece>& out, std::size_t max) {
+PopStatus Relay::try_pop(std::vector<Piece>& out, std::size_t max, std::size_t min_pieces) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto now = Clock::now();
     if (has_total_ && now >= total_deadline_ && !closed()) {
         out.clear();
         return kPopTimeoutTotal;
     }
-    PopStatus st = take_locked(out, max);
+    PopStatus st = take_locked(out, max, std::max<std::size_t>(1, min_pieces));
     if (st != kPopEmpty) return st;
     return check_deadlines_locked(now, nullptr);
 }
 
-PopStatus Relay::poll_async(std::vector<Piece>& out, std::size_t max, double& wait_s) {
+PopStatus Relay::poll_async(std::vector<Piece>& out, std::size_t max, double& wait_s,
+                            std::size_t min_pieces) {
     if (read_fd_ < 0) throw std::logic_error("relay was made without notify");
     std::lock_guard<std::mutex> lock(mu_);
     const auto now = Clock::now();
@@ -308,7 +326,8 @@ PopStatus Relay::poll_async(std::vector<Piece>& out, std::size_t max, double& wa
         out.clear();
         return kPopTimeoutTotal;
     }
-    PopStatus st = take_locked(out, max);
+    wake_min_ = std::max<std::size_t>(1, std::min(min_pieces, capacity_));
+    PopStatus st = take_locked(out, max, wake_min_);
     if (st != kPopEmpty) return st;
     Clock::time_point next;
     st = check_deadlines_locked(now, &next);
@@ -317,6 +336,28 @@ PopStatus Relay::poll_async(std::vector<Piece>& out, std::size_t max, double& wa
     if (next != Clock::time_point::max())
         wait_s = std::chrono::duration<double>(next - now).count();
     return kPopEmpty;
+}
+
+bool Relay::arm_end() {
+    if (read_fd_ < 0) throw std::logic_error("relay was made without notify");
+    std::lock_guard<std::mutex> lock(mu_);
+    if (attached_ > 0 && live_ == 0) return true;
+    armed_ = true;
+    // ready_locked() holds once live_ reaches 0, whatever wake_min_ says.
+    wake_min_ = capacity_ + kMaxProducers + 1;
+    return false;
+}
+
+void Relay::take_all(std::vector<Piece>& out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    out.clear();
+    while (count_ > 0) {
+        if (ring_[head_].finish != kFinishNone) --finishes_queued_;
+        out.push_back(std::move(ring_[head_]));
+        head_ = (head_ + 1) % ring_.size();
+        --count_;
+    }
+    if (producers_waiting_) not_full_.notify_all();
 }
 
 int Relay::winner() const {

@@ -106,12 +106,24 @@ public:
     void set_deadlines(double first_piece_s, double stall_s, double total_s);
 
     // Consumer side: takes up to max pieces into out (cleared first). pop() waits for at
-    // least one piece, the end, a deadline, or wait_s seconds (negative: no bound of its own).
-    PopStatus pop(std::vector<Piece>& out, std::size_t max, double wait_s);
-    PopStatus try_pop(std::vector<Piece>& out, std::size_t max);
-    // try_pop(), and when it finds nothing, arms the wake-up fd; wait_s receives the seconds
-    // until the nearest deadline (negative: none). Only with notify = true.
-    PopStatus poll_async(std::vector<Piece>& out, std::size_t max, double& wait_s);
+    // least min_pieces pieces (or a last piece, the end, a deadline, or wait_s seconds;
+    // negative: no bound of its own). A consumer that only wants the whole answer sets
+    // min_pieces high and is woken a few times per answer instead of once per token: every
+    // wake-up costs a context switch.
+    PopStatus pop(std::vector<Piece>& out, std::size_t max, double wait_s,
+                  std::size_t min_pieces = 1);
+    PopStatus try_pop(std::vector<Piece>& out, std::size_t max, std::size_t min_pieces = 1);
+    // try_pop(), and when it finds nothing to take, arms the wake-up fd; wait_s receives the
+    // seconds until the nearest deadline (negative: none). Only with notify = true.
+    PopStatus poll_async(std::vector<Piece>& out, std::size_t max, double& wait_s,
+                         std::size_t min_pieces = 1);
+    // Arms the wake-up fd for the end of every producer; true (nothing armed) when they all
+    // finished already. For a consumer that stopped reading and waits for its producers to
+    // let go. Only with notify = true.
+    bool arm_end();
+    // Takes whatever is queued, whatever the deadlines say (a consumer that gave up
+    // collecting what was produced before it did). Never waits.
+    void take_all(std::vector<Piece>& out);
     // The fd an event loop watches (readable after a wake-up), or -1 without notify.
     int fd() const { return read_fd_; }
     // Empties the fd after a wake-up (never blocks).
@@ -131,7 +143,8 @@ private:
     bool deliverable_locked(int producer);
     void enqueue_locked(Piece&& piece);
     void wake_consumer_locked();
-    PopStatus take_locked(std::vector<Piece>& out, std::size_t max);
+    bool ready_locked() const;
+    PopStatus take_locked(std::vector<Piece>& out, std::size_t max, std::size_t min_pieces);
     PopStatus check_deadlines_locked(Clock::time_point now, Clock::time_point* next) const;
     void check_producer(int producer) const;
 
@@ -151,6 +164,8 @@ private:
     int winner_ = -1;
     std::vector<Piece> failures_;  // race mode: held until every producer has failed
     bool consumer_waiting_ = false;
+    std::size_t wake_min_ = 1;      // what the waiting consumer waits for
+    std::size_t finishes_queued_ = 0;
     int producers_waiting_ = 0;
     bool armed_ = false;
     bool got_first_ = false;

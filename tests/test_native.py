@@ -425,6 +425,15 @@ def test_deadlines(make_tiny: Callable[..., Any]) -> None:
         for c in stream:
             got.append(c)
     assert sinfo.value.partial == _text(got) != ""
+    # The same through acomplete(): the text so far comes back with the timeout.
+    async def cut() -> RequestTimeout:
+        with pytest.raises(RequestTimeout) as ainfo:
+            await provider.acomplete(_request(max_tokens=1500), Deadline(1, 60, t_full / 4))
+        return ainfo.value
+
+    err = asyncio.run(cut())
+    assert len(err.partial) < len(full.choices[0].message.content or "")
+    assert (full.choices[0].message.content or "").startswith(err.partial)
     # The gate wait counts against first_byte.
     holder = provider.stream(_request(max_tokens=1500), LONG)
     next(holder)

@@ -140,6 +140,41 @@ def test_producer_limits() -> None:
         relay.push(p, "after finish", 1)
 
 
+def test_min_pieces_lets_a_consumer_sleep_until_a_batch_or_the_end() -> None:
+    relay = R.Relay(capacity=16)
+    p = relay.attach()
+    for _ in range(3):
+        relay.push(p, "x", 1)
+    assert relay.pop(16, 0.05, 4) == (R.POP_EMPTY, [])  # fewer than asked for: keeps waiting
+    relay.push(p, "y", 1)
+    status, pieces = relay.pop(16, 0.05, 4)
+    assert status == R.POP_PIECES and [x[0] for x in pieces] == ["x", "x", "x", "y"]
+    relay.push(p, "z", 1)
+    relay.finish(p, R.FINISH_STOP)
+    # A last piece is enough, however many were asked for.
+    assert relay.pop_text(16, 1.0, 100) == (R.POP_PIECES, "z", 1, R.FINISH_STOP, p)
+    # A full relay wakes its consumer too (its producer waits for room).
+    full = R.Relay(capacity=2)
+    q = full.attach()
+    threading.Thread(target=lambda: [full.push(q, str(i), 1) for i in range(3)]).start()
+    status, pieces = full.pop(16, 5.0, 1000)
+    assert status == R.POP_PIECES and len(pieces) >= 2
+
+
+def test_take_all_and_arm_end_after_giving_up() -> None:
+    relay = R.Relay(capacity=8, notify=True)
+    p = relay.attach()
+    relay.set_deadlines(total=0.0)
+    relay.push(p, "a", 1)
+    relay.push(p, "b", 1)
+    assert relay.pop_text(8, 0)[0] == R.POP_TIMEOUT_TOTAL  # the deadline wins over pieces
+    assert relay.take_all_text()[1] == "ab"  # ... but what was produced can be salvaged
+    assert not relay.arm_end()
+    relay.finish(p, R.FINISH_CANCELLED)
+    assert select.select([relay.fileno()], [], [], 1.0)[0] == [relay.fileno()]
+    assert relay.arm_end()  # every producer finished
+
+
 # -- deadlines -----------------------------------------------------------------------------------
 
 

@@ -75,10 +75,16 @@ log = logging.getLogger("routekit.providers.llama_cpp")
 
 _now = time.monotonic
 
-# Pieces the decode loop may run ahead of a slow consumer before it waits (backpressure).
+# Pieces the decode loop may run ahead of a slow stream consumer before it waits
+# (backpressure).
 RELAY_CAPACITY = 64
+# complete() wants the whole answer: a roomy relay it drains when half full (or at the end),
+# so its thread wakes a few times per answer rather than once per token (each wake-up is a
+# context switch: ~50-100 us of CPU on the dev VM, ten times the Python work per token).
+_COLLECT_CAPACITY = 1024
+_COLLECT_MIN = _COLLECT_CAPACITY // 2
 # Pieces one wake-up of the consumer takes at most (merged into one chunk).
-_POP_MAX = 256
+_POP_MAX = 1024
 
 _FINISH_REASONS = {_core.FINISH_STOP: "stop", _core.FINISH_LENGTH: "length"}
 
@@ -211,6 +217,8 @@ class LlamaCppNativeProvider(InProcessProvider):
         super().__init__(name, config, models)
         self._natives: dict[str, tuple[LlamaModel, _core.LlamaNativeContext]] = {}
         self._natives_lock = threading.Lock()
+        # The latest job per model (its counts and worker-side timings: tests, benchmarks).
+        self._last_job: dict[str, _core.LlamaNativeJob] = {}
 
     # -- sync -----------------------------------------------------------------------------------
 
@@ -221,7 +229,7 @@ class LlamaCppNativeProvider(InProcessProvider):
         slot.enter(clock.gate_end)
         run: _Run | None = None
         try:
-            run = self._start(slot, request, kwargs, clock, notify=False)
+            run = self._start(slot, request, kwargs, clock, notify=False, collect=True)
             raw = run.collect_sync()
         finally:
             self._finish_sync(slot, run)
@@ -250,6 +258,7 @@ class LlamaCppNativeProvider(InProcessProvider):
         try:
             if run is not None:
                 run.stop_sync()
+                run.close()
         finally:
             slot.release()
             flush_llama_logs()
@@ -263,7 +272,7 @@ class LlamaCppNativeProvider(InProcessProvider):
         await self._acquire(slot, clock.gate_end)
         run: _Run | None = None
         try:
-            run = await self._astart(slot, request, kwargs, clock)
+            run = await self._astart(slot, request, kwargs, clock, collect=True)
             raw = await run.collect_async()
         finally:
             await self._finish_async(slot, run)
@@ -297,6 +306,7 @@ class LlamaCppNativeProvider(InProcessProvider):
                 # shield: a second cancellation must not leave the decode loop running on a
                 # context the gate hands to the next request.
                 await asyncio.shield(run.stop_async())
+                run.close()
         finally:
             slot.release()
             flush_llama_logs()
@@ -327,13 +337,14 @@ class LlamaCppNativeProvider(InProcessProvider):
             raise
 
     async def _astart(
-        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
+        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
+        *, collect: bool = False,
     ) -> _Run:
         if slot.llm is None or slot.name not in self._natives:
             # Loading takes a while (and the ABI check once): not on the event loop.
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._pool(), self._native, slot)
-        return self._start(slot, request, kwargs, clock, notify=True)
+        return self._start(slot, request, kwargs, clock, notify=True, collect=collect)
 
     # -- the work -------------------------------------------------------------------------------
 
@@ -370,7 +381,7 @@ class LlamaCppNativeProvider(InProcessProvider):
 
     def _start(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
-        *, notify: bool,
+        *, notify: bool, collect: bool = False,
     ) -> _Run:
         llm, native = self._native(slot)
         try:
@@ -389,7 +400,7 @@ class LlamaCppNativeProvider(InProcessProvider):
                 f"deadline passed before in-process model {slot.name!r} started decoding",
                 provider=slot.provider, model=slot.name,
             )
-        relay = _core.Relay(RELAY_CAPACITY, False, notify)
+        relay = _core.Relay(_COLLECT_CAPACITY if collect else RELAY_CAPACITY, False, notify)
         producer = relay.attach()
         # (seconds from now; 0 when already due: a negative number would mean "no limit")
         relay.set_deadlines(None if clock.t_first is None else max(0.0, clock.t_first - now),
@@ -398,6 +409,7 @@ class LlamaCppNativeProvider(InProcessProvider):
             job = native.submit(relay, producer, **args)
         except RuntimeError as exc:  # the native context was closed under us
             raise slot.closed_error() from exc
+        self._last_job[slot.name] = job
         return _Run(self, slot, request.model, relay, job)
 
     def _close_models(self) -> None:
@@ -597,19 +609,30 @@ class _Run:
     def collect_sync(self) -> dict[str, Any]:
         relay = self.relay
         while True:
-            status, text, _, finish, _ = relay.pop_text(_POP_MAX, -1.0)
+            status, text, _, finish, _ = relay.pop_text(_POP_MAX, -1.0, _COLLECT_MIN)
             if status != _core.POP_PIECES:
+                if status == _core.POP_TIMEOUT_TOTAL:
+                    self.stop_sync()  # the loop lets go; what it produced is the partial
+                    self._salvage()
                 self._status(status, streaming=False)
             if self._take(text, finish):
                 return self._completion()
 
+    def _salvage(self) -> None:
+        """After giving up: keep the text the loop produced that was not taken yet."""
+        _, text, _, finish, _ = self.relay.take_all_text()
+        if text and finish in (_core.FINISH_NONE, _core.FINISH_STOP, _core.FINISH_LENGTH):
+            self.sent.append(text)
+
     def stop_sync(self) -> None:
-        """Stop the decode loop (if still running) and wait until it let go of the context."""
+        """Stop the decode loop (if still running) and wait until it let go of the context.
+        What it queued stays in the relay (``_salvage``) until ``close()``."""
         job = self.job
         if not job.done:
-            self.relay.cancel(job.producer)
-            job.cancel()
+            job.cancel()  # also refuses its further pieces, freeing a push waiting for room
             job.wait()
+
+    def close(self) -> None:
         self.relay.close()
 
     # -- async ------------------------------------------------------------------------------
@@ -628,39 +651,54 @@ class _Run:
                     return
 
     async def collect_async(self) -> dict[str, Any]:
-        async with _Waker(self.relay) as waker:
+        async with _Waker(self.relay, _COLLECT_MIN) as waker:
             while True:
                 status, text, finish = await waker.next()
                 if status != _core.POP_PIECES:
+                    if status == _core.POP_TIMEOUT_TOTAL:
+                        await self.stop_async()
+                        self._salvage()
                     self._status(status, streaming=False)
                 if self._take(text, finish):
                     return self._completion()
 
     async def stop_async(self) -> None:
+        """stop_sync() without blocking the loop: the loop stops within one token and its
+        finish() wakes the relay's fd."""
         job = self.job
-        if not job.done:
-            self.relay.cancel(job.producer)
-            job.cancel()
-            # The loop stops within one token; its finish() wakes the fd (relay END).
-            async with _Waker(self.relay) as waker:
-                deadline = _now() + 30.0
-                while not job.done and _now() < deadline:
-                    status, _, _ = await waker.next(max_wait=0.05)
-                    if status == _core.POP_END:
-                        break
-            if not job.done:  # a decode step slower than all that: wait off the loop
-                await asyncio.get_running_loop().run_in_executor(None, job.wait)
-        self.relay.close()
+        if job.done:
+            return
+        job.cancel()
+        loop = asyncio.get_running_loop()
+        fd = self.relay.fileno()
+        deadline = _now() + 30.0
+        while not job.done and not self.relay.arm_end() and _now() < deadline:
+            woken: asyncio.Future[None] = loop.create_future()
+
+            def readable(woken: asyncio.Future[None] = woken) -> None:
+                self.relay.drain_fd()
+                _resolve(woken)
+
+            loop.add_reader(fd, readable)
+            timer = loop.call_later(0.05, _resolve, woken)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+                loop.remove_reader(fd)
+        if not job.done:  # a decode step slower than all that: wait off the loop
+            await loop.run_in_executor(None, job.wait)
 
 
 class _Waker:
     """Awaits a relay without blocking the event loop: ``poll_text_async`` arms the relay's
     fd when it finds nothing, and ``loop.add_reader`` wakes the awaiting task."""
 
-    __slots__ = ("relay", "fd", "loop", "waiter")
+    __slots__ = ("relay", "min", "fd", "loop", "waiter")
 
-    def __init__(self, relay: _core.Relay) -> None:
+    def __init__(self, relay: _core.Relay, min_pieces: int = 1) -> None:
         self.relay = relay
+        self.min = min_pieces
         self.fd = relay.fileno()
         self.loop = asyncio.get_running_loop()
         self.waiter: asyncio.Future[None] | None = None
@@ -683,7 +721,7 @@ class _Waker:
         POP_EMPTY once that many seconds passed)."""
         waited = False
         while True:
-            status, text, _, finish, _, wait_s = self.relay.poll_text_async(_POP_MAX)
+            status, text, _, finish, _, wait_s = self.relay.poll_text_async(_POP_MAX, self.min)
             if status != _core.POP_EMPTY or (waited and max_wait is not None):
                 return status, text, finish
             if max_wait is not None:
