@@ -335,6 +335,37 @@ def test_llama_cpp_logs_reach_logging_without_python_inside_llama_cpp(
     assert all(not line.endswith("\n") for line in lines)
 
 
+def test_load_probe_refuses_a_model_that_crashes_llama_cpp(
+    tiny_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A segfault inside llama.cpp cannot be caught; GPU loads are tried in a child process
+    # first, and a model whose probe dies is refused (the plan moves on, this process lives).
+    from routekit.providers.llama_cpp import compat
+
+    monkeypatch.setenv("ROUTEKIT_LLAMA_LOAD_PROBE", "1")
+    monkeypatch.setattr(compat, "_probed", {})
+    provider = _provider(ok=ModelConfig(provider=PROVIDER, path=str(tiny_path), n_ctx=256,
+                                        chat_format="chatml", n_threads=1))
+    with provider:
+        provider.warm("ok")  # the probe loaded and decoded in a child, then here
+        assert list(compat._probed.values()) == [None]
+    crash = "import os, signal, sys\nsys.stderr.write('ggml: boom\\n')\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    monkeypatch.setattr(compat, "_PROBE_CODE", crash)
+    monkeypatch.setattr(compat, "_probed", {})
+    provider = _provider(bad=ModelConfig(provider=PROVIDER, path=str(tiny_path), n_ctx=512,
+                                         chat_format="chatml", n_threads=1))
+    with provider:
+        with pytest.raises(ProviderError) as info:
+            provider.warm("bad")
+        assert "SIGSEGV" in str(info.value) and "ggml: boom" in str(info.value)
+        assert not provider.is_loaded("bad")
+        with pytest.raises(ProviderError, match="probe"):  # at request time too: move on
+            provider.complete(_request(model="bad"), LONG)
+    # Off for CPU loads unless asked: a CPU build cannot offload.
+    monkeypatch.delenv("ROUTEKIT_LLAMA_LOAD_PROBE")
+    assert not compat.probe_wanted(llama_cpp, {"n_gpu_layers": 0})
+
+
 def test_package_model_defaults_to_gemma_chat_format(gemma_path: Path) -> None:
     provider = _provider(m=ModelConfig(provider=PROVIDER, package=C.DEFAULT_MODEL_PACKAGE,
                                        n_ctx=512, n_threads=3))
