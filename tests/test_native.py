@@ -331,6 +331,23 @@ def test_stops_and_max_tokens_match_llama_cpp(make_tiny: Callable[..., Any]) -> 
     assert got.usage.total_tokens == got.usage.prompt_tokens + 7
 
 
+def test_sampling_with_a_seed_is_reproducible(make_tiny: Callable[..., Any]) -> None:
+    provider = make_tiny()
+    warm = {"temperature": 1.5, "top_k": 40, "top_p": 1.0, "min_p": 0.0}
+
+    def sample(seed: int) -> str | None:
+        if "m" in provider._natives:
+            _native_ctx(provider).invalidate_cache()
+        reply = provider.complete(_request(max_tokens=24, seed=seed, **warm), LONG)
+        return reply.choices[0].message.content
+
+    first = sample(7)
+    assert sample(7) == first  # same seed, same draws
+    assert len({first, sample(8), sample(9), sample(10)}) > 1  # the seed is used
+    greedy = provider.complete(_request(max_tokens=24), LONG).choices[0].message.content
+    assert greedy != first or sample(11) != greedy  # temperature > 0 really samples
+
+
 # -- gate, cancellation, threads ------------------------------------------------------------------
 
 

@@ -64,6 +64,7 @@ from .chat import ChatPlan, UnsupportedChat, plan_chat
 from .compat import flush_llama_logs
 from .gate import LlamaModel, ModelSlot
 from .load import llama_module, load
+from .model_files import ProgressCallback
 from .params import llama_kwargs
 
 if TYPE_CHECKING:
@@ -219,6 +220,20 @@ class LlamaCppNativeProvider(InProcessProvider):
         self._natives_lock = threading.Lock()
         # The latest job per model (its counts and worker-side timings: tests, benchmarks).
         self._last_job: dict[str, _core.LlamaNativeJob] = {}
+
+    def warm(self, model: str, *, progress: ProgressCallback | None = None) -> None:
+        """Load ``model`` and start its decode loop (the ABI check included) now.
+
+        Raises like ``LlamaCppProvider.warm`` when the model cannot be loaded. A refused ABI
+        check is logged, not raised: requests then fail with its ``ProviderError`` and the
+        plan moves on, as it would for any candidate that cannot serve.
+        """
+        super().warm(model, progress=progress)
+        try:
+            self._native(self._slot(model))
+        except ProviderError as exc:
+            log.warning("llama_cpp_native model %r is loaded but cannot be served: %s",
+                        model, exc)
 
     # -- sync -----------------------------------------------------------------------------------
 
