@@ -535,6 +535,7 @@ def test_unsupported_requests_are_plain_provider_errors(make_tiny: Callable[...,
         provider.complete(_request(**params), LONG)
     assert type(info.value) is ProviderError
     assert not info.value.fatal and not info.value.retryable
+    assert not provider.is_loaded("m")  # refused before touching the model
     assert provider.queue_depth("m") == 0
     assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
 

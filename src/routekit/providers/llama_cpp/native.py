@@ -1,9 +1,11 @@
 """In-process llama.cpp through routekit's C++ decode loop (provider kind ``llama_cpp_native``).
 
-Owns ``LlamaCppNativeProvider``'s request paths, the binding of ``routekit._core``'s decode
-loop to the libllama that llama-cpp-python loaded (``native_api``: the ABI check), and turning
-the relay's pieces into ``openai`` chunks and completions. Its lifecycle (``warm``, ``close``,
-``health``, the gate) is ``base.InProcessProvider``'s, shared with ``LlamaCppProvider``.
+Owns ``LlamaCppNativeProvider``'s request paths: loading through ``load``, one
+``_core.LlamaNativeContext`` per model, formatting and submitting a request, and the gate
+around it. Its parts: the ABI check that binds ``_core`` to llama-cpp-python's libllama in
+``native_abi``; turning the relay's pieces into ``openai`` chunks and completions in
+``native_run``. Its lifecycle (``warm``, ``close``, ``health``, the gate) is
+``base.InProcessProvider``'s, shared with ``LlamaCppProvider``.
 
 How a request runs. The model is loaded by llama-cpp-python through ``load.load`` (the same
 parameters, GPU offload and AMX workaround as ``llama_cpp``); its raw handles go to a
@@ -36,35 +38,24 @@ differ from what ``cpp/llama_native.hpp`` declares, or whose version was not ver
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import random
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Generator, Iterator, Mapping
 
 from ... import _core
 from ..._config.model import ModelConfig, ProviderConfig
-from ..._exceptions import ProviderError, RequestTimeout, StreamInterrupted
+from ..._exceptions import ProviderError, RequestTimeout
 from .._base import ChatRequest, Deadline
-from .base import (
-    AttemptClock,
-    InProcessProvider,
-    build,
-    chunk_type,
-    context_length_error,
-    deadline_passed,
-    first_byte_timeout,
-    to_completion,
-    translate,
-)
+from .base import AttemptClock, InProcessProvider, to_completion, translate
 from .chat import ChatPlan, UnsupportedChat, plan_chat
 from .compat import flush_llama_logs
 from .gate import LlamaModel, ModelSlot
-from .load import llama_module, load
+from .load import load
 from .model_files import ProgressCallback
+from .native_abi import _api_cache, describe_ctypes, native_api
+from .native_run import COLLECT_CAPACITY, RELAY_CAPACITY, NativeRun
 from .params import llama_kwargs
 
 if TYPE_CHECKING:
@@ -72,130 +63,11 @@ if TYPE_CHECKING:
 
 __all__ = ["LlamaCppNativeProvider", "describe_ctypes", "native_api"]
 
+_ = _api_cache  # re-exported: tests clear the process-wide ABI verdict
+
 log = logging.getLogger("routekit.providers.llama_cpp")
 
 _now = time.monotonic
-
-# Pieces the decode loop may run ahead of a slow stream consumer before it waits
-# (backpressure).
-RELAY_CAPACITY = 64
-# complete() wants the whole answer: a roomy relay it drains when half full (or at the end),
-# so its thread wakes a few times per answer rather than once per token (each wake-up is a
-# context switch: ~50-100 us of CPU on the dev VM, ten times the Python work per token).
-_COLLECT_CAPACITY = 1024
-_COLLECT_MIN = _COLLECT_CAPACITY // 2
-# Pieces one wake-up of the consumer takes at most (merged into one chunk).
-_POP_MAX = 1024
-
-_FINISH_REASONS = {_core.FINISH_STOP: "stop", _core.FINISH_LENGTH: "length"}
-
-
-# -- the ABI check -------------------------------------------------------------------------------
-
-
-class _ApiCache:
-    """The checked ``_core.LlamaApi`` (or the refusal), once per process."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.api: _core.LlamaApi | None = None
-        self.error: str | None = None
-
-    def clear(self) -> None:
-        with self.lock:
-            self.api, self.error = None, None
-
-
-_api_cache = _ApiCache()
-
-
-def native_api() -> _core.LlamaApi:
-    """routekit's decode loop bound to llama-cpp-python's libllama, after the ABI check.
-
-    Raises ``ProviderError`` naming both sides' versions (and every mismatch) when the check
-    refuses; the process is never at risk (nothing is called before the check passed).
-    """
-    api = _api_cache.api
-    if api is not None:
-        return api
-    with _api_cache.lock:
-        if _api_cache.api is None and _api_cache.error is None:
-            llama_cpp = llama_module()
-            low = llama_cpp.llama_cpp
-            path = getattr(getattr(low, "_lib", None), "_name", None)
-            if not isinstance(path, str):
-                _api_cache.error = "llama-cpp-python does not expose its libllama (_lib._name)"
-            else:
-                layouts, signatures = describe_ctypes(low)
-                untested = os.environ.get("ROUTEKIT_LLAMA_NATIVE_UNTESTED") == "1"
-                try:
-                    _api_cache.api = _core.LlamaApi.open(
-                        path, str(getattr(llama_cpp, "__version__", "unknown")), layouts,
-                        signatures, untested,
-                    )
-                except _core.AbiError as exc:
-                    _api_cache.error = str(exc)
-        if _api_cache.api is not None:
-            return _api_cache.api
-        raise ProviderError(_api_cache.error or "llama_cpp_native is unavailable")
-
-
-def describe_ctypes(low: Any) -> tuple[
-    list[tuple[str, int, list[tuple[str, int, int]]]], list[tuple[str, str]]
-]:
-    """What llama-cpp-python's ctypes module declares for the structs and functions the
-    native loop uses: ``(name, size, [(field, offset, size)])`` per struct and
-    ``(name, "ret(args)")`` per function, in ``_core.llama_native_declared()``'s notation."""
-    layouts = []
-    for name in _core.LLAMA_NATIVE_STRUCTS:
-        cls = getattr(low, name, None)
-        if not isinstance(cls, type) or not issubclass(cls, ctypes.Structure):
-            continue
-        fields = [(f[0], getattr(cls, f[0]).offset, getattr(cls, f[0]).size)
-                  for f in cls._fields_]
-        layouts.append((name, ctypes.sizeof(cls), fields))
-    lib = getattr(low, "_lib", None)
-    signatures = []
-    for name in _core.LLAMA_NATIVE_FUNCTIONS:
-        fn = getattr(lib, name, None) if lib is not None else None
-        args = getattr(fn, "argtypes", None)
-        if fn is None or args is None:
-            continue  # the check reports it as "not declared by llama-cpp-python"
-        signatures.append(
-            (name, f"{_ctype_code(fn.restype)}({','.join(_ctype_code(a) for a in args)})")
-        )
-    return layouts, signatures
-
-
-_POINTER_BASES = tuple(
-    t for t in (getattr(ctypes, "_Pointer", None), getattr(ctypes, "_CFuncPtr", None))
-    if isinstance(t, type)
-)
-
-
-def _ctype_code(t: Any) -> str:
-    if t is None:
-        return "v"
-    if isinstance(t, type) and issubclass(t, ctypes.Structure):
-        return "S:" + t.__name__
-    if t in (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_wchar_p) or (
-        isinstance(t, type) and issubclass(t, _POINTER_BASES)
-    ):
-        return "p"
-    code = getattr(t, "_type_", None)
-    if not isinstance(code, str):
-        return f"?{getattr(t, '__name__', t)}"
-    bits = 8 * ctypes.sizeof(t)
-    if code == "?":
-        return "b"
-    if code in "fd":
-        return f"f{bits}"
-    if code in "bhilq":
-        return f"i{bits}"
-    if code in "BHILQ":
-        return f"u{bits}"
-    return f"?{t.__name__}"
-
 
 # -- the provider --------------------------------------------------------------------------------
 
@@ -240,9 +112,9 @@ class LlamaCppNativeProvider(InProcessProvider):
     def complete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         slot = self._slot(request.model)
         clock = AttemptClock(deadline)
-        kwargs = llama_kwargs(request, slot)
+        kwargs = _native_kwargs(request, slot)
         slot.enter(clock.gate_end)
-        run: _Run | None = None
+        run: NativeRun | None = None
         try:
             run = self._start(slot, request, kwargs, clock, notify=False, collect=True)
             raw = run.collect_sync()
@@ -255,21 +127,21 @@ class LlamaCppNativeProvider(InProcessProvider):
         until the generator ends or is closed; closing it early stops decoding."""
         slot = self._slot(request.model)
         clock = AttemptClock(deadline)
-        kwargs = llama_kwargs(request, slot)
+        kwargs = _native_kwargs(request, slot)
         return self._stream_sync(slot, request, kwargs, clock)
 
     def _stream_sync(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
     ) -> Generator[ChatCompletionChunk, None, None]:
         slot.enter(clock.gate_end)
-        run: _Run | None = None
+        run: NativeRun | None = None
         try:
             run = self._start(slot, request, kwargs, clock, notify=False)
             yield from run.chunks_sync()
         finally:
             self._finish_sync(slot, run)
 
-    def _finish_sync(self, slot: ModelSlot, run: _Run | None) -> None:
+    def _finish_sync(self, slot: ModelSlot, run: NativeRun | None) -> None:
         try:
             if run is not None:
                 run.stop_sync()
@@ -283,9 +155,9 @@ class LlamaCppNativeProvider(InProcessProvider):
     async def acomplete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         slot = self._slot(request.model)
         clock = AttemptClock(deadline)
-        kwargs = llama_kwargs(request, slot)
+        kwargs = _native_kwargs(request, slot)
         await self._acquire(slot, clock.gate_end)
-        run: _Run | None = None
+        run: NativeRun | None = None
         try:
             run = await self._astart(slot, request, kwargs, clock, collect=True)
             raw = await run.collect_async()
@@ -300,14 +172,14 @@ class LlamaCppNativeProvider(InProcessProvider):
         one token and frees the model for the next request."""
         slot = self._slot(request.model)
         clock = AttemptClock(deadline)
-        kwargs = llama_kwargs(request, slot)
+        kwargs = _native_kwargs(request, slot)
         return self._astream(slot, request, kwargs, clock)
 
     async def _astream(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
     ) -> AsyncIterator[ChatCompletionChunk]:
         await self._acquire(slot, clock.gate_end)
-        run: _Run | None = None
+        run: NativeRun | None = None
         try:
             run = await self._astart(slot, request, kwargs, clock)
             async for chunk in run.chunks_async():
@@ -315,7 +187,7 @@ class LlamaCppNativeProvider(InProcessProvider):
         finally:
             await self._finish_async(slot, run)
 
-    async def _finish_async(self, slot: ModelSlot, run: _Run | None) -> None:
+    async def _finish_async(self, slot: ModelSlot, run: NativeRun | None) -> None:
         try:
             if run is not None:
                 # shield: a second cancellation must not leave the decode loop running on a
@@ -354,7 +226,7 @@ class LlamaCppNativeProvider(InProcessProvider):
     async def _astart(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
         *, collect: bool = False,
-    ) -> _Run:
+    ) -> NativeRun:
         if slot.llm is None or slot.name not in self._natives:
             # Loading takes a while (and the ABI check once): not on the event loop.
             loop = asyncio.get_running_loop()
@@ -397,7 +269,7 @@ class LlamaCppNativeProvider(InProcessProvider):
     def _start(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
         *, notify: bool, collect: bool = False,
-    ) -> _Run:
+    ) -> NativeRun:
         llm, native = self._native(slot)
         try:
             plan = plan_chat(llm, request.messages, kwargs, tokenize=False)
@@ -415,7 +287,7 @@ class LlamaCppNativeProvider(InProcessProvider):
                 f"deadline passed before in-process model {slot.name!r} started decoding",
                 provider=slot.provider, model=slot.name,
             )
-        relay = _core.Relay(_COLLECT_CAPACITY if collect else RELAY_CAPACITY, False, notify)
+        relay = _core.Relay(COLLECT_CAPACITY if collect else RELAY_CAPACITY, False, notify)
         producer = relay.attach()
         # (seconds from now; 0 when already due: a negative number would mean "no limit")
         relay.set_deadlines(None if clock.t_first is None else max(0.0, clock.t_first - now),
@@ -425,7 +297,7 @@ class LlamaCppNativeProvider(InProcessProvider):
         except RuntimeError as exc:  # the native context was closed under us
             raise slot.closed_error() from exc
         self._last_job[slot.name] = job
-        return _Run(self, slot, request.model, relay, job)
+        return NativeRun(lambda: self._closed, slot, request.model, relay, job)
 
     def _close_models(self) -> None:
         # The workers first: a model must never be freed under a running decode loop.
@@ -442,6 +314,19 @@ class LlamaCppNativeProvider(InProcessProvider):
             return False, f"native decode loop unavailable: {exc}"
         return True, (f"native decode loop on libllama {api.library_version} "
                       f"(llama-cpp-python {api.bindings_version})")
+
+
+def _native_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
+    """``params.llama_kwargs``, and the refusals only the native loop has, before the model
+    is touched (the plan moves on at once)."""
+    kwargs = llama_kwargs(request, slot)
+    if "response_format" in kwargs:
+        raise ProviderError(
+            f"llama_cpp_native does not support response_format (grammar-constrained "
+            f"decoding; model {slot.name!r}; the llama_cpp kind does)",
+            provider=slot.provider, model=slot.name,
+        )
+    return kwargs
 
 
 def _raw_handles(llm: LlamaModel) -> tuple[int, int] | None:
@@ -497,264 +382,3 @@ def _submit_args(plan: ChatPlan, slot: ModelSlot, last_n: int) -> dict[str, Any]
     }
 
 
-class _Run:
-    """One request on the native loop: the relay's consumer side, as chunks or a completion.
-
-    Not thread-safe: one consumer (the caller's thread or task) drives it.
-    """
-
-    __slots__ = ("provider", "slot", "model", "relay", "job", "sent", "started", "chunk_id",
-                 "created", "chunk_cls", "finish")
-
-    def __init__(self, provider: LlamaCppNativeProvider, slot: ModelSlot, model: str,
-                 relay: _core.Relay, job: _core.LlamaNativeJob) -> None:
-        self.provider = provider
-        self.slot = slot
-        self.model = model
-        self.relay = relay
-        self.job = job
-        self.sent: list[str] = []
-        self.started = False  # a chunk went out (streams) / a piece came in
-        self.chunk_id = f"chatcmpl-{uuid.uuid4()}"
-        self.created = int(time.time())
-        self.chunk_cls: Any = None
-        self.finish: str | None = None
-
-    # -- pieces → outcome -------------------------------------------------------------------
-
-    def _status(self, status: int, *, streaming: bool) -> None:
-        """Raise for a wait that ended without pieces."""
-        slot = self.slot
-        if status == _core.POP_TIMEOUT_FIRST:
-            raise first_byte_timeout(slot)
-        if status == _core.POP_TIMEOUT_TOTAL:
-            if streaming:
-                deadline_passed(slot, self.sent if self.started else None)
-            raise RequestTimeout(
-                f"deadline passed after {self.job.completion_tokens} tokens from in-process "
-                f"model {slot.name!r}", provider=slot.provider, model=slot.name,
-                partial="".join(self.sent),
-            )
-        self._interrupted(self._why(), streaming=streaming)
-
-    def _why(self) -> str:
-        return "provider closed" if self.slot.closing or self.provider._closed else "cancelled"
-
-    def _interrupted(self, why: str, *, streaming: bool) -> None:
-        slot = self.slot
-        text = f"in-process model {slot.name!r} stopped: {why}"
-        if streaming and self.started:
-            raise StreamInterrupted(text, provider=slot.provider, model=slot.name,
-                                    partial="".join(self.sent))
-        raise ProviderError(text, provider=slot.provider, model=slot.name)
-
-    def _finished(self, finish: int, text: str, *, streaming: bool) -> None:
-        """Handle a last piece; sets ``self.finish`` or raises."""
-        reason = _FINISH_REASONS.get(finish)
-        if reason is not None:
-            self.finish = reason
-            return
-        slot = self.slot
-        if finish == _core.FINISH_CONTEXT_FULL:
-            n_tokens, n_ctx = (int(x) for x in text.split())
-            raise context_length_error(slot, n_tokens, n_ctx)
-        if finish == _core.FINISH_ERROR:
-            self._interrupted(f"decode failed: {self.job.error or text}", streaming=streaming)
-        self._interrupted(self._why(), streaming=streaming)
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None) -> ChatCompletionChunk:
-        if self.chunk_cls is None:
-            self.chunk_cls = chunk_type()
-        chunk: ChatCompletionChunk = build(self.chunk_cls, {
-            "id": self.chunk_id, "model": self.model, "created": self.created,
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                         "finish_reason": finish}],
-        })
-        return chunk
-
-    def _chunks_of(self, text: str, finish: int) -> list[ChatCompletionChunk]:
-        out = []
-        if not self.started:
-            out.append(self._chunk({"role": "assistant"}, None))
-            self.started = True
-        if text and finish in (_core.FINISH_NONE, _core.FINISH_STOP, _core.FINISH_LENGTH):
-            self.sent.append(text)
-            out.append(self._chunk({"content": text}, None))
-        if finish:
-            self._finished(finish, text, streaming=True)
-            out.append(self._chunk({}, self.finish))
-        return out
-
-    def _completion(self) -> dict[str, Any]:
-        prompt, completion = self.job.prompt_tokens, self.job.completion_tokens
-        return {
-            "id": self.chunk_id, "object": "chat.completion", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "logprobs": None, "finish_reason": self.finish,
-                         "message": {"role": "assistant", "content": "".join(self.sent)}}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
-        }
-
-    def _take(self, text: str, finish: int) -> bool:
-        """complete(): keep a piece; True at the last one."""
-        if finish in (_core.FINISH_NONE, _core.FINISH_STOP, _core.FINISH_LENGTH):
-            if text:
-                self.sent.append(text)
-        if finish:
-            self._finished(finish, text, streaming=False)
-            return True
-        return False
-
-    # -- sync -------------------------------------------------------------------------------
-
-    def chunks_sync(self) -> Iterator[ChatCompletionChunk]:
-        relay = self.relay
-        while True:
-            status, text, _, finish, _ = relay.pop_text(_POP_MAX, -1.0)
-            if status != _core.POP_PIECES:
-                self._status(status, streaming=True)
-            if not finish and (self.slot.closing or self.provider._closed):
-                self._interrupted("provider closed", streaming=True)
-            yield from self._chunks_of(text, finish)
-            if finish:
-                return
-
-    def collect_sync(self) -> dict[str, Any]:
-        relay = self.relay
-        while True:
-            status, text, _, finish, _ = relay.pop_text(_POP_MAX, -1.0, _COLLECT_MIN)
-            if status != _core.POP_PIECES:
-                if status == _core.POP_TIMEOUT_TOTAL:
-                    self.stop_sync()  # the loop lets go; what it produced is the partial
-                    self._salvage()
-                self._status(status, streaming=False)
-            if self._take(text, finish):
-                return self._completion()
-
-    def _salvage(self) -> None:
-        """After giving up: keep the text the loop produced that was not taken yet."""
-        _, text, _, finish, _ = self.relay.take_all_text()
-        if text and finish in (_core.FINISH_NONE, _core.FINISH_STOP, _core.FINISH_LENGTH):
-            self.sent.append(text)
-
-    def stop_sync(self) -> None:
-        """Stop the decode loop (if still running) and wait until it let go of the context.
-        What it queued stays in the relay (``_salvage``) until ``close()``."""
-        job = self.job
-        if not job.done:
-            job.cancel()  # also refuses its further pieces, freeing a push waiting for room
-            job.wait()
-
-    def close(self) -> None:
-        self.relay.close()
-
-    # -- async ------------------------------------------------------------------------------
-
-    async def chunks_async(self) -> AsyncIterator[ChatCompletionChunk]:
-        async with _Waker(self.relay) as waker:
-            while True:
-                status, text, finish = await waker.next()
-                if status != _core.POP_PIECES:
-                    self._status(status, streaming=True)
-                if not finish and (self.slot.closing or self.provider._closed):
-                    self._interrupted("provider closed", streaming=True)
-                for chunk in self._chunks_of(text, finish):
-                    yield chunk
-                if finish:
-                    return
-
-    async def collect_async(self) -> dict[str, Any]:
-        async with _Waker(self.relay, _COLLECT_MIN) as waker:
-            while True:
-                status, text, finish = await waker.next()
-                if status != _core.POP_PIECES:
-                    if status == _core.POP_TIMEOUT_TOTAL:
-                        await self.stop_async()
-                        self._salvage()
-                    self._status(status, streaming=False)
-                if self._take(text, finish):
-                    return self._completion()
-
-    async def stop_async(self) -> None:
-        """stop_sync() without blocking the loop: the loop stops within one token and its
-        finish() wakes the relay's fd."""
-        job = self.job
-        if job.done:
-            return
-        job.cancel()
-        loop = asyncio.get_running_loop()
-        fd = self.relay.fileno()
-        deadline = _now() + 30.0
-        while not job.done and not self.relay.arm_end() and _now() < deadline:
-            woken: asyncio.Future[None] = loop.create_future()
-
-            def readable(woken: asyncio.Future[None] = woken) -> None:
-                self.relay.drain_fd()
-                _resolve(woken)
-
-            loop.add_reader(fd, readable)
-            timer = loop.call_later(0.05, _resolve, woken)
-            try:
-                await woken
-            finally:
-                timer.cancel()
-                loop.remove_reader(fd)
-        if not job.done:  # a decode step slower than all that: wait off the loop
-            await loop.run_in_executor(None, job.wait)
-
-
-class _Waker:
-    """Awaits a relay without blocking the event loop: ``poll_text_async`` arms the relay's
-    fd when it finds nothing, and ``loop.add_reader`` wakes the awaiting task."""
-
-    __slots__ = ("relay", "min", "fd", "loop", "waiter")
-
-    def __init__(self, relay: _core.Relay, min_pieces: int = 1) -> None:
-        self.relay = relay
-        self.min = min_pieces
-        self.fd = relay.fileno()
-        self.loop = asyncio.get_running_loop()
-        self.waiter: asyncio.Future[None] | None = None
-
-    async def __aenter__(self) -> _Waker:
-        self.loop.add_reader(self.fd, self._readable)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.loop.remove_reader(self.fd)
-
-    def _readable(self) -> None:
-        self.relay.drain_fd()
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next(self, max_wait: float | None = None) -> tuple[int, str, int]:
-        """(status, text, finish) of the next pop that is not POP_EMPTY (or, with max_wait,
-        POP_EMPTY once that many seconds passed)."""
-        waited = False
-        while True:
-            status, text, _, finish, _, wait_s = self.relay.poll_text_async(_POP_MAX, self.min)
-            if status != _core.POP_EMPTY or (waited and max_wait is not None):
-                return status, text, finish
-            if max_wait is not None:
-                wait_s = max_wait if wait_s < 0 else min(wait_s, max_wait)
-            waiter = self.waiter = self.loop.create_future()
-            timer = None
-            if wait_s >= 0:
-                # A relay deadline (or max_wait) comes due: poll again then.
-                timer = self.loop.call_later(wait_s, _resolve, waiter)
-            try:
-                await waiter
-            finally:
-                self.waiter = None
-                if timer is not None:
-                    timer.cancel()
-            waited = True
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
