@@ -126,6 +126,8 @@ def main() -> int:
     ap.add_argument("--n-gpu-layers", type=int, default=None,
                     help="default: -1 when llama-cpp-python can offload, else 0")
     ap.add_argument("--no-server", action="store_true")
+    ap.add_argument("--settle", type=float, default=0.05,
+                    help="seconds of quiet before each measured call (OpenMP spin-down)")
     ap.add_argument("--only", choices=("all", "paths", "cpu", "turn", "gil"), default="all",
                     help="run one section (the machine is shared: shorter runs, quieter)")
     args = ap.parse_args()
@@ -189,6 +191,7 @@ def main() -> int:
                     # Same length, different text per path and round: no path reuses another's
                     # prompt beyond the chat template.
                     rq = req(f"Round {r:02d}.{i}: {PROMPT}", args.max_tokens)
+                    time.sleep(args.settle)  # the previous path's OpenMP workers stop spinning
                     m = timed_stream(call(rq), openai_text)
                     if r:
                         results[name].append(m)

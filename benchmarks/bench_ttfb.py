@@ -6,7 +6,10 @@
 Same GGUF (gemma3-270m Q4_K_M from its package unless --model), same n_ctx, threads and GPU
 offload on every path (the server too: it is started with the same --n_gpu_layers; by
 default -1 when llama-cpp-python can offload, as routekit's in-process providers do), same
-prompts, max_tokens 16, temperature 0. The device is printed and written to the JSON. Each round sends one fresh prompt down every path, in turn,
+prompts, max_tokens 16, temperature 0. The device is printed and written to the JSON. Each
+call starts after --settle seconds of quiet: llama.cpp's OpenMP workers spin for a while
+after each decode, and a path run by another thread (the native worker) or process (the
+server) would otherwise start on a core the previous path's workers still burn. Each round sends one fresh prompt down every path, in turn,
 so all paths see the same machine noise (prompts differ per path only by an index, so no
 path reuses another's prompt cache); TTFB is the time
 from the call until the first chunk carrying text. Medians over the rounds.
@@ -67,6 +70,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--settle", type=float, default=0.05,
+                    help="seconds of quiet before each measured call")
     ap.add_argument("--model", type=Path, default=None, help="a GGUF (default: gemma)")
     ap.add_argument("--chat-format", default="gemma")
     ap.add_argument("--n-gpu-layers", type=int, default=None,
@@ -141,6 +146,10 @@ def main() -> int:
                 # A fresh prompt per path and round, all the same length: the server's
                 # prompt cache is shared by its two client paths and must favour neither.
                 msgs = [{"role": "user", "content": f"Round {r:02d}.{i}: name one colour."}]
+                # Let the previous path's OpenMP workers stop spinning (libgomp spins ~ms
+                # after each parallel region): a path run by another thread or process (the
+                # native worker, the server) would otherwise start on a busy core.
+                time.sleep(args.settle)
                 took = ttfb(lambda: call(msgs), text_of)
                 if r:
                     timings[name].append(took)
@@ -166,7 +175,8 @@ def main() -> int:
          f"router+llama_cpp {added:+.2f} ms, llama_cpp_native {added_native:+.2f} ms"),
     ]
     return report("bench_ttfb", rows, checks, {
-        "device": dev, "gpu_offload": gpu, "n_gpu_layers": n_gpu, "model": str(path),
+        "settle_s": args.settle, "device": dev, "gpu_offload": gpu, "n_gpu_layers": n_gpu,
+        "model": str(path),
         "threads": args.threads, "n_ctx": args.n_ctx,
         "max_tokens": args.max_tokens, "ratio_in_process_vs_server": ratio,
         "ratio_native_vs_server": native_ratio, "added_ms_over_llama_cpp": added,
