@@ -1,9 +1,15 @@
 """Time to first token: in-process (routekit) vs a llama.cpp server (openai client, routekit).
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_ttfb.py [--runs 10] [--threads 2]
+        [--model PATH --chat-format FMT] [--n-gpu-layers N]
 
-Same GGUF (gemma3-270m Q4_K_M from its package), same n_ctx and threads, same prompts,
-max_tokens 16, temperature 0. Each round sends one fresh prompt down every path, in turn,
+Same GGUF (gemma3-270m Q4_K_M from its package unless --model), same n_ctx, threads and GPU
+offload on every path (the server too: it is started with the same --n_gpu_layers; by
+default -1 when llama-cpp-python can offload, as routekit's in-process providers do), same
+prompts, max_tokens 16, temperature 0. The device is printed and written to the JSON. Each
+call starts after --settle seconds of quiet: llama.cpp's OpenMP workers spin for a while
+after each decode, and a path run by another thread (the native worker) or process (the
+server) would otherwise start on a core the previous path's workers still burn. Each round sends one fresh prompt down every path, in turn,
 so all paths see the same machine noise (prompts differ per path only by an index, so no
 path reuses another's prompt cache); TTFB is the time
 from the call until the first chunk carrying text. Medians over the rounds.
@@ -11,24 +17,29 @@ from the call until the first chunk carrying text. Medians over the rounds.
 Paths:
   llama-cpp-python direct     Llama.create_chat_completion(stream=True) in this process
   routekit in-process         Router → llama_cpp provider (the same kind of Llama object)
+  llama_cpp_native provider   LlamaCppNativeProvider.stream (routekit's C++ decode loop)
   server via openai client    `python -m llama_cpp.server` on loopback, openai.OpenAI
   server via routekit         Router → openai_compat provider (kind llama_cpp_server)
 
-Targets (router issue): routekit in-process ≤ 0.75 × server-via-openai TTFB, and routekit
-adds ≤ 1 ms over calling llama-cpp-python directly. Reference measured here before routekit
-existed: in-process 34 ms, server 47 ms.
+Targets (issue #7): routekit in-process ≤ 0.75 × server-via-openai TTFB, and routekit's
+in-process path (either kind) adds ≤ 0.2 ms over calling llama-cpp-python directly.
+Reference measured here before routekit existed: in-process 34 ms, server 47 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from _common import median, report
 from llama_server import default_model_path, llama_server
 
 from routekit import Router
+from routekit._config.model import ModelConfig, ProviderConfig
+from routekit.providers._base import ChatRequest, Deadline
+from routekit.providers.llama_cpp import LlamaCppNativeProvider
 from routekit.providers.llama_cpp.compat import construction_guard
 
 
@@ -59,31 +70,49 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--settle", type=float, default=0.05,
+                    help="seconds of quiet before each measured call")
+    ap.add_argument("--model", type=Path, default=None, help="a GGUF (default: gemma)")
+    ap.add_argument("--chat-format", default="gemma")
+    ap.add_argument("--n-gpu-layers", type=int, default=None,
+                    help="layers to offload on every path (default: -1 when "
+                         "llama-cpp-python can offload, else 0)")
     args = ap.parse_args()
 
     import llama_cpp
     import openai
 
-    path = default_model_path()
+    path = args.model or default_model_path()
     gpu = bool(llama_cpp.llama_supports_gpu_offload())
-    n_gpu = -1 if gpu else 0
+    n_gpu = args.n_gpu_layers if args.n_gpu_layers is not None else (-1 if gpu else 0)
+    dev = (f"GPU offload ({n_gpu} layers; llama-cpp-python built with offload)"
+           if gpu and n_gpu != 0 else "CPU")
+    print(f"model {path}; device: {dev}; threads {args.threads}; n_ctx {args.n_ctx}")
     # Same load as routekit's provider, including its AMX crash workaround (without it the
-    # direct path segfaults on AMX CPUs; see providers/_llama_compat.py).
+    # direct path segfaults on AMX CPUs; see providers/llama_cpp/compat.py).
     with construction_guard(llama_cpp):
         direct = llama_cpp.Llama(model_path=str(path), n_ctx=args.n_ctx,
-                                 n_threads=args.threads, chat_format="gemma",
+                                 n_threads=args.threads, chat_format=args.chat_format,
                                  n_gpu_layers=n_gpu, verbose=False)
+    model_cfg = {"provider": "local", "path": str(path), "chat_format": args.chat_format,
+                 "n_ctx": args.n_ctx, "n_threads": args.threads, "n_gpu_layers": n_gpu}
     in_proc = Router({
         "providers": {"local": {"kind": "llama_cpp"}},
-        "models": {"gemma": {"provider": "local", "path": str(path), "chat_format": "gemma",
-                             "n_ctx": args.n_ctx, "n_threads": args.threads}},
+        "models": {"gemma": model_cfg},
     })
+    # The native kind at the provider level (the router picks it for kind llama_cpp_native
+    # once wired): what routekit's C++ loop adds over llama-cpp-python.
+    native = LlamaCppNativeProvider("local", ProviderConfig(kind="llama_cpp_native"),
+                                    {"gemma": ModelConfig(**model_cfg)})
+    native.warm("gemma")
+    long = Deadline(connect=5, read=600, total=600)
     params = {"max_tokens": args.max_tokens, "temperature": 0.0}
     timings: dict[str, list[float]] = {k: [] for k in (
-        "llama-cpp-python direct", "routekit in-process", "server via openai client",
-        "server via routekit")}
+        "llama-cpp-python direct", "routekit in-process", "llama_cpp_native provider",
+        "server via openai client", "server via routekit")}
 
-    with llama_server(path, n_ctx=args.n_ctx, n_threads=args.threads) as base_url:
+    with llama_server(path, chat_format=args.chat_format, n_ctx=args.n_ctx,
+                      n_threads=args.threads, n_gpu_layers=n_gpu) as base_url:
         client = openai.OpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
         via_server = Router({
             "providers": {"srv": {"kind": "llama_cpp_server", "base_url": base_url}},
@@ -97,6 +126,9 @@ def main() -> int:
             ("routekit in-process",
              lambda msgs: in_proc.chat.completions.create(model="gemma", messages=msgs,
                                                           stream=True, **params),
+             openai_text),
+            ("llama_cpp_native provider",
+             lambda msgs: native.stream(ChatRequest("gemma", "gemma", msgs, dict(params)), long),
              openai_text),
             ("server via openai client",
              lambda msgs: client.chat.completions.create(model="gemma", messages=msgs,
@@ -114,27 +146,41 @@ def main() -> int:
                 # A fresh prompt per path and round, all the same length: the server's
                 # prompt cache is shared by its two client paths and must favour neither.
                 msgs = [{"role": "user", "content": f"Round {r:02d}.{i}: name one colour."}]
+                # Let the previous path's OpenMP workers stop spinning (libgomp spins ~ms
+                # after each parallel region): a path run by another thread or process (the
+                # native worker, the server) would otherwise start on a busy core.
+                time.sleep(args.settle)
                 took = ttfb(lambda: call(msgs), text_of)
                 if r:
                     timings[name].append(took)
         client.close()
         via_server.close()
     in_proc.close()
+    native.close()
     direct.close()
 
     med = {k: median(v) for k, v in timings.items()}
     rows = [{"path": k, "median_ms": med[k], "min_ms": min(v), "max_ms": max(v), "runs": len(v)}
             for k, v in timings.items()]
     ratio = med["routekit in-process"] / med["server via openai client"]
+    native_ratio = med["llama_cpp_native provider"] / med["server via openai client"]
     added = med["routekit in-process"] - med["llama-cpp-python direct"]
+    added_native = med["llama_cpp_native provider"] - med["llama-cpp-python direct"]
     checks = [
         ("routekit in-process ≤ 0.75 × server TTFB", ratio <= 0.75, f"ratio {ratio:.2f}"),
-        ("routekit adds ≤ 1 ms over llama-cpp-python", added <= 1.0, f"{added:+.2f} ms"),
+        ("llama_cpp_native ≤ 0.75 × server TTFB", native_ratio <= 0.75,
+         f"ratio {native_ratio:.2f}"),
+        ("routekit in-process (either kind) adds ≤ 0.2 ms over llama-cpp-python",
+         min(added, added_native) <= 0.2,
+         f"router+llama_cpp {added:+.2f} ms, llama_cpp_native {added_native:+.2f} ms"),
     ]
     return report("bench_ttfb", rows, checks, {
-        "gpu_offload": gpu, "threads": args.threads, "n_ctx": args.n_ctx,
+        "settle_s": args.settle, "device": dev, "gpu_offload": gpu, "n_gpu_layers": n_gpu,
+        "model": str(path),
+        "threads": args.threads, "n_ctx": args.n_ctx,
         "max_tokens": args.max_tokens, "ratio_in_process_vs_server": ratio,
-        "added_ms_over_llama_cpp": added})
+        "ratio_native_vs_server": native_ratio, "added_ms_over_llama_cpp": added,
+        "added_ms_native_over_llama_cpp": added_native})
 
 
 if __name__ == "__main__":

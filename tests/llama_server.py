@@ -70,10 +70,14 @@ def llama_server(
     chat_format: str = "gemma",
     n_ctx: int = 512,
     n_threads: int = 1,
+    n_gpu_layers: int = 0,
     startup_timeout: float = 60.0,
     grace: float = 5.0,
 ) -> Iterator[str]:
-    """Run ``llama_cpp.server`` on 127.0.0.1; yields its base URL (``http://127.0.0.1:P/v1``)."""
+    """Run ``llama_cpp.server`` on 127.0.0.1; yields its base URL (``http://127.0.0.1:P/v1``).
+
+    ``n_gpu_layers`` is passed on (the server's own default is 0: all on the CPU); -1 offloads
+    every layer, as routekit's in-process providers do on a GPU build."""
     model = Path(model_path) if model_path is not None else default_model_path()
     port = free_port()
     if os.environ.get("ROUTEKIT_TEST_LLAMA_EXTRA_BUFTS") == "1":
@@ -88,6 +92,7 @@ def llama_server(
         "--n_ctx", str(n_ctx),
         "--n_threads", str(n_threads),
         "--n_threads_batch", str(n_threads),
+        "--n_gpu_layers", str(n_gpu_layers),
         "--use_mlock", "False",
         "--verbose", "False",
     ]  # fmt: skip

@@ -310,3 +310,23 @@ def test_openais_not_given_and_omit_mean_not_given(mode: str) -> None:
     run(mode, router.chat.completions.create(model="m", messages=MSG,
                                              timeout=http_lib().Timeout(3.0, connect=1.0)))
     assert a.calls[-1].deadline.connect == 1.0 and a.calls[-1].deadline.read == 3.0
+
+
+def test_native_in_process_models_skip_text_completions(tmp_path: Path) -> None:
+    """llama_cpp_native serves chats only (its C++ loop takes a formatted chat): a text
+    completion moves on to the next candidate, and the route says why."""
+    from tinygguf import write_tiny_gguf
+
+    path = str(write_tiny_gguf(tmp_path / "tiny.gguf"))
+    model = {"path": path, "n_ctx": 128, "n_threads": 1, "chat_format": "chatml",
+             "warm": False}
+    cfg = {"providers": {"native": {"kind": "llama_cpp_native"},
+                         "local": {"kind": "llama_cpp"}},
+           "models": {"fast": {"provider": "native", **model},
+                      "slow": {"provider": "local", **model}},
+           "fallback_chains": {"fast": {"chain": ["slow"]}}}
+    with Router(cfg, health_probes=False) as router:
+        reply = router.completions.create(model="fast", prompt="hello", max_tokens=2)
+        first, second = reply.route.attempts
+        assert (first.model, first.error_type) == ("fast", "UnsupportedRequest")
+        assert second.outcome == "ok" and reply.choices[0].text

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -154,6 +155,50 @@ def test_stream_yields_real_chunks(gemma: LlamaCppProvider) -> None:
     assert _text(chunks) == gemma.complete(_request(max_tokens=12), LONG).choices[0].message.content
 
 
+def test_complete_stops_at_the_deadline_with_the_text_so_far(gemma: LlamaCppProvider) -> None:
+    # complete() used to decode every token whatever the deadline said (max_tokens=300 with
+    # timeout=1 answered after 6-8 s). The deadline is sized from this machine's own speed
+    # (three times a 10-token answer: 300 tokens cannot fit), so a busy machine passes too.
+    count = [{"role": "user", "content": "Count from 1 to 500, separated by commas."}]
+    t0 = time.monotonic()
+    short = gemma.complete(_request(messages=count, max_tokens=10), LONG)
+    t_short = time.monotonic() - t0
+    assert short.usage is not None and short.usage.completion_tokens == 10
+    with pytest.raises(RequestTimeout) as info:  # returning would mean 300 tokens decoded
+        gemma.complete(_request(messages=count, max_tokens=300),
+                       Deadline(connect=1, read=60, total=3 * t_short))
+    assert info.value.model == "m" and info.value.retryable
+    partial = info.value.partial  # the text decoded before the deadline
+    assert isinstance(partial, str) and len(partial) < 300 * 8
+    # The model is free again, and a request with time to spare runs to its end.
+    reply = gemma.complete(_request(messages=count, max_tokens=5), LONG)
+    assert reply.usage is not None and reply.usage.completion_tokens == 5
+
+
+def test_complete_matches_llama_cpp_python_non_streaming(gemma: LlamaCppProvider) -> None:
+    # complete() formats the chat once and decodes through create_completion (to check the
+    # deadline per token): text, usage and finish reason are create_chat_completion's own.
+    llm: Any = gemma._slot("m").llm
+    for prompt, params in [
+        ("Write one short sentence about the sea.", {"max_tokens": 12}),
+        ("Name three colours.", {"max_tokens": 20, "stop": ["\n"]}),
+        ("Say hello.", {"max_tokens": 16, "repeat_penalty": 1.3}),
+    ]:
+        msgs = [{"role": "user", "content": prompt}]
+        kwargs = dict(params)
+        extra = {"repeat_penalty": kwargs.pop("repeat_penalty")} if "repeat_penalty" in kwargs \
+            else None
+        llm.reset()  # both decode from an empty context: same numbers, same tokens
+        want = llm.create_chat_completion(messages=msgs, temperature=0, **params)
+        llm.reset()
+        got = gemma.complete(ChatRequest("m", "m", msgs, {"temperature": 0, **kwargs},
+                                         extra_body=extra), LONG)
+        assert got.choices[0].message.content == want["choices"][0]["message"]["content"]
+        assert got.choices[0].finish_reason == want["choices"][0]["finish_reason"]
+        assert got.usage is not None
+        assert got.usage.model_dump(exclude_none=True) == want["usage"]
+
+
 def test_async_complete_and_stream(gemma: LlamaCppProvider) -> None:
     async def main() -> tuple[ChatCompletion, list[ChatCompletionChunk]]:
         reply = await gemma.acomplete(_request(), LONG)
@@ -247,6 +292,76 @@ def test_gpu_layers_follow_offload_support(tiny_path: Path) -> None:
         provider.warm("auto")
         assert provider.load_params("auto")["n_gpu_layers"] == expected  # what was used
         assert not provider.is_loaded("cpu")
+
+
+@pytest.mark.skipif(os.environ.get("ROUTEKIT_LLAMA_LOG") == "stderr",
+                    reason="llama-cpp-python's own log hook is kept")
+def test_llama_cpp_logs_reach_logging_without_python_inside_llama_cpp(
+    tiny_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # llama.cpp calls its log hook from inside llama_model_load_from_file (and from loader,
+    # CUDA and decode threads). routekit's hook is C code in _core that only buffers the
+    # line: no Python runs inside llama.cpp, on any thread. The lines reach logging after.
+    from routekit.providers.llama_cpp import compat
+
+    python_calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename == compat.__file__:
+            python_calls.append(frame.f_code.co_name)
+
+    caplog.set_level(logging.DEBUG, logger="routekit.llama_cpp")
+    provider = _provider(m=ModelConfig(provider=PROVIDER, path=str(tiny_path),
+                                       chat_format="chatml", n_ctx=256, n_threads=1))
+    with provider:
+        sys.setprofile(profile)
+        threading.setprofile(profile)
+        try:
+            provider.warm("m")
+            provider.complete(_request(max_tokens=2), LONG)
+        finally:
+            sys.setprofile(None)
+            threading.setprofile(None)
+    assert compat._sink and compat._bridge is None
+    # Python ran only routekit's own calls around the load, never a log callback.
+    assert "bridge" not in python_calls
+    assert set(python_calls) <= {"route_llama_logs", "flush_llama_logs", "construction_guard",
+                                 "disable_extra_bufts", "_cpu_has_amx", "params",
+                                 "probe_wanted", "probe_load", "_run_probe"}
+    lines = [r.getMessage() for r in caplog.records if r.name == "routekit.llama_cpp"]
+    assert any("llama_model_loader" in line or "load_tensors" in line for line in lines)
+    assert all(not line.endswith("\n") for line in lines)
+
+
+def test_load_probe_refuses_a_model_that_crashes_llama_cpp(
+    tiny_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A segfault inside llama.cpp cannot be caught; GPU loads are tried in a child process
+    # first, and a model whose probe dies is refused (the plan moves on, this process lives).
+    from routekit.providers.llama_cpp import compat
+
+    monkeypatch.setenv("ROUTEKIT_LLAMA_LOAD_PROBE", "1")
+    monkeypatch.setattr(compat, "_probed", {})
+    provider = _provider(ok=ModelConfig(provider=PROVIDER, path=str(tiny_path), n_ctx=256,
+                                        chat_format="chatml", n_threads=1))
+    with provider:
+        provider.warm("ok")  # the probe loaded and decoded in a child, then here
+        assert list(compat._probed.values()) == [None]
+    crash = "import os, signal, sys\nsys.stderr.write('ggml: boom\\n')\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    monkeypatch.setattr(compat, "_PROBE_CODE", crash)
+    monkeypatch.setattr(compat, "_probed", {})
+    provider = _provider(bad=ModelConfig(provider=PROVIDER, path=str(tiny_path), n_ctx=512,
+                                         chat_format="chatml", n_threads=1))
+    with provider:
+        with pytest.raises(ProviderError) as info:
+            provider.warm("bad")
+        assert "SIGSEGV" in str(info.value) and "ggml: boom" in str(info.value)
+        assert not provider.is_loaded("bad")
+        with pytest.raises(ProviderError, match="probe"):  # at request time too: move on
+            provider.complete(_request(model="bad"), LONG)
+    # Off for CPU loads unless asked: a CPU build cannot offload.
+    monkeypatch.delenv("ROUTEKIT_LLAMA_LOAD_PROBE")
+    assert not compat.probe_wanted(llama_cpp, {"n_gpu_layers": 0})
 
 
 def test_package_model_defaults_to_gemma_chat_format(gemma_path: Path) -> None:
@@ -419,6 +534,30 @@ def test_deadline_mid_stream_interrupts_with_partial_text(
     assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
 
 
+def test_first_byte_bounds_the_first_token_and_the_gate(
+    make_tiny: Callable[..., LlamaCppProvider]
+) -> None:
+    provider = make_tiny(queue_size=2)
+    provider.warm("m")
+    late = Deadline(connect=1, read=60, total=60, first_byte=0.0)
+    with pytest.raises(RequestTimeout, match="first_byte"):
+        provider.complete(_request(), late)
+    with pytest.raises(RequestTimeout, match="first_byte"):
+        next(iter(provider.stream(_request(), late)))
+    # Waiting for a busy model counts against first_byte too.
+    holder = provider.stream(_request(max_tokens=50), LONG)
+    next(holder)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            provider.complete(_request(), Deadline(connect=1, read=60, total=60, first_byte=0.2))
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        holder.close()
+    ok = provider.complete(_request(max_tokens=2), Deadline(1, 60, 60, first_byte=30))
+    assert ok.usage is not None and ok.usage.completion_tokens == 2
+
+
 # -- async gate and cancellation -----------------------------------------------------------------
 
 
@@ -478,6 +617,30 @@ def test_cancelling_an_async_consumer_releases_the_model(
         # finalizer hook soon after: a queued request gets the model then.
         await cancel_consumer(lenient, closing=False)
         reply = await asyncio.wait_for(lenient.acomplete(_request(max_tokens=1), LONG), 10)
+        assert reply.usage is not None and reply.usage.completion_tokens == 1
+
+    asyncio.run(main())
+
+
+def test_cancelling_a_decoding_acomplete_stops_it(
+    make_tiny: Callable[..., LlamaCppProvider]
+) -> None:
+    provider = make_tiny(queue_size=0, n_ctx=2048)
+
+    async def main() -> None:
+        task = asyncio.create_task(provider.acomplete(_request(max_tokens=2000), LONG))
+        await asyncio.sleep(0.2)  # decoding by now
+        assert provider._slot("m").busy
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The cancelled completion stops at its next token instead of running 2000.
+        for _ in range(400):
+            if not provider._slot("m").busy:
+                break
+            await asyncio.sleep(0.005)
+        assert not provider._slot("m").busy
+        reply = await provider.acomplete(_request(max_tokens=1), LONG)
         assert reply.usage is not None and reply.usage.completion_tokens == 1
 
     asyncio.run(main())

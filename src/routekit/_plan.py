@@ -1,7 +1,7 @@
 """Fallback plans: the Python face of the compiled graph in ``routekit._core``.
 
-This module owns name <-> id mapping for the C++ plan core and is the only module that
-imports ``routekit._core``. It knows nothing about providers beyond their names, and never
+This module owns name <-> id mapping for the C++ plan core (reached through ``_cpp``, the one
+module that imports ``routekit._core``). It knows nothing about providers beyond their names, and never
 touches the network, a model or a config file (``from_config`` reads an already loaded
 ``Config``).
 """
@@ -12,7 +12,7 @@ import difflib
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from . import _constants as C
-from . import _core
+from . import _cpp as _core
 from ._exceptions import NoRouteError
 
 if TYPE_CHECKING:
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompiledGraph", "Simulation"]
 
-# The Monte Carlo loop of ``routekit simulate`` (``_simulate.py`` drives it); re-exported
-# here so that this stays the one module that imports ``routekit._core``.
+# The Monte Carlo loop of ``routekit simulate`` (``_simulate.py`` drives it).
 Simulation = _core.Simulation
 
 

@@ -6,7 +6,7 @@ chunks with a progress callback, and the figures: availability with a 95% Wilson
 added latency quantiles, cost per 1,000 requests, which model answered (shares, entropy) —
 per entry model, per tier and overall. Printing and plotting live in ``_simulate_report``.
 Reads a loaded config; no network, no model, no files. The C++ loop comes through
-``_plan.Simulation`` (``_plan`` stays the one module that imports ``routekit._core``).
+``_plan.Simulation`` (the C++ core is reached through ``_cpp`` only).
 
 The model
 ---------

