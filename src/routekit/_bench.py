@@ -205,7 +205,12 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> BenchResu
         if url is not None:
             import openai
 
-            client = openai.OpenAI(base_url=url, api_key="not-needed", max_retries=0)
+            from .providers.http.transport import http_lib
+
+            # Its own HTTP client: openai < 1.55 cannot build one on httpx 0.28 (it passes
+            # ``proxies``, which httpx removed), and routekit supports openai >= 1.40.
+            client = openai.OpenAI(base_url=url, api_key="not-needed", max_retries=0,
+                                   http_client=http_lib().Client(timeout=600))
             stack.callback(client.close)
         figures = {p: PathFigures(labels[p]) for p in paths}
         total = opts.rounds * len(paths)
