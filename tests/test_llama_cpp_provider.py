@@ -101,8 +101,10 @@ def gemma_path() -> Path:
 
 @pytest.fixture(scope="module")
 def gemma(gemma_path: Path) -> Iterator[LlamaCppProvider]:
+    # gemma's own chat template (not the built-in default's "### Response" frame): these
+    # tests need long answers, which that frame's early stops would cut short.
     provider = _provider(m=ModelConfig(provider=PROVIDER, package=C.DEFAULT_MODEL_PACKAGE,
-                                       n_threads=2))
+                                       n_threads=2, chat_format="gemma"))
     provider.warm("m")
     yield provider
     provider.close()

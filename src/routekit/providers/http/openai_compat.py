@@ -52,6 +52,7 @@ from .._base import ChatRequest, Deadline, HealthReport
 from .assemble import Assembler, TextAssembler
 from .call_args import call_kwargs
 from .errors import translate
+from .probe import judge, probe_url
 from .transport import call_deadline, http_lib, install_deadlines
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class OpenAICompatProvider:
         self.kind: str = config.kind
         self.config = config
         self.base_url = base_url.rstrip("/")
-        self._probe_url = _probe_url(self.base_url, self.kind, probe_path)
+        self._probe_url = probe_url(self.base_url, self.kind, probe_path)
         self._timeouts = default_timeout
         self._stream_upstream = config.effective_stream_upstream
         self._key_env = config.api_key_env or (
@@ -506,7 +507,7 @@ class OpenAICompatProvider:
         except Exception as exc:
             err = translate(exc, provider=self.name, model=None)
             return HealthReport(self.name, False, err.message, _ms_since(start))
-        return self._judge(status, body, start)
+        return judge(self.name, self._probe_url, status, body, _ms_since(start))
 
     async def ahealth(self, timeout: float = 1.0) -> HealthReport:
         """``health`` for ``AsyncRouter``: the same probe, without blocking the loop."""
@@ -526,23 +527,7 @@ class OpenAICompatProvider:
         except Exception as exc:
             err = translate(exc, provider=self.name, model=None)
             return HealthReport(self.name, False, err.message, _ms_since(start))
-        return self._judge(status, body, start)
-
-    def _judge(self, status: int, body: bytes, start: float) -> HealthReport:
-        path = urlsplit(self._probe_url).path
-        if status != 200:
-            return HealthReport(self.name, False, f"GET {path} answered HTTP {status}",
-                                _ms_since(start))
-        detail = f"GET {path}: 200"
-        if path.endswith("/models"):
-            try:
-                import json
-
-                data = json.loads(body).get("data")
-                detail += f", {len(data) if isinstance(data, list) else 0} model(s) listed"
-            except Exception:  # a health answer, not a contract: any 200 is up
-                pass
-        return HealthReport(self.name, True, detail, _ms_since(start))
+        return judge(self.name, self._probe_url, status, body, _ms_since(start))
 
     def close(self) -> None:
         """Close the sync client and forget the async ones (``aclose`` closes those). No
@@ -566,17 +551,6 @@ class OpenAICompatProvider:
     async def aclose(self) -> None:
         await self.aclose_loop()
         self.close()
-
-
-def _probe_url(base_url: str, kind: str, path: str | None) -> str:
-    """The health endpoint. Cloud kinds list models under ``base_url`` (``/v1/models``); local
-    servers answer at their root, which is ``base_url`` without its ``/v1`` (a server behind a
-    reverse proxy at ``https://host/ollama/v1`` is probed at ``https://host/ollama/...``)."""
-    probe = path or C.HEALTH_PATHS.get(kind, "/models")
-    if path is None and kind in C.CLOUD_KINDS:
-        return base_url + probe
-    root = base_url[:-3] if base_url.endswith("/v1") else base_url
-    return root + probe
 
 
 _tls_lock = threading.Lock()
