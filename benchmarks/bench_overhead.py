@@ -6,7 +6,8 @@
    breakers and a bulkhead on (as in every router now) and with both off.
 1. Non-streaming completions against a fast loopback server (tests/faultserver.py, "ok"
    mode): the routekit Router vs the same OpenAICompatProvider called directly, interleaved
-   call by call so both see the same machine noise. Overhead = difference of medians.
+   call by call (alternating which goes first) so both see the same machine noise.
+   Overhead = difference of medians.
    Breakers on, a bulkhead on the provider (max_concurrency 64). Measured with plain
    non-streaming upstream requests and with ``stream_upstream`` (the default for local
    kinds). Target: ≤ 50 µs median.
@@ -247,7 +248,8 @@ def telemetry_section(n: int, rounds: int, baseline: str | None
              "median_us": statistics.median(base), "p99_us": "-", "n": len(base),
              "vs_off_us": "-"},
         ]
-        checks.append(("both off ≤ 2 µs from the code before telemetry", abs(diff) <= 2.0,
+        # Only a slowdown fails: faster than the baseline is noise (or a win), not a cost.
+        checks.append(("both off ≤ 2 µs slower than the code before telemetry", diff <= 2.0,
                        f"{diff:+.2f} µs (runs: here {[round(x, 2) for x in here]}, "
                        f"before {[round(x, 2) for x in base]})"))
         extra["off_vs_baseline_us"] = {"baseline": rev, "diff": diff, "here": here,
@@ -302,14 +304,25 @@ def main() -> int:
                     direct.complete(request, deadline)
                     create(model="m0", messages=MSG)
                 t_direct, t_router = [], []
-                for _ in range(n):
-                    t0 = time.perf_counter_ns()
-                    direct.complete(request, deadline)
-                    t1 = time.perf_counter_ns()
-                    create(model="m0", messages=MSG)
-                    t2 = time.perf_counter_ns()
-                    t_direct.append((t1 - t0) / 1e3)
-                    t_router.append((t2 - t1) / 1e3)
+                for i in range(n):
+                    # Alternate which goes first: the second call of a pair meets a server
+                    # that has just answered, and the order must not favour either side.
+                    if i % 2:
+                        t0 = time.perf_counter_ns()
+                        direct.complete(request, deadline)
+                        t1 = time.perf_counter_ns()
+                        create(model="m0", messages=MSG)
+                        t2 = time.perf_counter_ns()
+                        t_direct.append((t1 - t0) / 1e3)
+                        t_router.append((t2 - t1) / 1e3)
+                    else:
+                        t0 = time.perf_counter_ns()
+                        create(model="m0", messages=MSG)
+                        t1 = time.perf_counter_ns()
+                        direct.complete(request, deadline)
+                        t2 = time.perf_counter_ns()
+                        t_router.append((t1 - t0) / 1e3)
+                        t_direct.append((t2 - t1) / 1e3)
             direct.close()
             timings[upstream] = (t_direct, t_router)
 
