@@ -9,7 +9,6 @@ health-probe schedules all read the router's clock. Relative timeouts handed to 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from typing import Protocol, runtime_checkable
@@ -37,6 +36,8 @@ class SystemClock:
     sleep = staticmethod(time.sleep)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio  # not at import time: a sync-only application never needs it
+
         await asyncio.sleep(seconds)
 
     def __repr__(self) -> str:
@@ -76,6 +77,8 @@ class FakeClock:
             self._t += max(0.0, seconds)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio
+
         self.sleep(seconds)
         await asyncio.sleep(0)  # still a suspension point, as a real sleep is
 

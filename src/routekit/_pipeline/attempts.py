@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ProviderError
 from .endpoints import acomplete_call, complete_call
-from .retry import policy_for, worth_retrying
+from .request import worth_retrying
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
@@ -90,6 +90,8 @@ def _call_sync(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> ChatComp
         if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
             raise
         first = exc
+    from .retry import policy_for  # tenacity, on the first retry only
+
     policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
     return policy.run(first, once)
 
@@ -118,5 +120,7 @@ async def _call_async(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> C
         if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
             raise
         first = exc
+    from .retry import policy_for  # tenacity, on the first retry only
+
     policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
     return await policy.arun(first, once)

@@ -23,7 +23,9 @@ from .._exceptions import (
     ConnectionFailed,
     MissingAPIKey,
     NoRouteError,
+    ProviderBusy,
     ProviderError,
+    RateLimited,
     RequestTimeout,
     RouteKitError,
     StatusError,
@@ -36,9 +38,23 @@ if TYPE_CHECKING:
     from .entries import ModelEntry
     from .router_state import RouterState
 
-__all__ = ["RequestState", "estimate_tokens"]
+__all__ = ["RequestState", "estimate_tokens", "worth_retrying"]
 
 log = logging.getLogger("routekit")
+
+
+def worth_retrying(exc: BaseException, retry_after_cap: float, last: bool) -> bool:
+    """routekit's retry predicate: is another call on the same candidate worth it? (The
+    tenacity strategies built on it live in ``retry.py``, imported on the first retry.)"""
+    if not isinstance(exc, ProviderError) or not exc.retryable:
+        return False
+    if isinstance(exc, ConnectionFailed) and exc.refused:
+        return False  # nothing listens: another try costs time and cannot succeed soon
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        return exc.retry_after <= retry_after_cap
+    if isinstance(exc, (RequestTimeout, ProviderBusy)) and not last:
+        return False  # the next candidate gets this time instead
+    return True
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:

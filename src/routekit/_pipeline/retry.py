@@ -22,7 +22,9 @@ The policy for one candidate, as tenacity objects (``policy_for``)::
   tenacity calls them in (tenacity 9 calls ``wait`` before ``stop``; 8 did the opposite, and
   routekit's earlier policy ran one attempt late because of it).
 
-All sleeping goes through the router's clock (``Retrying(sleep=clock.sleep)``).
+All sleeping goes through the router's clock (``Retrying(sleep=clock.sleep)``). This module
+(and tenacity, and asyncio under it) is imported on the first retry, not at ``import
+routekit``: most requests never retry.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from .._exceptions import ConnectionFailed, ProviderBusy, ProviderError, RateLimited, RequestTimeout
+from .._exceptions import ProviderError, RateLimited
+from .request import worth_retrying
 
 if TYPE_CHECKING:
     from .._clock import Clock
@@ -56,19 +59,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def worth_retrying(exc: BaseException, retry_after_cap: float, last: bool) -> bool:
-    """routekit's predicate: is another call on the same candidate worth it?"""
-    if not isinstance(exc, ProviderError) or not exc.retryable:
-        return False
-    if isinstance(exc, ConnectionFailed) and exc.refused:
-        return False  # nothing listens: another try costs time and cannot succeed soon
-    if isinstance(exc, RateLimited) and exc.retry_after is not None:
-        return exc.retry_after <= retry_after_cap
-    if isinstance(exc, (RequestTimeout, ProviderBusy)) and not last:
-        return False  # the next candidate gets this time instead
-    return True
 
 
 def _exception(state: tenacity.RetryCallState) -> BaseException | None:

@@ -23,7 +23,7 @@ from typing import (
 from .._compat.errors import to_openai
 from .._exceptions import ProviderError, RouteKitError, StreamInterrupted
 from .endpoints import astream_call, chunk_reader, stream_call
-from .retry import policy_for, worth_retrying
+from .request import worth_retrying
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -164,6 +164,8 @@ def _open_sync(req: RequestState, entry: ModelEntry
         if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
             raise
         first = exc
+    from .retry import policy_for  # tenacity, on the first retry only
+
     policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
     return policy.run(first, once)
 
@@ -320,6 +322,8 @@ async def _aopen(req: RequestState, entry: ModelEntry
         if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
             raise
         first = exc
+    from .retry import policy_for  # tenacity, on the first retry only
+
     policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
     return await policy.arun(first, once)
 

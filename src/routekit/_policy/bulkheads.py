@@ -16,10 +16,12 @@ Thread safety: one lock guards the counters and the queue; waiters are woken wit
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Bulkhead"]
 
@@ -105,6 +107,7 @@ class Bulkhead:
         """``enter`` for asyncio tasks: waits without blocking the event loop."""
         if self.try_enter():
             return True
+        import asyncio
         waiter = _Waiter()
         waiter.loop = asyncio.get_running_loop()
         waiter.future = waiter.loop.create_future()

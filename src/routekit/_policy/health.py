@@ -15,11 +15,9 @@ Ollama ``/api/version``, vLLM and llama.cpp server ``/health``, OpenAI-compatibl
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +25,8 @@ from .._exceptions import RouteKitError
 from ..providers._base import HealthReport
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .._clock import Clock
     from .._config.model import HealthConfig
     from ..providers._base import Provider
@@ -169,6 +169,8 @@ class HealthMonitor:
         return report
 
     async def aprobe(self, name: str, timeout: float | None = None) -> HealthReport:
+        import asyncio
+
         if self._stop.is_set():
             return HealthReport(name, False, "router closed", 0.0)
         t = timeout if timeout is not None else (self._timeouts.get(name) or 1.0)
@@ -206,6 +208,8 @@ class HealthMonitor:
         return [self.probe(name) for name in self.due(self._clock.now())]
 
     async def arun_due(self) -> list[HealthReport]:
+        import asyncio
+
         names = self.due(self._clock.now())
         return list(await asyncio.gather(*(self.aprobe(n) for n in names)))
 
@@ -215,11 +219,15 @@ class HealthMonitor:
         if len(names) == 1:
             self.probe(names[0], timeout)
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(8, len(names)),
                                 thread_name_prefix="routekit-probe") as pool:
             list(pool.map(lambda n: self.probe(n, timeout), names))
 
     async def aprobe_all(self, timeout: float | None = None) -> None:
+        import asyncio
+
         await asyncio.gather(*(self.aprobe(n, timeout) for n in self._providers))
 
     # -- background ---------------------------------------------------------------------------
@@ -246,10 +254,14 @@ class HealthMonitor:
         """Start the probe task on the running event loop (once)."""
         if not self._schedules or self._task is not None or self._stop.is_set():
             return
+        import asyncio
+
         self._task = asyncio.get_running_loop().create_task(self._aloop(),
                                                             name="routekit-health")
 
     async def _aloop(self) -> None:
+        import asyncio
+
         while not self._stop.is_set():
             await asyncio.sleep(self._nap())
             if self._stop.is_set():
@@ -263,6 +275,8 @@ class HealthMonitor:
             thread.join(timeout=5.0)
 
     async def astop(self) -> None:
+        import asyncio
+
         self._stop.set()
         task, self._task = self._task, None
         if task is not None and not task.done():
