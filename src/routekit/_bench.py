@@ -5,7 +5,8 @@ Owns the measurement: which paths run (routekit in-process through ``llama_cpp``
 ``llama_cpp_native``; with ``server``, a ``llama_cpp.server`` child with the same model,
 context, threads and GPU offload, called through routekit and through the bare openai
 client), the rounds (every path once per round, in an order that rotates, each call after a
-short quiet ``settle`` so llama.cpp's OpenMP workers from the previous call have spun down),
+short quiet ``settle`` so llama.cpp's OpenMP workers from the previous call have spun down,
+and a prompt of its own so no path reuses another's KV cache),
 and the figures (medians of TTFB — from the call to the first chunk carrying text — and of
 decode speed — text chunks after the first over the time they took). The same method as
 ``benchmarks/bench_ttfb.py``, packaged for users' own models. Printing, the progress bar and
@@ -219,7 +220,11 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> BenchResu
             order = paths[r % len(paths):] + paths[:r % len(paths)]
             for p in order:
                 fig = figures[p]
-                messages = [{"role": "user", "content": f"({r}) {opts.prompt}"}]
+                # A prompt of its own per path and round: a server keeps the KV cache of the
+                # prompt it saw last, and two paths sharing one would let the second skip its
+                # prompt processing.
+                messages = [{"role": "user",
+                             "content": f"({r}.{paths.index(p)}) {opts.prompt}"}]
                 time.sleep(opts.settle)
                 try:
                     ttfb, tps = _timed(_starter(p, router, client, messages, opts))
