@@ -35,7 +35,7 @@ def test_all_is_pinned_and_sorted() -> None:
 def test_import_does_not_load_heavy_packages() -> None:
     code = (
         "import sys; from routekit import Router; "
-        "heavy = [m for m in ('openai', 'llama_cpp', 'httpx', 'httpx2', 'redis', 'tenacity', 'asyncio', "
+        "heavy = [m for m in ('openai', 'llama_cpp', 'httpx', 'httpx2', 'redis', 'tenacity', 'asyncio', 'pydantic', 'yaml', "
         "'prometheus_client', 'opentelemetry') if m in sys.modules]; "
         "print(','.join(heavy))"
     )

@@ -11,8 +11,8 @@ uses them is built.
 
 from __future__ import annotations
 
-from ._config.loader import load_config
-from ._config.model import Config
+from typing import TYPE_CHECKING, Any
+
 from ._exceptions import (
     AllCandidatesFailed,
     AuthenticationFailed,
@@ -41,6 +41,24 @@ from ._pipeline.streams import AsyncStream, Stream
 from ._policy.health import HealthSnapshot, ProviderHealth
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ._config.loader import load_config
+    from ._config.model import Config
+
+
+def __getattr__(name: str) -> Any:
+    # ``Config`` and ``load_config`` bring pydantic (~150 ms here): loaded on first use, so
+    # that ``from routekit import Router`` stays fast (PEP 562).
+    if name == "Config":
+        from ._config.model import Config
+
+        return Config
+    if name == "load_config":
+        from ._config.loader import load_config
+
+        return load_config
+    raise AttributeError(f"module 'routekit' has no attribute {name!r}")
 
 __all__ = [
     "AllCandidatesFailed",

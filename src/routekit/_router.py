@@ -15,13 +15,12 @@ import os
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from ._compat.client import AsyncClientSurface, ClientSurface
-from ._config.loader import load_config
-from ._config.model import Config
 from ._pipeline.completions import AsyncCompletions, Completions
 from ._pipeline.router_state import ProgressCallback, RouterState
 from ._pipeline.text import AsyncTextCompletions, TextCompletions
 
 if TYPE_CHECKING:
+    from ._config.model import Config
     from opentelemetry.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
@@ -32,10 +31,14 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncRouter", "Router"]
 
-ConfigSource = Union[Config, Mapping[str, Any], str, "os.PathLike[str]"]
+ConfigSource = Union["Config", Mapping[str, Any], str, "os.PathLike[str]"]
 
 
 def _to_config(config: ConfigSource) -> Config:
+    # pydantic and the loader load here, with the first router: not at `import routekit`.
+    from ._config.loader import load_config
+    from ._config.model import Config
+
     return config if isinstance(config, Config) else load_config(config)
 
 
@@ -134,7 +137,7 @@ class Router(_RouterBase, ClientSurface):
                   progress: ProgressCallback | None = None,
                   metrics: bool | CollectorRegistry | None = None,
                   traces: bool | TracerProvider | None = None) -> Router:
-        return cls(load_config(path), warm=warm, progress=progress, metrics=metrics,
+        return cls(_to_config(path), warm=warm, progress=progress, metrics=metrics,
                    traces=traces)
 
     @classmethod
@@ -195,7 +198,7 @@ class AsyncRouter(_RouterBase, AsyncClientSurface):
                   progress: ProgressCallback | None = None,
                   metrics: bool | CollectorRegistry | None = None,
                   traces: bool | TracerProvider | None = None) -> AsyncRouter:
-        return cls(load_config(path), warm=warm, progress=progress, metrics=metrics,
+        return cls(_to_config(path), warm=warm, progress=progress, metrics=metrics,
                    traces=traces)
 
     @classmethod

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
 
 from .. import _constants as C
-from .._config.model import Config, ModelConfig, TimeoutConfig
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .._config.model import Config, ModelConfig, TimeoutConfig
     from .._policy.breakers import Breaker, BreakerBoard
     from .._policy.bulkheads import Bulkhead
     from ..providers._base import Provider
@@ -78,7 +79,7 @@ def first_byte_of(timeout: TimeoutConfig, kind: str) -> float | None:
     return C.DEFAULT_FIRST_BYTE.get(kind)
 
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 
 def overlay(base: M, override: M | None) -> M:

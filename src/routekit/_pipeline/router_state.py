@@ -16,7 +16,6 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from .._clock import SYSTEM_CLOCK, Clock
-from .._config.model import Config, HealthConfig
 from .._exceptions import ConfigError, ConfigIssue, MissingAPIKey, RouteKitError
 from .._plan import CompiledGraph
 from .._policy.breakers import BreakerBoard
@@ -25,6 +24,7 @@ from .._policy.health import HealthMonitor
 from .entries import build_entries, overlay
 
 if TYPE_CHECKING:
+    from .._config.model import Config, HealthConfig
     from ..providers._base import Provider
 
 
