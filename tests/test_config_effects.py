@@ -421,3 +421,26 @@ def test_retired_breaker_field_says_what_replaced_it() -> None:
 def test_fake_providers_keep_their_replies() -> None:
     # (guards the observers above: a FakeReply must survive the Rig unchanged)
     assert FakeReply(text="x").text == "x"
+
+
+def test_in_process_defaults_reach_llama_or_are_refused() -> None:
+    """A model's defaults may carry llama.cpp's own knobs (repeat_penalty...): they must reach
+    llama like extra_body does; a key llama would drop is refused at load."""
+    from routekit._config.model import ModelConfig
+    from routekit.providers._base import ChatRequest
+    from routekit.providers.llama_cpp.gate import ModelSlot
+    from routekit.providers.llama_cpp.params import llama_kwargs
+
+    slot = ModelSlot("m", ModelConfig(provider="local", path="x.gguf"), "local")
+    request = ChatRequest("m", "m", [{"role": "user", "content": "hi"}],
+                          {"repeat_penalty": 1.3, "top_k": 20, "temperature": 0.1})
+    assert llama_kwargs(request, slot) == {"repeat_penalty": 1.3, "top_k": 20,
+                                           "temperature": 0.1}
+    cfg = local_config()
+    cfg["models"]["m-local"]["defaults"] = {"repeat_penalty": 1.2, "user": "someone"}
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert 'models["m-local"].defaults["user"]' in str(info.value)
+    assert "no effect on an in-process model" in str(info.value)
+    cfg["models"]["m-local"]["defaults"] = {"repeat_penalty": 1.2}
+    load_config(cfg)  # a knob that reaches llama loads

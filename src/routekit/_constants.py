@@ -109,3 +109,12 @@ MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024
 # cold Ollama load up to ~10 s. Total latency: whole answers, up to long generations.
 TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+# What an in-process model's ``defaults`` may set: the sampling arguments the llama providers
+# pass on (openai's, and llama.cpp's own knobs, which HTTP requests carry in extra_body).
+# Anything else would be accepted and dropped, so the loader refuses it.
+LLAMA_OPENAI_SAMPLING: frozenset[str] = frozenset(
+    {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"})
+LLAMA_OWN_SAMPLING: frozenset[str] = frozenset({"top_k", "min_p", "typical_p", "repeat_penalty"})
+IN_PROCESS_DEFAULT_KEYS: frozenset[str] = (
+    LLAMA_OPENAI_SAMPLING | LLAMA_OWN_SAMPLING | {"max_tokens", "max_completion_tokens"})

@@ -492,6 +492,14 @@ def _cross_check(data: Mapping[str, Any], ctx: _Context) -> None:
             if _get(model, "path") is None and _get(model, "package") is None:
                 ctx.add(("models", name), "an in-process model needs 'path' (a GGUF file) or "
                         f"'package' (e.g. {C.DEFAULT_MODEL_PACKAGE})", key=True)
+            defaults = _get(model, "defaults")
+            if isinstance(defaults, Mapping):
+                for key in defaults:
+                    if isinstance(key, str) and key not in C.IN_PROCESS_DEFAULT_KEYS:
+                        ctx.add(("models", name, "defaults", key),
+                                f"{key!r} has no effect on an in-process model; its defaults "
+                                f"may set: {', '.join(sorted(C.IN_PROCESS_DEFAULT_KEYS))}",
+                                key=True)
         elif kind in C.HTTP_KINDS:
             for field in _IN_PROCESS_FIELDS:
                 if _get(model, field) is not None:

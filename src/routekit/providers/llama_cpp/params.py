@@ -4,8 +4,9 @@ Owns the mapping and its refusals, nothing else (no loading, no decoding, no lla
 import). Passed on: ``temperature``, ``top_p``, ``stop``, ``seed``, ``presence_penalty``,
 ``frequency_penalty``, ``max_tokens`` / ``max_completion_tokens`` (the latter wins),
 ``response_format`` (``json_object``, and ``json_schema`` as a grammar-constrained
-``json_object``), from ``extra_body``: ``top_k``, ``min_p``, ``typical_p``,
-``repeat_penalty``, and for text completions (``create_completion``) ``echo`` and ``suffix``.
+``json_object``), llama.cpp's own ``top_k``, ``min_p``, ``typical_p`` and
+``repeat_penalty`` (from ``extra_body``, or from a model's ``defaults``), and for text
+completions (``create_completion``) ``echo`` and ``suffix``.
 Requests this model cannot honour without changing their meaning — ``n`` > 1, ``tools`` /
 ``functions`` (unless ``tool_choice="none"``), ``logprobs``, ``logit_bias`` (token ids of
 another vocabulary), ``best_of`` > 1 — raise a plain ``ProviderError`` (neither fatal nor
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ... import _constants as C
 from ..._exceptions import ProviderError
 
 if TYPE_CHECKING:
@@ -29,10 +31,10 @@ __all__ = ["llama_kwargs"]
 
 log = logging.getLogger("routekit.providers.llama_cpp")
 
-_PASSED = frozenset(
-    {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"}
-)
-_EXTRA_BODY_PASSED = frozenset({"top_k", "min_p", "typical_p", "repeat_penalty"})
+_PASSED = C.LLAMA_OPENAI_SAMPLING
+# llama.cpp's own sampling knobs: from extra_body (as HTTP requests carry them), or from a
+# model's ``defaults`` (which arrive among the request's params).
+_EXTRA_BODY_PASSED = C.LLAMA_OWN_SAMPLING
 # Text completions only (create_completion takes them; chat has no such arguments).
 _TEXT_PASSED = frozenset({"echo", "suffix"})
 # Accepted and dropped: they do not change the generated text.
@@ -54,7 +56,8 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
     for key, value in request.params.items():
         if value is None:
             continue
-        if key in _PASSED or (key in _TEXT_PASSED and request.prompt is not None):
+        if key in _PASSED or key in _EXTRA_BODY_PASSED or (
+                key in _TEXT_PASSED and request.prompt is not None):
             out[key] = value
         elif key == "best_of":
             if value != 1:
