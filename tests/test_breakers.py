@@ -490,7 +490,7 @@ def test_the_probe_task_runs_and_stops_with_the_async_router() -> None:
     fake = FakeProvider("p0")
 
     async def go() -> tuple[int, int]:
-        async with AsyncRouter(cfg, providers={"p0": fake}) as router:
+        async with AsyncRouter(cfg, providers={"p0": fake}):
             for _ in range(100):
                 if fake.health_checks >= 2:
                     break

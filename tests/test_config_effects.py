@@ -22,7 +22,7 @@ from routekit import ConfigError, ConnectionFailed, RateLimited, Router, load_co
 from routekit._analysis import analyze
 from routekit._config.model import Config
 from routekit.cli import entry_model
-from routekit.testing import FakeClock, FakeProvider, FakeReply
+from routekit.testing import FakeClock, FakeProvider
 
 Observe = Callable[[dict[str, Any]], Any]
 
@@ -417,10 +417,6 @@ def test_retired_breaker_field_says_what_replaced_it() -> None:
     with pytest.raises(ConfigError, match="replaced by 'open_initial'"):
         load_config(config(1, routing={"breaker": {"reset_timeout": 30}}))
 
-
-def test_fake_providers_keep_their_replies() -> None:
-    # (guards the observers above: a FakeReply must survive the Rig unchanged)
-    assert FakeReply(text="x").text == "x"
 
 
 def test_in_process_defaults_reach_llama_or_are_refused() -> None:

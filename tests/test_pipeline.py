@@ -5,7 +5,7 @@ behaviour is exact and takes no real time."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -314,6 +314,3 @@ def test_model_defaults_reach_the_provider_under_the_callers_params() -> None:
     rig.ask(temperature=0.7)
     assert rig.fakes["p0"].calls[0].request.params == {"temperature": 0.7, "max_tokens": 9}
 
-
-def make_rig(*args: Any, **kw: Any) -> Callable[..., Rig]:
-    return lambda: Rig(*args, **kw)

@@ -45,7 +45,6 @@ from ..._exceptions import (
     MissingAPIKey,
     ProviderError,
     RequestTimeout,
-    StreamInterrupted,
 )
 from ..._secrets import install_log_redaction, secret_from_env
 from .._base import ChatRequest, Deadline, HealthReport
