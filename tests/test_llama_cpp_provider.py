@@ -53,36 +53,15 @@ from routekit.providers._base import ChatRequest, Deadline, Provider  # noqa: E4
 from routekit.providers.llama_cpp import LlamaCppProvider  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from inproc_helpers import LONG, PROVIDER  # noqa: E402
+from inproc_helpers import request as _request  # noqa: E402
+from inproc_helpers import text as _text  # noqa: E402
+from inproc_helpers import wait_for as _wait_for  # noqa: E402
 from tinygguf import write_tiny_gguf  # noqa: E402
-
-
-
-PROVIDER = "local"
-LONG = Deadline(connect=1.0, read=60.0, total=60.0)
-HELLO = [{"role": "user", "content": "Write one short sentence about the sea."}]
-
-
-def _request(model: str = "m", messages: list[dict[str, Any]] | None = None,
-             **params: Any) -> ChatRequest:
-    params.setdefault("temperature", 0)
-    params.setdefault("max_tokens", 8)
-    return ChatRequest(model, model, messages or HELLO, params)
 
 
 def _provider(**models: ModelConfig) -> LlamaCppProvider:
     return LlamaCppProvider(PROVIDER, ProviderConfig(kind="llama_cpp"), models)
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
-
-
-def _text(chunks: list[ChatCompletionChunk]) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 # -- fixtures ------------------------------------------------------------------------------------

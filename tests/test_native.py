@@ -37,41 +37,22 @@ from routekit._exceptions import (  # noqa: E402
     RequestTimeout,
     StreamInterrupted,
 )
-from routekit.providers._base import ChatRequest, Deadline, Provider  # noqa: E402
+from routekit.providers._base import Deadline, Provider  # noqa: E402
 from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvider  # noqa: E402
 from routekit.providers.llama_cpp import native as native_module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from inproc_helpers import LONG, PROVIDER  # noqa: E402
+from inproc_helpers import request as _request  # noqa: E402
+from inproc_helpers import text as _text  # noqa: E402
 from tinygguf import write_tiny_gguf  # noqa: E402
 
-PROVIDER = "local"
-LONG = Deadline(connect=1.0, read=60.0, total=60.0)
 PROMPTS = [
     "Write one short sentence about the sea.",
     "Name three colours.",
     "What is the capital of France?",
     "Count from 1 to 10.",
 ]
-
-
-def _request(model: str = "m", messages: list[dict[str, Any]] | None = None,
-             extra_body: dict[str, Any] | None = None, **params: Any) -> ChatRequest:
-    params.setdefault("temperature", 0)
-    params.setdefault("max_tokens", 8)
-    msgs = messages or [{"role": "user", "content": PROMPTS[0]}]
-    return ChatRequest(model, model, msgs, params, extra_body=extra_body)
-
-
-def _text(chunks: list[ChatCompletionChunk]) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
 
 
 def _native_ctx(provider: LlamaCppNativeProvider, model: str = "m") -> Any:

@@ -1,0 +1,36 @@
+"""What the in-process provider tests share (tests/test_llama_cpp_provider.py and
+tests/test_native.py): a long deadline, a greedy request, the text of chunks, and waiting
+for a condition without sleeping longer than needed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from routekit.providers._base import ChatRequest, Deadline
+
+__all__ = ["HELLO", "LONG", "PROVIDER", "request", "text", "wait_for"]
+
+PROVIDER = "local"
+LONG = Deadline(connect=1.0, read=60.0, total=60.0)
+HELLO = [{"role": "user", "content": "Write one short sentence about the sea."}]
+
+
+def request(model: str = "m", messages: list[dict[str, Any]] | None = None,
+            extra_body: dict[str, Any] | None = None, **params: Any) -> ChatRequest:
+    """Greedy (temperature 0) and short (8 tokens) unless told otherwise."""
+    params.setdefault("temperature", 0)
+    params.setdefault("max_tokens", 8)
+    return ChatRequest(model, model, messages or HELLO, params, extra_body=extra_body)
+
+
+def text(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.002)
