@@ -136,11 +136,7 @@ class RequestState:
             )
         t = entry.timeout
         total = t.total if t.total < remaining else remaining
-        first_byte = entry.first_byte
-        if not self.last:
-            cap = self.router.first_byte_share * remaining
-            if first_byte is None or cap < first_byte:
-                first_byte = cap
+        first_byte = self._first_byte(entry.first_byte, remaining)
         if self.phases is not None:
             connect, read = self.phases
         else:
@@ -154,11 +150,17 @@ class RequestState:
         remaining = self.deadline_at - self.clock.now()
         if remaining <= 0:
             return 0.0
-        first_byte = self.candidate.first_byte if self.candidate is not None else None
-        if not self.last:
-            cap = self.router.first_byte_share * remaining
-            first_byte = cap if first_byte is None or cap < first_byte else first_byte
+        first_byte = self._first_byte(
+            self.candidate.first_byte if self.candidate is not None else None, remaining)
         return remaining if first_byte is None else min(first_byte, remaining)
+
+    def _first_byte(self, limit: float | None, remaining: float) -> float | None:
+        """The candidate's first-byte limit, capped while later candidates remain at
+        ``routing.first_byte_share`` of what is left (None: no limit)."""
+        if self.last:
+            return limit
+        cap = self.router.first_byte_share * remaining
+        return cap if limit is None or cap < limit else limit
 
     # -- requests --------------------------------------------------------------------------
 
