@@ -6,16 +6,21 @@ per token, and second-turn TTFB (prefix reuse).
         [--model PATH --chat-format FMT] [--n-gpu-layers N] [--max-tokens 64]
 
 Same model (the gemma GGUF unless --model), prompt, n_ctx, threads and offload for every
-path. Streams; TTFB is the time to the first chunk with text, tokens/s is (N - 1) over the
-time from the first to the last text chunk, N = max_tokens (a run that stops early is
-reported, not counted). Rounds are interleaved so machine noise hits every path alike;
-medians.
+path. Streams; TTFB is the time to the first chunk with text (--ttfb-runs short rounds of
+--ttfb-tokens tokens), tokens/s is (N - 1) over the time from the first to the last text
+chunk, N = max_tokens (--runs rounds). Every round runs every path once, in an order that
+rotates, so machine noise hits every path alike. Comparisons are paired: the median of the
+per-round ratios (this shared VM's speed drifts by tens of percent between minutes, which a
+ratio of two medians taken apart would mostly measure).
 
 GIL independence: tokens/s with 0, 1 and 2 busy pure-Python threads in the process (llama on
---gil-threads threads, 1 by default, so a busy thread takes a core llama does not use).
+--gil-threads threads, 1 by default, so a busy thread takes a core llama does not use), each
+against the idle run of the same round; controls that load the CPU the same way without
+this process's GIL: a busy C thread, and a busy Python loop in another process.
 Python CPU per token: CPU time of the consuming thread over the tokens it received (the
-native worker runs no Python). Second turn: TTFB of a turn that extends the previous one
-(the KV cache kept) over the same prompt decoded from an empty cache.
+native worker runs no Python); beside it, what building one chunk costs on this machine warm
+and after 10 ms idle. Second turn: TTFB of a turn that extends the previous one (the KV
+cache kept) over the same prompt decoded from an empty cache.
 
 Targets (issue #7, CPU): native TTFB <= llama_cpp's and <= 0.75 x the server's; native
 tokens/s >= 1.0 x llama_cpp's; with busy threads native keeps >= 0.95 x its idle speed;
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -55,17 +62,21 @@ def device(n_gpu_layers: int) -> str:
 
 
 class Busy:
-    """k pure-Python threads spinning (they want the GIL all the time); with gil=False, k
-    threads hashing in C with the GIL released: the same CPU load without the GIL, a control
-    that separates CPU contention from the GIL's share of a slowdown."""
+    """k busy threads for the length of a ``with``. how="gil": pure-Python loops (they want
+    this process's GIL all the time). Controls with the same CPU load and no claim on this
+    GIL: how="c", threads hashing in C with the GIL released; how="process", pure-Python
+    loops in other processes. They separate CPU contention from the GIL's share."""
 
     _DATA = b"x" * (1 << 20)
 
-    def __init__(self, k: int, *, gil: bool = True) -> None:
+    def __init__(self, k: int, *, how: str = "gil") -> None:
         self.k = k
+        self.how = how
         self.stop = False
-        target = self.spin if gil else self.hash
-        self.threads = [threading.Thread(target=target, daemon=True) for _ in range(k)]
+        target = self.spin if how == "gil" else self.hash
+        self.threads = ([] if how == "process" else
+                        [threading.Thread(target=target, daemon=True) for _ in range(k)])
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def spin(self) -> None:
         n = 0
@@ -81,6 +92,11 @@ class Busy:
     def __enter__(self) -> Busy:
         for t in self.threads:
             t.start()
+        if self.how == "process":
+            # Bounded: the loop ends by itself after 120 s should this script die first.
+            code = "import time\nt=time.monotonic()+120\nwhile time.monotonic()<t: pass"
+            self.procs = [subprocess.Popen([sys.executable, "-c", code])
+                          for _ in range(self.k)]
         time.sleep(0.05)
         return self
 
@@ -88,6 +104,9 @@ class Busy:
         self.stop = True
         for t in self.threads:
             t.join()
+        for p in self.procs:
+            p.kill()
+            p.wait()
 
 
 def timed_stream(chunks: Iterable[Any], text_of: Callable[[Any], str | None]
@@ -110,13 +129,44 @@ def timed_stream(chunks: Iterable[Any], text_of: Callable[[Any], str | None]
             "total_s": time.perf_counter() - t0, "cpu_s": cpu, "pieces": pieces}
 
 
+def chunk_build_cost(n: int = 40) -> tuple[float, float]:
+    """CPU us to build one openai chunk the way the providers do, in a tight loop and after
+    10 ms of sleep: what a stream consumer's per-token Python costs here once a wake-up has
+    left its caches (and, on a VM, its core) cold."""
+    from routekit.providers.llama_cpp.base import build, chunk_type
+
+    cls = chunk_type()
+
+    def one(i: int) -> None:
+        build(cls, {"id": "chatcmpl-x", "model": "m", "created": 0,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {"content": f"t{i}"}, "logprobs": None,
+                                 "finish_reason": None}]})
+
+    for i in range(200):
+        one(i)
+    c0 = time.thread_time()
+    for i in range(2000):
+        one(i)
+    warm = (time.thread_time() - c0) / 2000 * 1e6
+    cold = []
+    for i in range(n):
+        time.sleep(0.01)
+        c0 = time.thread_time()
+        one(i)
+        cold.append((time.thread_time() - c0) * 1e6)
+    return warm, median(cold)
+
+
 def openai_text(chunk: Any) -> str | None:
     return chunk.choices[0].delta.content if chunk.choices else None
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=6)
+    ap.add_argument("--runs", type=int, default=6, help="rounds for tokens/s and GIL")
+    ap.add_argument("--ttfb-runs", type=int, default=20)
+    ap.add_argument("--ttfb-tokens", type=int, default=4, help="max_tokens of a TTFB round")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gil-threads", type=int, default=1)
     ap.add_argument("--n-ctx", type=int, default=1024)
@@ -165,8 +215,6 @@ def main() -> int:
 
     # -- TTFB and tokens/s, three paths ---------------------------------------------------------
     if "paths" in want:
-        results: dict[str, list[dict[str, float]]] = {"llama_cpp_native": [], "llama_cpp": [],
-                                                      "llama_cpp.server via openai": []}
         server_cm = None if args.no_server else llama_server(
             path, chat_format=args.chat_format, n_ctx=args.n_ctx, n_threads=args.threads,
             n_gpu_layers=ngl)
@@ -183,41 +231,78 @@ def main() -> int:
             ]
             if client is not None:
                 paths.append(("llama_cpp.server via openai", lambda r: client.chat.completions.create(
-                    model="m", messages=r.messages, stream=True, temperature=0,
-                    max_tokens=args.max_tokens)))
-            for r in range(args.runs + 1):  # round 0 warms every path and is discarded
-                for i in range(len(paths)):
-                    name, call = paths[(i + r) % len(paths)]
-                    # Same length, different text per path and round: no path reuses another's
-                    # prompt beyond the chat template.
-                    rq = req(f"Round {r:02d}.{i}: {PROMPT}", args.max_tokens)
-                    time.sleep(args.settle)  # the previous path's OpenMP workers stop spinning
-                    m = timed_stream(call(rq), openai_text)
+                    model="m", messages=r.messages,  # type: ignore[arg-type]
+                    stream=True, temperature=0, max_tokens=r.params["max_tokens"])))
+
+            def rounds(n: int, max_tokens: int, tag: str) -> list[dict[str, dict[str, float]]]:
+                out = []
+                for r in range(n + 1):  # round 0 warms every path and is discarded
+                    got: dict[str, dict[str, float]] = {}
+                    for i in range(len(paths)):
+                        name, call = paths[(i + r) % len(paths)]
+                        # Same length, different text per path and round: no path reuses
+                        # another's prompt beyond the chat template.
+                        rq = req(f"{tag} {r:02d}.{i}: {PROMPT}", max_tokens)
+                        time.sleep(args.settle)  # the previous path's OpenMP workers stop
+                        got[name] = timed_stream(call(rq), openai_text)
+                        if name == "llama_cpp_native":
+                            got[name]["worker_first_ms"] = (
+                                nat._last_job["m"].seconds_to_first_token * 1000.0)
                     if r:
-                        results[name].append(m)
+                        out.append(got)
+                return out
+
+            # TTFB: many short rounds (one prompt decode each); rates: fewer, longer ones.
+            # Both compare paths within a round (adjacent in time) and quote the median of
+            # the per-round ratios: on a shared machine whose speed drifts by tens of
+            # percent between minutes, a ratio of two medians taken apart is mostly noise.
+            ttfb_rounds = rounds(args.ttfb_runs, args.ttfb_tokens, "TTFB")
+            rate_rounds = rounds(args.runs, args.max_tokens, "Rate")
         finally:
             if client is not None:
                 client.close()
             if server_cm is not None:
                 server_cm.__exit__(None, None, None)
-        for name, ms in results.items():
-            if not ms:
-                continue
-            rate = median([(args.max_tokens - 1) / m["span_s"] for m in ms if m["span_s"] > 0])
-            rows.append({"case": f"{name}: TTFB ms", "median": median([m["ttfb_ms"] for m in ms])})
-            rows.append({"case": f"{name}: tokens/s", "median": rate})
-            extra[f"{name}_ttfb_ms"] = median([m["ttfb_ms"] for m in ms])
-            extra[f"{name}_tokens_per_s"] = rate
-        n_ttfb, p_ttfb = extra["llama_cpp_native_ttfb_ms"], extra["llama_cpp_ttfb_ms"]
-        checks.append(("native TTFB <= llama_cpp TTFB", n_ttfb <= p_ttfb,
-                       f"{n_ttfb:.1f} vs {p_ttfb:.1f} ms"))
-        if "llama_cpp.server via openai_ttfb_ms" in extra:
-            s_ttfb = extra["llama_cpp.server via openai_ttfb_ms"]
-            checks.append(("native TTFB <= 0.75 x server TTFB", n_ttfb <= 0.75 * s_ttfb,
-                           f"ratio {n_ttfb / s_ttfb:.2f}"))
-        n_rate, p_rate = extra["llama_cpp_native_tokens_per_s"], extra["llama_cpp_tokens_per_s"]
-        checks.append(("native tokens/s >= 1.0 x llama_cpp", n_rate >= p_rate,
-                       f"{n_rate:.1f} vs {p_rate:.1f} tok/s ({n_rate / p_rate:.2f}x)"))
+
+        def rate(m: dict[str, float]) -> float:
+            return (args.max_tokens - 1) / m["span_s"] if m["span_s"] > 0 else float("nan")
+
+        names = [n for n, _ in paths]
+        for name in names:
+            t = median([g[name]["ttfb_ms"] for g in ttfb_rounds])
+            k = median([rate(g[name]) for g in rate_rounds])
+            rows.append({"case": f"{name}: TTFB ms", "median": t})
+            rows.append({"case": f"{name}: tokens/s", "median": k})
+            extra[f"{name}_ttfb_ms"] = t
+            extra[f"{name}_tokens_per_s"] = k
+        own = median([g["llama_cpp_native"]["ttfb_ms"] - g["llama_cpp_native"]["worker_first_ms"]
+                      for g in ttfb_rounds])
+        rows.append({"case": "llama_cpp_native: TTFB outside the C++ loop ms (formatting, "
+                             "submit, hand-off, chunk)", "median": own})
+        extra["native_ttfb_outside_loop_ms"] = own
+
+        def paired(a: str, b: str, key: Callable[[dict[str, float]], float],
+                   data: list[dict[str, dict[str, float]]]) -> float:
+            return median([key(g[a]) / key(g[b]) for g in data])
+
+        r_ttfb = paired("llama_cpp_native", "llama_cpp", lambda m: m["ttfb_ms"], ttfb_rounds)
+        extra["ratio_native_vs_llama_cpp_ttfb"] = r_ttfb
+        checks.append(("native TTFB <= llama_cpp TTFB (median of per-round ratios)",
+                       r_ttfb <= 1.0, f"{r_ttfb:.3f}x ({extra['llama_cpp_native_ttfb_ms']:.1f} "
+                                      f"vs {extra['llama_cpp_ttfb_ms']:.1f} ms medians, "
+                                      f"{args.ttfb_runs} rounds)"))
+        if client is not None:
+            server = "llama_cpp.server via openai"
+            r_srv = paired("llama_cpp_native", server, lambda m: m["ttfb_ms"], ttfb_rounds)
+            extra["ratio_native_vs_server_ttfb"] = r_srv
+            checks.append(("native TTFB <= 0.75 x server TTFB", r_srv <= 0.75,
+                           f"{r_srv:.2f}x"))
+        r_rate = paired("llama_cpp_native", "llama_cpp", rate, rate_rounds)
+        extra["ratio_native_vs_llama_cpp_tokens_per_s"] = r_rate
+        checks.append(("native tokens/s >= 1.0 x llama_cpp (median of per-round ratios)",
+                       r_rate >= 1.0, f"{r_rate:.3f}x ({extra['llama_cpp_native_tokens_per_s']:.1f}"
+                                      f" vs {extra['llama_cpp_tokens_per_s']:.1f} tok/s medians, "
+                                      f"{args.runs} rounds)"))
 
     # -- Python CPU per token (native, idle) ----------------------------------------------------
     if "cpu" in want:
@@ -242,6 +327,11 @@ def main() -> int:
                        f"(stream: {median(cpu_stream):.0f} us, mostly the per-token wake-up)"))
         extra["python_cpu_us_per_token"] = {"stream": median(cpu_stream),
                                             "complete": median(cpu_complete)}
+        warm, cold = chunk_build_cost()
+        rows.append({"case": "this machine: one chunk built warm, CPU us", "median": warm})
+        rows.append({"case": "this machine: one chunk built after 10 ms idle, CPU us",
+                     "median": cold})
+        extra["chunk_build_us"] = {"warm": warm, "after_idle": cold}
 
     # -- second turn: prefix reuse --------------------------------------------------------------
     if "turn" in want:
@@ -283,40 +373,54 @@ def main() -> int:
     if "gil" in want:
         # Rates as the consumer sees them (first to last text chunk) for both; for native also as
         # its worker measured them (first to last sampled token), which no consumer delay touches.
+        # Each loaded run is compared with the idle run of the same round and provider (paired,
+        # adjacent in time); the medians of those ratios are quoted. Controls that take the
+        # same CPU without touching this process's GIL: a busy C thread (hashing, GIL
+        # released) and a busy pure-Python loop in another process. What a busy Python thread
+        # costs beyond the other-process one is the GIL's share.
         nat1, py1 = providers(args.gil_threads)
-        gil: dict[tuple[str, int], list[float]] = {}
-        loads = (("0", 0, True), ("1", 1, True), ("2", 2, True), ("1 C (no GIL)", 1, False))
+        loads = (("0", 0, "gil"), ("1", 1, "gil"), ("2", 2, "gil"),
+                 ("1 C thread (no GIL)", 1, "c"), ("1 other process", 1, "process"))
+        per_round: dict[tuple[str, str], list[float]] = {}
         for r in range(args.runs):
-            for label, k, holds_gil in loads:
+            for label, k, how in loads:
                 for name, prov in (("llama_cpp_native", nat1), ("llama_cpp", py1)):
                     rq = req(f"gil {r}.{label}: {PROMPT}", args.max_tokens)
-                    with Busy(k, gil=holds_gil):
+                    with Busy(k, how=how):
                         m = timed_stream(prov.stream(rq, LONG), openai_text)
-                    gil.setdefault((name, label), []).append((args.max_tokens - 1) / m["span_s"])
+                    per_round.setdefault((name, label), []).append(
+                        (args.max_tokens - 1) / m["span_s"])
                     if prov is nat1:
                         job = nat1._last_job["m"]
-                        gil.setdefault(("llama_cpp_native (worker)", label), []).append(
+                        per_round.setdefault(("llama_cpp_native (worker)", label), []).append(
                             (job.completion_tokens - 1) / job.seconds_decoding)
         nat1.close()
         py1.close()
         for name in ("llama_cpp_native", "llama_cpp_native (worker)", "llama_cpp"):
-            idle = median(gil[(name, "0")])
+            idle = per_round[(name, "0")]
             for label, _, _ in loads:
-                rate = median(gil[(name, label)])
-                rows.append({"case": f"{name}: tokens/s, {label} busy thread(s), llama on "
-                                     f"{args.gil_threads} thread(s)", "median": rate})
-                extra[f"{name}_gil_{label}"] = rate
+                rates = per_round[(name, label)]
+                row = {"case": f"{name}: tokens/s, busy: {label}, llama on "
+                               f"{args.gil_threads} thread(s)", "median": median(rates)}
+                rows.append(row)
+                extra[f"{name}_gil_{label}"] = median(rates)
                 if label != "0":
-                    extra[f"{name}_gil_ratio_{label}"] = rate / idle
-        c_native = extra["llama_cpp_native_gil_ratio_1 C (no GIL)"]
-        c_python = extra["llama_cpp_gil_ratio_1 C (no GIL)"]
+                    extra[f"{name}_gil_ratio_{label}"] = median(
+                        [a / b for a, b in zip(rates, idle)])
+        ctl = {n: (extra[f"{n}_gil_ratio_1 C thread (no GIL)"],
+                   extra[f"{n}_gil_ratio_1 other process"])
+               for n in ("llama_cpp_native", "llama_cpp")}
         for busy in ("1", "2"):
             nr, pr = extra[f"llama_cpp_native_gil_ratio_{busy}"], extra[f"llama_cpp_gil_ratio_{busy}"]
             wr = extra[f"llama_cpp_native (worker)_gil_ratio_{busy}"]
-            checks.append((f"native keeps >= 0.95 x idle speed with {busy} busy thread(s)",
-                           nr >= 0.95, f"{nr:.2f}x (worker-side {wr:.2f}x; llama-cpp-python "
-                                       f"{pr:.2f}x; with a GIL-free busy C thread instead: "
-                                       f"native {c_native:.2f}x, llama-cpp-python {c_python:.2f}x)"))
+            checks.append((f"native keeps >= 0.95 x idle speed with {busy} busy Python "
+                           f"thread(s)", nr >= 0.95,
+                           f"{nr:.2f}x (worker-side {wr:.2f}x; llama-cpp-python {pr:.2f}x; "
+                           f"controls without this GIL: busy C thread native "
+                           f"{ctl['llama_cpp_native'][0]:.2f}x / llama-cpp-python "
+                           f"{ctl['llama_cpp'][0]:.2f}x, busy other process native "
+                           f"{ctl['llama_cpp_native'][1]:.2f}x / llama-cpp-python "
+                           f"{ctl['llama_cpp'][1]:.2f}x)"))
     extra["load_average_end"] = os.getloadavg()
     name = "bench_decode" if args.only == "all" else f"bench_decode_{args.only}"
     return report(name, rows, checks, extra)

@@ -203,6 +203,10 @@ has something to take. Thread-safe; waits release the GIL.)doc")
             py::arg("producer"), py::arg("reason"), py::arg("text") = py::str(""),
             py::arg("tokens") = 0, "End a producer with a FINISH_* reason. Never blocks.")
         .def("cancelled", &Relay::cancelled, py::arg("producer"))
+        .def("wait_consumer_back", &Relay::wait_consumer_back, py::arg("producer"),
+             py::arg("max_s"), py::call_guard<py::gil_scoped_release>(),
+             "Producer side: wait (at most max_s) until the consumer took what it wants and "
+             "came back for more; True when it did.")
         .def("cancel", &Relay::cancel, py::arg("producer"))
         .def("close", &Relay::close)
         .def_property_readonly("closed", &Relay::closed)

@@ -205,6 +205,23 @@ void Relay::cancel(int producer) {
     std::lock_guard<std::mutex> lock(mu_);
     producers_[producer].cancelled.store(true, std::memory_order_release);
     if (producers_waiting_) not_full_.notify_all();
+    if (back_waiters_) back_.notify_all();
+}
+
+bool Relay::wait_consumer_back(int producer, double max_s) {
+    check_producer(producer);
+    std::unique_lock<std::mutex> lock(mu_);
+    auto back = [&] {
+        return (consumer_waiting_ || armed_) && count_ < wake_min_;
+    };
+    auto over = [&] {
+        return closed() || producers_[producer].cancelled.load(std::memory_order_relaxed);
+    };
+    ++back_waiters_;
+    back_.wait_until(lock, Clock::now() + seconds(std::max(0.0, max_s)),
+                     [&] { return back() || over(); });
+    --back_waiters_;
+    return back() && !over();
 }
 
 void Relay::close() {
@@ -217,6 +234,7 @@ void Relay::close() {
     failures_.clear();
     not_full_.notify_all();
     not_empty_.notify_all();
+    back_.notify_all();
     wake_consumer_locked();
 }
 
@@ -298,6 +316,7 @@ PopStatus Relay::pop(std::vector<Piece>& out, std::size_t max, double wait_s,
         if (now >= until) return kPopEmpty;
         const auto wake = std::min(next, until);
         consumer_waiting_ = true;
+        if (back_waiters_) back_.notify_all();
         if (wake == Clock::time_point::max()) not_empty_.wait(lock);
         else not_empty_.wait_until(lock, wake);
         consumer_waiting_ = false;
@@ -333,6 +352,7 @@ PopStatus Relay::poll_async(std::vector<Piece>& out, std::size_t max, double& wa
     st = check_deadlines_locked(now, &next);
     if (st != kPopEmpty) return st;
     armed_ = true;
+    if (back_waiters_) back_.notify_all();
     if (next != Clock::time_point::max())
         wait_s = std::chrono::duration<double>(next - now).count();
     return kPopEmpty;

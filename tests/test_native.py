@@ -357,6 +357,22 @@ def test_queue_bound_and_closing_a_stream_early(make_tiny: Callable[..., Any]) -
     assert job_ctx is _native_ctx(provider)  # same context, same worker
 
 
+def test_first_piece_handoff_never_holds_the_loop_for_a_slow_consumer(
+        make_tiny: Callable[..., Any]) -> None:
+    # The loop waits (once, briefly) for the consumer to deliver the first piece before it
+    # decodes on; a consumer that does not come back must not stall it.
+    provider = make_tiny()
+    stream = provider.stream(_request(max_tokens=40), LONG)
+    chunks = [next(stream)]
+    while not chunks[-1].choices[0].delta.content:
+        chunks.append(next(stream))
+    job = provider._last_job["m"]
+    assert job.wait(10.0)  # the loop finishes while this consumer is away
+    assert job.completion_tokens == 40
+    chunks.extend(stream)
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
 def test_threads_share_one_context_in_turn(make_tiny: Callable[..., Any]) -> None:
     provider = make_tiny(queue_size=8)
     want = provider.complete(_request(max_tokens=6), LONG).choices[0].message.content

@@ -107,6 +107,66 @@ def test_waiting_consumer_releases_the_gil() -> None:
     assert ticks > 10_000  # the spinning thread ran the whole time the consumer waited
 
 
+def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    return t, out
+
+
+def test_wait_consumer_back_waits_for_the_consumer_to_take_and_return() -> None:
+    relay = R.Relay()
+    p = relay.attach()
+    relay.push(p, "first", 1)
+    # Nobody is reading: the producer waits its bound, then gives up.
+    t0 = time.monotonic()
+    assert relay.wait_consumer_back(p, 0.05) is False
+    assert time.monotonic() - t0 >= 0.04
+    # A consumer that takes the piece and comes back (waits again) releases the producer.
+    t, out = _in_thread(lambda: relay.wait_consumer_back(p, 5.0))
+    time.sleep(0.02)
+    assert t.is_alive()  # the piece is still queued: not back yet
+    assert relay.pop_text(8, 0)[:2] == (R.POP_PIECES, "first")
+    assert relay.pop(8, 0.3) == (R.POP_EMPTY, [])  # waiting for more: back
+    t.join(5)
+    assert out == [True]
+
+
+def test_wait_consumer_back_sees_an_async_consumer_and_a_collecting_one() -> None:
+    relay = R.Relay(notify=True)
+    p = relay.attach()
+    relay.push(p, "a", 1)
+    assert relay.poll_text_async(8)[:2] == (R.POP_PIECES, "a")
+    assert relay.wait_consumer_back(p, 0.01) is False  # took it but did not come back
+    assert relay.poll_text_async(8)[0] == R.POP_EMPTY  # re-armed its fd: back
+    assert relay.wait_consumer_back(p, 5.0) is True
+
+    collect = R.Relay(capacity=64)
+    q = collect.attach()
+    # A consumer that sleeps until 32 pieces are queued is back as soon as it waits: the
+    # producer must not wait for it to take a piece it does not want yet.
+    t, out = _in_thread(lambda: collect.pop(64, 5.0, 32))
+    time.sleep(0.02)
+    collect.push(q, "x", 1)
+    assert collect.wait_consumer_back(q, 5.0) is True
+    collect.finish(q, R.FINISH_STOP)
+    t.join(5)
+    assert out and out[0][0] == R.POP_PIECES
+
+
+def test_wait_consumer_back_ends_on_close_and_cancel() -> None:
+    for end in ("close", "cancel"):
+        relay = R.Relay()
+        p = relay.attach()
+        relay.push(p, "a", 1)
+        t, out = _in_thread(lambda: relay.wait_consumer_back(p, 5.0))
+        time.sleep(0.02)
+        t0 = time.monotonic()
+        relay.close() if end == "close" else relay.cancel(p)
+        t.join(5)
+        assert out == [False] and time.monotonic() - t0 < 2.0, end
+
+
 def test_close_drops_everything_and_stops_producers() -> None:
     relay = R.Relay(capacity=1)
     p = relay.attach()
