@@ -198,8 +198,9 @@ def _params(values: tuple[Any, ...], names: tuple[str, ...] = PARAM_NAMES,
     API's limits."""
     sentinels = _sentinel_types()
     out: Any = {}
-    for name, v in zip(compress(names, map(is_not, values, repeat(None))),
-                       filter(_not_none, values)):
+    # All in C (no Python call per parameter): most of the 27 are None in a typical call.
+    present = list(map(is_not, values, repeat(None)))
+    for name, v in zip(compress(names, present), compress(values, present)):
         if sentinels and isinstance(v, sentinels):
             continue
         limits = all_limits.get(name)
@@ -215,10 +216,6 @@ def _params(values: tuple[Any, ...], names: tuple[str, ...] = PARAM_NAMES,
         out[name] = v
     params: RequestParams = out
     return params
-
-
-def _not_none(value: object) -> bool:
-    return value is not None
 
 
 def start(router: RouterState, model: Any, messages: Any, timeout: Any, extra_body: Any,
