@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue #7's GPU checks in one device call (a session is lent ~15 minutes of device time, the
+# CUDA build takes ~3 of them). On a machine with the package index, first:
+#     bash ../shared/gpu/make-kit.sh            # writes .gpukit/ (carry it)
+# then as the one device command:
+#     bash .gpukit/device-setup.sh && bash tools/gpu_check.sh
+# Every step runs in its own process under a time limit, so a crash (the pytest-only segfault
+# in llama_model_load_from_file this checks for) is recorded, not fatal to the script. Logs and
+# benchmark JSON go to $OUT (the device tool brings it back), else /tmp/gpu-out.
+# STEPS (default "tests bench130 bench1b") picks what to run.
+set -uo pipefail
+export PYTHONPATH=/tmp/site
+O=${OUT:-/tmp/gpu-out}
+mkdir -p "$O"
+STEPS=${STEPS:-"tests bench130 bench1b"}
+T0=$(date +%s)
+say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$O/summary.txt"; }
+run() {  # run NAME LIMIT_S CMD...: output to $O/NAME.log, exit status to the summary
+    local name=$1 limit=$2; shift 2
+    timeout "$limit" "$@" > "$O/$name.log" 2>&1
+    say "$name: exit $? ($(tail -1 "$O/$name.log" | cut -c1-160))"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    > "$O/card.txt" 2>&1
+say "card: $(cat "$O/card.txt")"
+python3 -c "import llama_cpp; print('offload', llama_cpp.llama_supports_gpu_offload())" \
+    >> "$O/summary.txt" 2>&1
+
+for step in $STEPS; do
+  case $step in
+    tests)
+      # The crash was seen only under pytest: run it as it was, with the child-process load
+      # probe on (the default with offload) and off (the C log hook alone).
+      run pytest-probe-on 240 python3 -m pytest -q -p no:cacheprovider -x \
+          tests/test_llama_cpp_provider.py tests/test_router_inprocess.py tests/test_native.py
+      ROUTEKIT_LLAMA_LOAD_PROBE=0 run pytest-probe-off 180 python3 -m pytest -q \
+          -p no:cacheprovider -x tests/test_llama_cpp_provider.py
+      ;;
+    bench130|bench1b)
+      if [ "$step" = bench130 ]; then m=/tmp/m130.gguf; shape=""; else
+        m=/tmp/m1b.gguf; shape="--embd 2048 --layers 16 --heads 32 --kv 8 --ff 8192"; fi
+      [ -f "$m" ] || python3 .gpukit/mkmodel.py "$m" $shape > /dev/null
+      args=(--model "$m" --chat-format chatml --n-gpu-layers -1)
+      run "$step-ttfb" 150 python3 benchmarks/bench_ttfb.py "${args[@]}" --runs 12 --n-ctx 2048
+      cp benchmarks/results/bench_ttfb.json "$O/$step-ttfb.json" 2>/dev/null
+      run "$step-decode" 240 python3 benchmarks/bench_decode.py "${args[@]}" --runs 4 \
+          --ttfb-runs 12 --max-tokens 128 --n-ctx 2048
+      cp benchmarks/results/bench_decode.json "$O/$step-decode.json" 2>/dev/null
+      ;;
+    *) say "unknown step $step" ;;
+  esac
+done
+say "done"
