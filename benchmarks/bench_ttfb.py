@@ -23,8 +23,9 @@ Paths:
 
 routekit's own time on the TTFB path is timed at the boundary, not as a difference of two
 noisy medians: for the llama_cpp kind, the TTFB minus llama-cpp-python's own part (its
-create_chat_completion, from entry to its first chunk with text, timed by a wrapper on that
-Llama object); for llama_cpp_native, the TTFB minus the C++ loop's prompt-to-first-token
+create_chat_completion call and each step of the generator it returns up to its first chunk
+with text, timed by a wrapper on that Llama object; routekit's work between those steps
+counts as routekit's); for llama_cpp_native, the TTFB minus the C++ loop's prompt-to-first-token
 (so it includes the chat formatting, which llama-cpp-python does inside its own call).
 
 Targets (issue #7): routekit in-process ≤ 0.75 × server-via-openai TTFB, and routekit's
@@ -47,8 +48,10 @@ from routekit.providers.llama_cpp.compat import construction_guard
 
 
 def instrument(provider: Any, marks: dict[str, float]) -> None:
-    """Time llama-cpp-python's own part of a routekit request: its create_chat_completion
-    from entry to its first chunk with text (once the router has loaded the model)."""
+    """Time llama-cpp-python's own part of a routekit request (once the router has loaded
+    the model): its create_chat_completion call plus every step of the generator it returns,
+    up to and including the first chunk with text, summed in marks["llama"]. What routekit
+    does between those steps (the role chunk it converts first) is not llama's."""
     slot = provider._slot("gemma")
     llm = slot.llm
     if llm is None or getattr(llm, "_bench_marked", False):
@@ -56,15 +59,23 @@ def instrument(provider: Any, marks: dict[str, float]) -> None:
     inner = llm.create_chat_completion
 
     def wrapped(*a: Any, **kw: Any) -> Any:
-        marks["enter"] = time.perf_counter()
+        t0 = time.perf_counter()
         it = inner(*a, **kw)
+        marks["llama"] = time.perf_counter() - t0
         if not kw.get("stream"):
             return it
 
         def chunks() -> Any:
-            for chunk in it:
-                if "first" not in marks and llama_text(chunk):
-                    marks["first"] = time.perf_counter()
+            counting = True
+            while True:
+                t = time.perf_counter()
+                try:
+                    chunk = next(it)
+                except StopIteration:
+                    return
+                if counting:
+                    marks["llama"] += time.perf_counter() - t
+                    counting = not llama_text(chunk)
                 yield chunk
         return chunks()
 
@@ -188,10 +199,10 @@ def main() -> int:
                 if r:
                     timings[name].append(took)
                     # routekit's own time on this TTFB: everything outside llama's own work
-                    # (its create_chat_completion from entry to its first text chunk; for
+                    # (its create_chat_completion and generator steps to its first text chunk; for
                     # the native kind, the C++ loop's prompt-to-first-token).
                     if name == "routekit in-process":
-                        own[name].append(took - (marks["first"] - marks["enter"]) * 1000.0)
+                        own[name].append(took - marks["llama"] * 1000.0)
                     elif name == "llama_cpp_native via routekit":
                         job = native_provider._last_job["gemma"]
                         own[name].append(took - job.seconds_to_first_token * 1000.0)
