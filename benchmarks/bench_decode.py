@@ -8,7 +8,7 @@ per token, and second-turn TTFB (prefix reuse).
 Same model (the gemma GGUF unless --model), prompt, n_ctx, threads and offload for every
 path. Streams; TTFB is the time to the first chunk with text (--ttfb-runs short rounds of
 --ttfb-tokens tokens), tokens/s is (N - 1) over the time from the first to the last text
-chunk, N = max_tokens (--runs rounds). Every round runs every path once, in an order that
+chunk, N = max_tokens (--rate-runs rounds). Every round runs every path once, in an order that
 rotates, so machine noise hits every path alike. Comparisons are paired: the median of the
 per-round ratios (this shared VM's speed drifts by tens of percent between minutes, which a
 ratio of two medians taken apart would mostly measure).
@@ -164,7 +164,8 @@ def openai_text(chunk: Any) -> str | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=6, help="rounds for tokens/s and GIL")
+    ap.add_argument("--runs", type=int, default=8, help="rounds of the GIL section")
+    ap.add_argument("--rate-runs", type=int, default=12, help="rounds for tokens/s")
     ap.add_argument("--ttfb-runs", type=int, default=20)
     ap.add_argument("--ttfb-tokens", type=int, default=4, help="max_tokens of a TTFB round")
     ap.add_argument("--threads", type=int, default=2)
@@ -257,7 +258,7 @@ def main() -> int:
             # the per-round ratios: on a shared machine whose speed drifts by tens of
             # percent between minutes, a ratio of two medians taken apart is mostly noise.
             ttfb_rounds = rounds(args.ttfb_runs, args.ttfb_tokens, "TTFB")
-            rate_rounds = rounds(args.runs, args.max_tokens, "Rate")
+            rate_rounds = rounds(args.rate_runs, args.max_tokens, "Rate")
         finally:
             if client is not None:
                 client.close()
@@ -302,7 +303,7 @@ def main() -> int:
         checks.append(("native tokens/s >= 1.0 x llama_cpp (median of per-round ratios)",
                        r_rate >= 1.0, f"{r_rate:.3f}x ({extra['llama_cpp_native_tokens_per_s']:.1f}"
                                       f" vs {extra['llama_cpp_tokens_per_s']:.1f} tok/s medians, "
-                                      f"{args.runs} rounds)"))
+                                      f"{args.rate_runs} rounds)"))
 
     # -- Python CPU per token (native, idle) ----------------------------------------------------
     if "cpu" in want:

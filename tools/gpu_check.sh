@@ -7,12 +7,13 @@
 # Every step runs in its own process under a time limit, so a crash (the pytest-only segfault
 # in llama_model_load_from_file this checks for) is recorded, not fatal to the script. Logs and
 # benchmark JSON go to $OUT (the device tool brings it back), else /tmp/gpu-out.
-# STEPS (default "tests bench130 bench1b") picks what to run.
+# STEPS (default "tests bench1b bench130", most important first) picks what to run. Budget:
+# ~3 min build, ~2 min tests, ~3 min per shape benchmarked.
 set -uo pipefail
 export PYTHONPATH=/tmp/site
 O=${OUT:-/tmp/gpu-out}
 mkdir -p "$O"
-STEPS=${STEPS:-"tests bench130 bench1b"}
+STEPS=${STEPS:-"tests bench1b bench130"}
 T0=$(date +%s)
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$O/summary.txt"; }
 run() {  # run NAME LIMIT_S CMD...: output to $O/NAME.log, exit status to the summary
@@ -44,8 +45,8 @@ for step in $STEPS; do
       args=(--model "$m" --chat-format chatml --n-gpu-layers -1)
       run "$step-ttfb" 150 python3 benchmarks/bench_ttfb.py "${args[@]}" --runs 12 --n-ctx 2048
       cp benchmarks/results/bench_ttfb.json "$O/$step-ttfb.json" 2>/dev/null
-      run "$step-decode" 240 python3 benchmarks/bench_decode.py "${args[@]}" --runs 4 \
-          --ttfb-runs 12 --max-tokens 128 --n-ctx 2048
+      run "$step-decode" 240 python3 benchmarks/bench_decode.py "${args[@]}" --runs 3 --rate-runs 6 \
+          --ttfb-runs 12 --max-tokens 64 --n-ctx 2048
       cp benchmarks/results/bench_decode.json "$O/$step-decode.json" 2>/dev/null
       ;;
     *) say "unknown step $step" ;;
