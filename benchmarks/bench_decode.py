@@ -16,7 +16,8 @@ ratio of two medians taken apart would mostly measure).
 GIL independence: tokens/s with 0, 1 and 2 busy pure-Python threads in the process (llama on
 --gil-threads threads, 1 by default, so a busy thread takes a core llama does not use), each
 against the idle run of the same round; controls that load the CPU the same way without
-this process's GIL: a busy C thread, and a busy Python loop in another process.
+this process's GIL: a C++ thread spinning in this process (no Python, no memory traffic),
+and a busy Python loop in another process.
 Python CPU per token: CPU time of the consuming thread over the tokens it received (the
 native worker runs no Python); beside it, what building one chunk costs on this machine warm
 and after 10 ms idle. Second turn: TTFB of a turn that extends the previous one (the KV
@@ -64,18 +65,17 @@ def device(n_gpu_layers: int) -> str:
 class Busy:
     """k busy threads for the length of a ``with``. how="gil": pure-Python loops (they want
     this process's GIL all the time). Controls with the same CPU load and no claim on this
-    GIL: how="c", threads hashing in C with the GIL released; how="process", pure-Python
-    loops in other processes. They separate CPU contention from the GIL's share."""
-
-    _DATA = b"x" * (1 << 20)
+    GIL: how="c", C++ threads spinning in this process (``_core.Spinner``: no Python, no
+    memory traffic); how="process", pure-Python loops in other processes. They separate CPU
+    contention from the GIL's share of a slowdown."""
 
     def __init__(self, k: int, *, how: str = "gil") -> None:
         self.k = k
         self.how = how
         self.stop = False
-        target = self.spin if how == "gil" else self.hash
-        self.threads = ([] if how == "process" else
-                        [threading.Thread(target=target, daemon=True) for _ in range(k)])
+        self.threads = ([threading.Thread(target=self.spin, daemon=True) for _ in range(k)]
+                        if how == "gil" else [])
+        self.spinners: list[Any] = []
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def spin(self) -> None:
@@ -83,15 +83,13 @@ class Busy:
         while not self.stop:
             n += 1
 
-    def hash(self) -> None:
-        import hashlib
-
-        while not self.stop:
-            hashlib.sha256(self._DATA).digest()  # releases the GIL for large inputs
-
     def __enter__(self) -> Busy:
         for t in self.threads:
             t.start()
+        if self.how == "c":
+            from routekit import _core
+
+            self.spinners = [_core.Spinner() for _ in range(self.k)]
         if self.how == "process":
             # Bounded: the loop ends by itself after 120 s should this script die first.
             code = "import time\nt=time.monotonic()+120\nwhile time.monotonic()<t: pass"
@@ -104,6 +102,8 @@ class Busy:
         self.stop = True
         for t in self.threads:
             t.join()
+        for sp in self.spinners:
+            sp.stop()
         for p in self.procs:
             p.kill()
             p.wait()
@@ -391,9 +391,9 @@ def main() -> int:
         # its worker measured them (first to last sampled token), which no consumer delay touches.
         # Each loaded run is compared with the idle run of the same round and provider (paired,
         # adjacent in time); the medians of those ratios are quoted. Controls that take the
-        # same CPU without touching this process's GIL: a busy C thread (hashing, GIL
-        # released) and a busy pure-Python loop in another process. What a busy Python thread
-        # costs beyond the other-process one is the GIL's share.
+        # same CPU without touching this process's GIL: a C++ thread spinning in this process,
+        # and a pure-Python loop in another process. What a busy Python thread costs beyond
+        # them is the GIL's share; what they cost is sharing the cores.
         nat1, py1 = providers(args.gil_threads)
         loads = (("0", 0, "gil"), ("1", 1, "gil"), ("2", 2, "gil"),
                  ("1 C thread (no GIL)", 1, "c"), ("1 other process", 1, "process"))

@@ -7,8 +7,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -268,6 +270,31 @@ has something to take. Thread-safe; waits release the GIL.)doc")
             "producer). For a consumer that gave up and wants what was produced.")
         .def("fileno", &Relay::fd)
         .def("drain_fd", &Relay::drain_fd, "Empty fileno() after a wake-up.");
+
+    // A benchmark control: a CPU-bound thread in this process that runs no Python and
+    // touches no memory (bench_decode's "busy C thread"), to tell CPU contention from the
+    // GIL's share of a slowdown.
+    struct Spinner {
+        std::shared_ptr<std::atomic<bool>> stop = std::make_shared<std::atomic<bool>>(false);
+        std::thread thread;
+        Spinner() {
+            auto flag = stop;
+            thread = std::thread([flag] {
+                volatile std::uint64_t n = 0;
+                while (!flag->load(std::memory_order_relaxed)) n = n + 1;
+            });
+        }
+        ~Spinner() { halt(); }
+        void halt() {
+            stop->store(true);
+            if (thread.joinable()) thread.join();
+        }
+    };
+    py::class_<Spinner>(m, "Spinner",
+                        "A C++ thread spinning until stop() (benchmark control: CPU load "
+                        "without Python or the GIL).")
+        .def(py::init<>())
+        .def("stop", &Spinner::halt, py::call_guard<py::gil_scoped_release>());
 
     m.def(
         "relay_test_producer",

@@ -498,3 +498,20 @@ def test_every_piece_once_in_order_and_nothing_after_close(sc: dict[str, Any]) -
             assert received[p] == accepted[p]
             expected_prefix = [f"{p}:{i}" for i in range(len(accepted[p]))]
             assert accepted[p] == expected_prefix
+
+
+def test_spinner_burns_cpu_without_the_gil_and_stops() -> None:
+    # bench_decode's control load: a C++ thread that spins while Python threads keep running.
+    spinner = _core.Spinner()
+    c0 = time.process_time()
+    time.sleep(0.3)  # this thread uses no CPU: what the process burns is the spinner's
+    burnt = time.process_time() - c0
+    t0, ticks = time.monotonic(), 0
+    while time.monotonic() - t0 < 0.1:
+        ticks += 1  # Python runs meanwhile: the spinner never asks for the GIL
+    spinner.stop()
+    assert burnt > 0.1 and ticks > 1_000
+    spinner.stop()  # idempotent
+    c1 = time.process_time()
+    time.sleep(0.2)
+    assert time.process_time() - c1 < 0.1  # stopped: no more CPU
