@@ -10,7 +10,7 @@
 # STEPS (default "tests bench1b bench130", most important first) picks what to run. Budget:
 # ~3 min build, ~2 min tests, ~3 min per shape benchmarked.
 set -uo pipefail
-export PYTHONPATH=/tmp/site
+export PYTHONPATH=${PYTHONPATH:-/tmp/site}  # device-setup.sh installs there
 O=${OUT:-/tmp/gpu-out}
 mkdir -p "$O"
 STEPS=${STEPS:-"tests bench1b bench130"}
