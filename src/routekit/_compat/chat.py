@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .parsing import AsyncChatStreamManager, ChatStreamManager, parse_request, parse_result
-from .raw import AsyncRawNamespace, AsyncStreamingNamespace, RawNamespace, StreamingNamespace
+from .raw import AsyncRawSurface, RawSurface
 
 if TYPE_CHECKING:
     from openai.types.chat import ParsedChatCompletion
@@ -32,10 +32,11 @@ def _no_stream(kwargs: dict[str, Any], method: str) -> None:
                          "streamed structured output", status_code=400)
 
 
-class ChatSurface:
+class ChatSurface(RawSurface):
     """``parse``, ``stream``, ``with_raw_response``, ``with_streaming_response``."""
 
     create: Any  # the routed create() of the class this is mixed into
+    raw_path = _PATH
 
     def parse(self, *, response_format: Any = None, tools: Any = None,
               **kwargs: Any) -> ParsedChatCompletion[Any]:
@@ -56,19 +57,13 @@ class ChatSurface:
             lambda: self.create(stream=True, response_format=fmt, tools=checked, **kwargs),
             response_format, tools)
 
-    @property
-    def with_raw_response(self) -> RawNamespace:
-        return RawNamespace(self, _PATH)
-
-    @property
-    def with_streaming_response(self) -> StreamingNamespace:
-        return StreamingNamespace(self, _PATH)
 
 
-class AsyncChatSurface:
+class AsyncChatSurface(AsyncRawSurface):
     """Async twin of ``ChatSurface`` (``parse`` is awaited; ``stream`` is ``async with``)."""
 
     create: Any
+    raw_path = _PATH
 
     async def parse(self, *, response_format: Any = None, tools: Any = None,
                     **kwargs: Any) -> ParsedChatCompletion[Any]:
@@ -88,10 +83,3 @@ class AsyncChatSurface:
 
         return AsyncChatStreamManager(open_stream, response_format, tools)
 
-    @property
-    def with_raw_response(self) -> AsyncRawNamespace:
-        return AsyncRawNamespace(self, _PATH)
-
-    @property
-    def with_streaming_response(self) -> AsyncStreamingNamespace:
-        return AsyncStreamingNamespace(self, _PATH)

@@ -70,24 +70,13 @@ def _state(response_format: Any, tools: Any) -> Any:
                                      response_format=_given(response_format))
 
 
-class ChatStream:
-    """Events of one routed stream (openai's ``ChatCompletionStream`` shape). Iterate it
-    inside the manager's ``with`` block."""
+class _StreamViews:
+    """What ``ChatStream`` and ``AsyncChatStream`` show alike: the routed stream under them
+    and openai's accumulating state."""
 
     def __init__(self, raw: Any, response_format: Any, tools: Any) -> None:
         self._raw = raw
         self._state = _state(response_format, tools)
-        self._events = self._run()
-
-    def _run(self) -> Iterator[Any]:
-        for chunk in self._raw:
-            yield from self._state.handle_chunk(chunk)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._events
-
-    def __next__(self) -> Any:
-        return next(self._events)
 
     @property
     def response(self) -> Any:
@@ -100,6 +89,25 @@ class ChatStream:
     @property
     def current_completion_snapshot(self) -> Any:
         return self._state.current_completion_snapshot
+
+
+class ChatStream(_StreamViews):
+    """Events of one routed stream (openai's ``ChatCompletionStream`` shape). Iterate it
+    inside the manager's ``with`` block."""
+
+    def __init__(self, raw: Any, response_format: Any, tools: Any) -> None:
+        super().__init__(raw, response_format, tools)
+        self._events = self._run()
+
+    def _run(self) -> Iterator[Any]:
+        for chunk in self._raw:
+            yield from self._state.handle_chunk(chunk)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._events
+
+    def __next__(self) -> Any:
+        return next(self._events)
 
     def until_done(self) -> ChatStream:
         for _ in self._events:
@@ -142,12 +150,11 @@ class ChatStreamManager:
             self._stream.close()
 
 
-class AsyncChatStream:
+class AsyncChatStream(_StreamViews):
     """Async twin of ``ChatStream``."""
 
     def __init__(self, raw: Any, response_format: Any, tools: Any) -> None:
-        self._raw = raw
-        self._state = _state(response_format, tools)
+        super().__init__(raw, response_format, tools)
         self._events = self._run()
 
     async def _run(self) -> AsyncIterator[Any]:
@@ -160,18 +167,6 @@ class AsyncChatStream:
 
     async def __anext__(self) -> Any:
         return await self._events.__anext__()
-
-    @property
-    def response(self) -> Any:
-        return self._raw.response
-
-    @property
-    def route(self) -> Any:
-        return self._raw.route
-
-    @property
-    def current_completion_snapshot(self) -> Any:
-        return self._state.current_completion_snapshot
 
     async def until_done(self) -> AsyncChatStream:
         async for _ in self._events:

@@ -222,3 +222,32 @@ class AsyncStreamingNamespace:
 
     def parse(self, **kwargs: Any) -> _AsyncStreamingContext:
         return _AsyncStreamingContext(lambda: self._owner.parse(**kwargs), self._path)
+
+
+class RawSurface:
+    """Mixin: ``with_raw_response`` / ``with_streaming_response`` for an object whose
+    ``create`` (and ``parse``) they wrap; ``raw_path`` is the API path they stand for."""
+
+    raw_path: str
+
+    @property
+    def with_raw_response(self) -> RawNamespace:
+        return RawNamespace(self, self.raw_path)
+
+    @property
+    def with_streaming_response(self) -> StreamingNamespace:
+        return StreamingNamespace(self, self.raw_path)
+
+
+class AsyncRawSurface:
+    """Async twin of ``RawSurface``."""
+
+    raw_path: str
+
+    @property
+    def with_raw_response(self) -> AsyncRawNamespace:
+        return AsyncRawNamespace(self, self.raw_path)
+
+    @property
+    def with_streaming_response(self) -> AsyncStreamingNamespace:
+        return AsyncStreamingNamespace(self, self.raw_path)

@@ -19,6 +19,7 @@ from .._compat.chat import AsyncChatSurface, ChatSurface
 from .._compat.errors import to_openai
 from .._exceptions import Overloaded, RouteKitError
 from .attempts import complete_async, complete_sync
+from .options import start_with
 from .params import Messages, Stop, Timeout, start
 from .streams import AsyncStream, Stream
 
@@ -259,13 +260,9 @@ class Completions(ChatSurface):
         extra_body: Mapping[str, Any] | None = None,
         timeout: Timeout = None,
     ) -> RoutedChatCompletion | Stream:
-        options = self._options
-        if options is not None:
-            timeout, extra_headers, extra_query = options.request_args(
-                timeout, extra_headers, extra_query)
         try:
-            req = start(self._router, model, messages, timeout, extra_body, extra_headers,
-                        extra_query, (
+            req = start_with(self._options, start, self._router, model, messages, timeout,
+                             extra_body, extra_headers, extra_query, (
                 audio, frequency_penalty, function_call, functions, logit_bias, logprobs,
                 max_completion_tokens, max_tokens, metadata, modalities, moderation, n,
                 parallel_tool_calls, prediction, presence_penalty, prompt_cache_key,
@@ -273,8 +270,6 @@ class Completions(ChatSurface):
                 safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
                 tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
             ))
-            if options is not None:
-                options.apply(req)
             result: RoutedChatCompletion | Stream = run_sync(req, stream is True, wrap)
             return result
         except RouteKitError as exc:
@@ -426,13 +421,9 @@ class AsyncCompletions(AsyncChatSurface):
         extra_body: Mapping[str, Any] | None = None,
         timeout: Timeout = None,
     ) -> RoutedChatCompletion | AsyncStream:
-        options = self._options
-        if options is not None:
-            timeout, extra_headers, extra_query = options.request_args(
-                timeout, extra_headers, extra_query)
         try:
-            req = start(self._router, model, messages, timeout, extra_body, extra_headers,
-                        extra_query, (
+            req = start_with(self._options, start, self._router, model, messages, timeout,
+                             extra_body, extra_headers, extra_query, (
                 audio, frequency_penalty, function_call, functions, logit_bias, logprobs,
                 max_completion_tokens, max_tokens, metadata, modalities, moderation, n,
                 parallel_tool_calls, prediction, presence_penalty, prompt_cache_key,
@@ -440,8 +431,6 @@ class AsyncCompletions(AsyncChatSurface):
                 safety_identifier, seed, service_tier, stop, store, stream_options, temperature,
                 tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
             ))
-            if options is not None:
-                options.apply(req)
             if self.on_request is not None:
                 hook, self.on_request = self.on_request, None
                 hook()

@@ -11,7 +11,7 @@ before ``params.start`` checks the request; nothing here runs for a router witho
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .._exceptions import BadRequest
 from .params import is_omitted
@@ -19,8 +19,9 @@ from .params import is_omitted
 if TYPE_CHECKING:
     from .._config.model import RetryConfig
     from .request import RequestState
+    from .router_state import RouterState
 
-__all__ = ["ClientOptions"]
+__all__ = ["ClientOptions", "start_with"]
 
 
 class ClientOptions:
@@ -72,3 +73,18 @@ class ClientOptions:
     def retry_config(self, base: RetryConfig) -> RetryConfig:
         tries = (self.max_retries or 0) + 1
         return base.model_copy(update={"max_attempts": tries, "last_candidate_attempts": tries})
+
+
+def start_with(options: ClientOptions | None, start: Callable[..., RequestState],
+               router: RouterState, model: Any, body: Any, timeout: Any, extra_body: Any,
+               extra_headers: Any, extra_query: Any, values: tuple[Any, ...]) -> RequestState:
+    """``params.start`` (or ``start_text``, whose ``body`` is the prompt) under a client
+    view's defaults; ``options`` None: the router's own."""
+    if options is None:
+        return start(router, model, body, timeout, extra_body, extra_headers, extra_query,
+                     values)
+    timeout, extra_headers, extra_query = options.request_args(timeout, extra_headers,
+                                                               extra_query)
+    req = start(router, model, body, timeout, extra_body, extra_headers, extra_query, values)
+    options.apply(req)
+    return req

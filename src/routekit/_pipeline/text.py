@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Union, overload
 
 from .._compat.errors import to_openai
-from .._compat.raw import AsyncRawNamespace, AsyncStreamingNamespace, RawNamespace, \
-    StreamingNamespace
+from .._compat.raw import AsyncRawSurface, RawSurface
 from .._exceptions import RouteKitError
 from .completions import run_async, run_sync
+from .options import start_with
 from .params import Stop, Timeout, start_text
 
 if TYPE_CHECKING:
@@ -50,9 +50,11 @@ def _wrap(completion: Completion, route: Route) -> Completion:
     return out
 
 
-class TextCompletions:
+class TextCompletions(RawSurface):
     """``router.completions``: ``create`` takes every argument of
     ``openai.OpenAI().completions.create`` and routes it."""
+
+    raw_path = _PATH
 
     def __init__(self, router: RouterState, options: ClientOptions | None = None) -> None:
         self._router = router
@@ -60,14 +62,6 @@ class TextCompletions:
 
     def with_client_options(self, options: ClientOptions) -> TextCompletions:
         return TextCompletions(self._router, options)
-
-    @property
-    def with_raw_response(self) -> RawNamespace:
-        return RawNamespace(self, _PATH)
-
-    @property
-    def with_streaming_response(self) -> StreamingNamespace:
-        return StreamingNamespace(self, _PATH)
 
     @overload
     def create(
@@ -109,18 +103,12 @@ class TextCompletions:
         extra_query: Mapping[str, Any] | None = None,
         extra_body: Mapping[str, Any] | None = None, timeout: Timeout = None,
     ) -> Completion | Stream:
-        options = self._options
-        if options is not None:
-            timeout, extra_headers, extra_query = options.request_args(
-                timeout, extra_headers, extra_query)
         try:
-            req = start_text(self._router, model, prompt, timeout, extra_body, extra_headers,
-                             extra_query, (
+            req = start_with(self._options, start_text, self._router, model, prompt, timeout,
+                             extra_body, extra_headers, extra_query, (
                 best_of, echo, frequency_penalty, logit_bias, logprobs, max_tokens, n,
                 presence_penalty, seed, stop, stream_options, suffix, temperature, top_p, user,
             ))
-            if options is not None:
-                options.apply(req)
             result: Completion | Stream = run_sync(req, stream is True, _wrap)
             return result
         except RouteKitError as exc:
@@ -128,9 +116,11 @@ class TextCompletions:
             raise
 
 
-class AsyncTextCompletions:
+class AsyncTextCompletions(AsyncRawSurface):
     """``router.completions``: ``create`` takes every argument of
     ``openai.AsyncOpenAI().completions.create`` and routes it."""
+
+    raw_path = _PATH
 
     def __init__(self, router: RouterState, options: ClientOptions | None = None, *,
                  on_request: Callable[[], None] | None = None) -> None:
@@ -141,14 +131,6 @@ class AsyncTextCompletions:
 
     def with_client_options(self, options: ClientOptions) -> AsyncTextCompletions:
         return AsyncTextCompletions(self._router, options, on_request=self.on_request)
-
-    @property
-    def with_raw_response(self) -> AsyncRawNamespace:
-        return AsyncRawNamespace(self, _PATH)
-
-    @property
-    def with_streaming_response(self) -> AsyncStreamingNamespace:
-        return AsyncStreamingNamespace(self, _PATH)
 
     @overload
     async def create(
@@ -190,18 +172,12 @@ class AsyncTextCompletions:
         extra_query: Mapping[str, Any] | None = None,
         extra_body: Mapping[str, Any] | None = None, timeout: Timeout = None,
     ) -> Completion | AsyncStream:
-        options = self._options
-        if options is not None:
-            timeout, extra_headers, extra_query = options.request_args(
-                timeout, extra_headers, extra_query)
         try:
-            req = start_text(self._router, model, prompt, timeout, extra_body, extra_headers,
-                             extra_query, (
+            req = start_with(self._options, start_text, self._router, model, prompt, timeout,
+                             extra_body, extra_headers, extra_query, (
                 best_of, echo, frequency_penalty, logit_bias, logprobs, max_tokens, n,
                 presence_penalty, seed, stop, stream_options, suffix, temperature, top_p, user,
             ))
-            if options is not None:
-                options.apply(req)
             if self.on_request is not None:
                 hook, self.on_request = self.on_request, None
                 hook()

@@ -27,10 +27,11 @@ from ..._exceptions import (
     RequestTimeout,
     StreamInterrupted,
 )
-from .._base import Deadline, HealthReport
+from .._base import ChatRequest, Deadline, HealthReport
 from .gate import ModelSlot
 from .load import llama_module, load, resolve_params
 from .model_files import ProgressCallback, describe_model_source
+from .params import llama_kwargs
 
 if TYPE_CHECKING:
     from openai import BaseModel as OpenAIModel
@@ -189,6 +190,16 @@ class InProcessProvider:
         return None
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _begin(self, request: ChatRequest, deadline: Deadline
+               ) -> tuple[ModelSlot, AttemptClock, dict[str, Any]]:
+        """A request's model slot, its attempt clock (started now) and its llama arguments
+        (``_kwargs``: refusals happen here, before the model is touched)."""
+        slot = self._slot(request.model)
+        return slot, AttemptClock(deadline), self._kwargs(request, slot)
+
+    def _kwargs(self, request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
+        return llama_kwargs(request, slot)
 
     def _slot(self, model: str) -> ModelSlot:
         slot = self._slots.get(model)

@@ -59,7 +59,6 @@ from .load import load
 from .model_files import ProgressCallback
 from .native_abi import _api_cache, describe_ctypes, native_api
 from .native_run import COLLECT_CAPACITY, RELAY_CAPACITY, NativeRun
-from .params import llama_kwargs
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -96,6 +95,18 @@ class LlamaCppNativeProvider(InProcessProvider):
         # The latest job per model (its counts and worker-side timings: tests, benchmarks).
         self._last_job: dict[str, _core.LlamaNativeJob] = {}
 
+    def _kwargs(self, request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
+        """``params.llama_kwargs``, and the refusals only the native loop has, before the
+        model is touched (the plan moves on at once)."""
+        kwargs = super()._kwargs(request, slot)
+        if "response_format" in kwargs:
+            raise ProviderError(
+                f"llama_cpp_native does not support response_format (grammar-constrained "
+                f"decoding; model {slot.name!r}; the llama_cpp kind does)",
+                provider=slot.provider, model=slot.name,
+            )
+        return kwargs
+
     def warm(self, model: str, *, progress: ProgressCallback | None = None) -> None:
         """Load ``model`` and start its decode loop (the ABI check included) now.
 
@@ -113,9 +124,7 @@ class LlamaCppNativeProvider(InProcessProvider):
     # -- sync -----------------------------------------------------------------------------------
 
     def complete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
-        slot = self._slot(request.model)
-        clock = AttemptClock(deadline)
-        kwargs = _native_kwargs(request, slot)
+        slot, clock, kwargs = self._begin(request, deadline)
         slot.enter(clock.gate_end)
         run: NativeRun | None = None
         try:
@@ -128,9 +137,7 @@ class LlamaCppNativeProvider(InProcessProvider):
     def stream(self, request: ChatRequest, deadline: Deadline) -> Iterator[ChatCompletionChunk]:
         """A generator of chunks. The model's gate is taken at the first ``next()`` and held
         until the generator ends or is closed; closing it early stops decoding."""
-        slot = self._slot(request.model)
-        clock = AttemptClock(deadline)
-        kwargs = _native_kwargs(request, slot)
+        slot, clock, kwargs = self._begin(request, deadline)
         return self._stream_sync(slot, request, kwargs, clock)
 
     def _stream_sync(
@@ -156,9 +163,7 @@ class LlamaCppNativeProvider(InProcessProvider):
     # -- async ----------------------------------------------------------------------------------
 
     async def acomplete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
-        slot = self._slot(request.model)
-        clock = AttemptClock(deadline)
-        kwargs = _native_kwargs(request, slot)
+        slot, clock, kwargs = self._begin(request, deadline)
         await self._acquire(slot, clock.gate_end)
         run: NativeRun | None = None
         try:
@@ -173,9 +178,7 @@ class LlamaCppNativeProvider(InProcessProvider):
     ) -> AsyncIterator[ChatCompletionChunk]:
         """An async generator of chunks. ``aclose()`` or cancellation stops decoding within
         one token and frees the model for the next request."""
-        slot = self._slot(request.model)
-        clock = AttemptClock(deadline)
-        kwargs = _native_kwargs(request, slot)
+        slot, clock, kwargs = self._begin(request, deadline)
         return self._astream(slot, request, kwargs, clock)
 
     async def _astream(
@@ -317,19 +320,6 @@ class LlamaCppNativeProvider(InProcessProvider):
             return False, f"native decode loop unavailable: {exc}"
         return True, (f"native decode loop on libllama {api.library_version} "
                       f"(llama-cpp-python {api.bindings_version})")
-
-
-def _native_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
-    """``params.llama_kwargs``, and the refusals only the native loop has, before the model
-    is touched (the plan moves on at once)."""
-    kwargs = llama_kwargs(request, slot)
-    if "response_format" in kwargs:
-        raise ProviderError(
-            f"llama_cpp_native does not support response_format (grammar-constrained "
-            f"decoding; model {slot.name!r}; the llama_cpp kind does)",
-            provider=slot.provider, model=slot.name,
-        )
-    return kwargs
 
 
 def _raw_handles(llm: LlamaModel) -> tuple[int, int] | None:

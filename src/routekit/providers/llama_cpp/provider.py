@@ -58,7 +58,6 @@ from .chat import UnsupportedChat, completion_to_chat, plan_chat
 from .compat import flush_llama_logs
 from .gate import ModelSlot
 from .load import llama_module, load
-from .params import llama_kwargs
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -97,9 +96,7 @@ class LlamaCppProvider(InProcessProvider):
     # -- sync -----------------------------------------------------------------------------------
 
     def complete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
-        slot = self._slot(request.model)
-        clock = AttemptClock(deadline)
-        kwargs = llama_kwargs(request, slot)
+        slot, clock, kwargs = self._begin(request, deadline)
         slot.enter(clock.gate_end)
         try:
             raw = self._run_complete(slot, request, kwargs, clock)
@@ -111,9 +108,7 @@ class LlamaCppProvider(InProcessProvider):
     def stream(self, request: ChatRequest, deadline: Deadline) -> Iterator[ChatCompletionChunk]:
         """A generator of chunks. The model's gate is taken at the first ``next()`` and held
         until the generator ends or is closed; closing it early stops decoding."""
-        slot = self._slot(request.model)
-        clock = AttemptClock(deadline)
-        kwargs = llama_kwargs(request, slot)
+        slot, clock, kwargs = self._begin(request, deadline)
         return self._stream_sync(slot, request, kwargs, clock)
 
     def _stream_sync(
@@ -144,9 +139,7 @@ class LlamaCppProvider(InProcessProvider):
     # -- async ----------------------------------------------------------------------------------
 
     async def acomplete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
-        slot = self._slot(request.model)
-        clock = AttemptClock(deadline)
-        kwargs = llama_kwargs(request, slot)
+        slot, clock, kwargs = self._begin(request, deadline)
         loop = asyncio.get_running_loop()
         slot.admit()  # fail fast with ProviderBusy without a thread hop
         cancel = threading.Event()
@@ -181,9 +174,7 @@ class LlamaCppProvider(InProcessProvider):
         """An async generator of chunks, decoded on a worker thread that runs at most
         ``_ASYNC_STREAM_BUFFER`` chunks ahead. ``aclose()`` or cancellation stops decoding at
         the next token and frees the model for the next request."""
-        slot = self._slot(request.model)
-        clock = AttemptClock(deadline)
-        kwargs = llama_kwargs(request, slot)
+        slot, clock, kwargs = self._begin(request, deadline)
         return self._astream(slot, request, kwargs, clock)
 
     async def _astream(
