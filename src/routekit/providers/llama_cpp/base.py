@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Mapping, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, NoReturn, TypeVar
 
 from ..._config.model import ModelConfig, ProviderConfig
 from ..._exceptions import (
@@ -200,6 +200,32 @@ class InProcessProvider:
 
     def _kwargs(self, request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
         return llama_kwargs(request, slot)
+
+    # -- streams (each kind decodes in its own _stream_sync / _astream) ------------------------
+
+    def stream(self, request: ChatRequest, deadline: Deadline) -> Iterator[ChatCompletionChunk]:
+        """A generator of chunks. The model's gate is taken at the first ``next()`` and held
+        until the generator ends or is closed; closing it early stops decoding."""
+        slot, clock, kwargs = self._begin(request, deadline)
+        return self._stream_sync(slot, request, kwargs, clock)
+
+    def astream(
+        self, request: ChatRequest, deadline: Deadline
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """An async generator of chunks. ``aclose()`` or cancellation stops decoding at the
+        next token and frees the model for the next request."""
+        slot, clock, kwargs = self._begin(request, deadline)
+        return self._astream(slot, request, kwargs, clock)
+
+    def _stream_sync(
+        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
+    ) -> Iterator[ChatCompletionChunk]:
+        raise NotImplementedError
+
+    def _astream(
+        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        raise NotImplementedError
 
     def _slot(self, model: str) -> ModelSlot:
         slot = self._slots.get(model)

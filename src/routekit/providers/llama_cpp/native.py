@@ -45,7 +45,7 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Generator, Mapping
 
 from ... import _cpp as _core
 from ..._config.model import ModelConfig, ProviderConfig
@@ -134,12 +134,6 @@ class LlamaCppNativeProvider(InProcessProvider):
             self._finish_sync(slot, run)
         return to_completion(raw, request.model)
 
-    def stream(self, request: ChatRequest, deadline: Deadline) -> Iterator[ChatCompletionChunk]:
-        """A generator of chunks. The model's gate is taken at the first ``next()`` and held
-        until the generator ends or is closed; closing it early stops decoding."""
-        slot, clock, kwargs = self._begin(request, deadline)
-        return self._stream_sync(slot, request, kwargs, clock)
-
     def _stream_sync(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
     ) -> Generator[ChatCompletionChunk, None, None]:
@@ -172,14 +166,6 @@ class LlamaCppNativeProvider(InProcessProvider):
         finally:
             await self._finish_async(slot, run)
         return to_completion(raw, request.model)
-
-    def astream(
-        self, request: ChatRequest, deadline: Deadline
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        """An async generator of chunks. ``aclose()`` or cancellation stops decoding within
-        one token and frees the model for the next request."""
-        slot, clock, kwargs = self._begin(request, deadline)
-        return self._astream(slot, request, kwargs, clock)
 
     async def _astream(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock

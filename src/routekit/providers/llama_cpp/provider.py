@@ -105,12 +105,6 @@ class LlamaCppProvider(InProcessProvider):
             flush_llama_logs()
         return _answer(raw, request)
 
-    def stream(self, request: ChatRequest, deadline: Deadline) -> Iterator[ChatCompletionChunk]:
-        """A generator of chunks. The model's gate is taken at the first ``next()`` and held
-        until the generator ends or is closed; closing it early stops decoding."""
-        slot, clock, kwargs = self._begin(request, deadline)
-        return self._stream_sync(slot, request, kwargs, clock)
-
     def _stream_sync(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
     ) -> Generator[ChatCompletionChunk, None, None]:
@@ -167,15 +161,6 @@ class LlamaCppProvider(InProcessProvider):
             slot.wake_all()
             raise
         return _answer(raw, request)
-
-    def astream(
-        self, request: ChatRequest, deadline: Deadline
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        """An async generator of chunks, decoded on a worker thread that runs at most
-        ``_ASYNC_STREAM_BUFFER`` chunks ahead. ``aclose()`` or cancellation stops decoding at
-        the next token and frees the model for the next request."""
-        slot, clock, kwargs = self._begin(request, deadline)
-        return self._astream(slot, request, kwargs, clock)
 
     async def _astream(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
