@@ -1,15 +1,18 @@
 """What the in-process provider tests share (tests/test_llama_cpp_provider.py and
-tests/test_native.py): a long deadline, a greedy request, the text of chunks, and waiting
-for a condition without sleeping longer than needed."""
+tests/test_native.py): a long deadline, a greedy request, the text of chunks, waiting for a
+condition without sleeping longer than needed, and counting event-loop ticks during a call."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from routekit.providers._base import ChatRequest, Deadline
 
-__all__ = ["HELLO", "LONG", "PROVIDER", "request", "text", "wait_for"]
+__all__ = ["HELLO", "LONG", "PROVIDER", "request", "text", "ticking", "wait_for"]
+
+_T = TypeVar("_T")
 
 PROVIDER = "local"
 LONG = Deadline(connect=1.0, read=60.0, total=60.0)
@@ -34,3 +37,23 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not reached in time")
         time.sleep(0.002)
+
+
+async def ticking(work: Callable[[], Awaitable[_T]]) -> tuple[_T, int]:
+    """Run ``work()`` while a task ticks every 5 ms: (its result, the ticks). A loop that
+    decoding blocked would tick once or twice."""
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(ticker())
+    try:
+        return await work(), ticks
+    finally:
+        done.set()
+        await task

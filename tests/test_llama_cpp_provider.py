@@ -53,7 +53,7 @@ from routekit.providers._base import ChatRequest, Deadline, Provider  # noqa: E4
 from routekit.providers.llama_cpp import LlamaCppProvider  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from inproc_helpers import LONG, PROVIDER  # noqa: E402
+from inproc_helpers import LONG, PROVIDER, ticking  # noqa: E402
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
 from inproc_helpers import wait_for as _wait_for  # noqa: E402
@@ -193,24 +193,9 @@ def test_async_complete_and_stream(gemma: LlamaCppProvider) -> None:
 
 
 def test_async_does_not_block_the_event_loop(gemma: LlamaCppProvider) -> None:
-    async def main() -> int:
-        ticks = 0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await asyncio.sleep(0.005)
-
-        task = asyncio.create_task(ticker())
-        await gemma.acomplete(_request(max_tokens=16), LONG)
-        done.set()
-        await task
-        return ticks
-
+    _, ticks = asyncio.run(ticking(lambda: gemma.acomplete(_request(max_tokens=16), LONG)))
     # 16 tokens take >100 ms on CPU; a blocked loop would tick once or twice.
-    assert asyncio.run(main()) >= 5
+    assert ticks >= 5
 
 
 def test_response_format_constrains_output_to_json(gemma: LlamaCppProvider) -> None:

@@ -42,7 +42,7 @@ from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvide
 from routekit.providers.llama_cpp import native as native_module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from inproc_helpers import LONG, PROVIDER  # noqa: E402
+from inproc_helpers import LONG, PROVIDER, ticking  # noqa: E402
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
 from tinygguf import write_tiny_gguf  # noqa: E402
@@ -200,26 +200,13 @@ def test_async_complete_and_stream(
 ) -> None:
     native, _ = gemma_pair
 
-    async def main() -> tuple[ChatCompletion, list[ChatCompletionChunk], int]:
-        ticks = 0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await asyncio.sleep(0.005)
-
-        task = asyncio.create_task(ticker())
+    async def both() -> tuple[ChatCompletion, list[ChatCompletionChunk]]:
         _native_ctx(native).invalidate_cache()
         reply = await native.acomplete(_request(max_tokens=16), LONG)
         _native_ctx(native).invalidate_cache()
-        chunks = [c async for c in native.astream(_request(max_tokens=16), LONG)]
-        done.set()
-        await task
-        return reply, chunks, ticks
+        return reply, [c async for c in native.astream(_request(max_tokens=16), LONG)]
 
-    reply, chunks, ticks = asyncio.run(main())
+    (reply, chunks), ticks = asyncio.run(ticking(both))
     assert _text(chunks) == reply.choices[0].message.content
     assert ticks >= 5  # the event loop kept running while tokens were decoded
 
