@@ -78,10 +78,10 @@ def test_create_passes_its_parameters_in_param_names_order() -> None:
     for cls in (completions.Completions, completions.AsyncCompletions):
         sig = [n for n in inspect.signature(cls.create).parameters if n not in not_params]
         assert tuple(sig) == PARAM_NAMES, cls
-    # ...and each implementation passes exactly that tuple to start().
+    # ...and each implementation passes exactly that tuple to start() (through start_with).
     tree = ast.parse(inspect.getsource(completions))
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
-             and getattr(node.func, "id", None) == "start"]
+             and getattr(node.func, "id", None) == "start_with"]
     assert len(calls) == 2
     for call in calls:
         values = call.args[-1]
