@@ -129,33 +129,40 @@ def timed_stream(chunks: Iterable[Any], text_of: Callable[[Any], str | None]
             "total_s": time.perf_counter() - t0, "cpu_s": cpu, "pieces": pieces}
 
 
-def chunk_build_cost(n: int = 40) -> tuple[float, float]:
-    """CPU us to build one openai chunk the way the providers do, in a tight loop and after
-    10 ms of sleep: what a stream consumer's per-token Python costs here once a wake-up has
-    left its caches (and, on a VM, its core) cold."""
-    from routekit.providers.llama_cpp.base import build, chunk_type
+def chunk_build_cost(n: int = 40) -> dict[str, tuple[float, float]]:
+    """CPU us to build one openai chunk, validated (``build``) and built directly as the
+    providers do (``chat_chunk``), in a tight loop and after 10 ms of sleep: what a stream
+    consumer's per-token Python costs here once a wake-up has left its caches (and, on a VM,
+    its core) cold."""
+    from routekit.providers.llama_cpp.chunks import build, chat_chunk, chunk_type
 
     cls = chunk_type()
 
-    def one(i: int) -> None:
+    def validated(i: int) -> None:
         build(cls, {"id": "chatcmpl-x", "model": "m", "created": 0,
                     "object": "chat.completion.chunk",
                     "choices": [{"index": 0, "delta": {"content": f"t{i}"}, "logprobs": None,
                                  "finish_reason": None}]})
 
-    for i in range(200):
-        one(i)
-    c0 = time.thread_time()
-    for i in range(2000):
-        one(i)
-    warm = (time.thread_time() - c0) / 2000 * 1e6
-    cold = []
-    for i in range(n):
-        time.sleep(0.01)
+    def direct(i: int) -> None:
+        chat_chunk("chatcmpl-x", "m", 0, {"content": f"t{i}"}, None)
+
+    out = {}
+    for name, one in (("validated", validated), ("direct", direct)):
+        for i in range(200):
+            one(i)
         c0 = time.thread_time()
-        one(i)
-        cold.append((time.thread_time() - c0) * 1e6)
-    return warm, median(cold)
+        for i in range(2000):
+            one(i)
+        warm = (time.thread_time() - c0) / 2000 * 1e6
+        cold = []
+        for i in range(n):
+            time.sleep(0.01)
+            c0 = time.thread_time()
+            one(i)
+            cold.append((time.thread_time() - c0) * 1e6)
+        out[name] = (warm, median(cold))
+    return out
 
 
 def openai_text(chunk: Any) -> str | None:
@@ -343,11 +350,14 @@ def main() -> int:
                        f"(stream: {median(cpu_stream):.0f} us, mostly the per-token wake-up)"))
         extra["python_cpu_us_per_token"] = {"stream": median(cpu_stream),
                                             "complete": median(cpu_complete)}
-        warm, cold = chunk_build_cost()
-        rows.append({"case": "this machine: one chunk built warm, CPU us", "median": warm})
-        rows.append({"case": "this machine: one chunk built after 10 ms idle, CPU us",
-                     "median": cold})
-        extra["chunk_build_us"] = {"warm": warm, "after_idle": cold}
+        costs = chunk_build_cost()
+        for how, (warm, cold) in costs.items():
+            rows.append({"case": f"this machine: one chunk built {how}, warm, CPU us",
+                         "median": warm})
+            rows.append({"case": f"this machine: one chunk built {how}, after 10 ms idle, "
+                                 "CPU us", "median": cold})
+        extra["chunk_build_us"] = {how: {"warm": w, "after_idle": c}
+                                   for how, (w, c) in costs.items()}
 
     # -- second turn: prefix reuse --------------------------------------------------------------
     if "turn" in want:

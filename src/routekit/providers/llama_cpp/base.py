@@ -2,8 +2,8 @@
 
 Owns ``InProcessProvider`` — the per-model slots and their gates, ``warm``, ``close``,
 ``health``, ``queue_depth``, ``load_params``, the context manager and the thread pool for
-waits that must leave the event loop — and the helpers both providers use to build ``openai``
-result types from llama's dicts and to translate llama_cpp's errors into routekit's tree.
+waits that must leave the event loop — and the helpers both providers use to translate
+llama_cpp's errors into routekit's tree (``chunks`` builds their ``openai`` results).
 ``LlamaCppProvider`` (``provider``) decodes through llama-cpp-python; ``LlamaCppNativeProvider``
 (``native``) through routekit's C++ loop. Must not decode, print, or import ``llama_cpp`` /
 ``openai`` before a model is used.
@@ -34,18 +34,14 @@ from .model_files import ProgressCallback, describe_model_source
 from .params import llama_kwargs
 
 if TYPE_CHECKING:
-    from openai import BaseModel as OpenAIModel
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 __all__ = [
     "AttemptClock",
     "InProcessProvider",
-    "build",
-    "chunk_type",
     "context_length_error",
     "deadline_passed",
     "first_byte_timeout",
-    "to_completion",
     "translate",
 ]
 
@@ -250,46 +246,6 @@ class InProcessProvider:
                     max_workers=workers, thread_name_prefix=f"routekit-llama-{self.name}"
                 )
             return self._executor
-
-
-# -- results -------------------------------------------------------------------------------------
-
-
-# The openai types, imported at first use (``import routekit`` must not load openai).
-_chunk_cls: type[ChatCompletionChunk] | None = None
-_completion_cls: type[ChatCompletion] | None = None
-_Model = TypeVar("_Model", bound="OpenAIModel")
-
-
-def chunk_type() -> type[ChatCompletionChunk]:
-    global _chunk_cls
-    if _chunk_cls is None:
-        from openai.types.chat import ChatCompletionChunk
-
-        _chunk_cls = ChatCompletionChunk
-    return _chunk_cls
-
-
-def to_completion(raw: dict[str, Any], model: str) -> ChatCompletion:
-    global _completion_cls
-    if _completion_cls is None:
-        from openai.types.chat import ChatCompletion
-
-        _completion_cls = ChatCompletion
-    raw["model"] = model
-    return build(_completion_cls, raw)
-
-
-def build(cls: type[_Model], raw: dict[str, Any]) -> _Model:
-    # model_validate (pydantic-core, compiled) measured ~20x cheaper here than the openai
-    # models' recursive pure-Python construct(): ~3 us vs ~60 us per chunk. construct() stays
-    # as the fallback so an unexpected field value never costs the caller a response.
-    try:
-        return cls.model_validate(raw)
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        log.debug("llama output did not validate as %s (%s); building it unvalidated",
-                  cls.__name__, exc)
-        return cls.construct(**raw)
 
 
 # -- errors --------------------------------------------------------------------------------------

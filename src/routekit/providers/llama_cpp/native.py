@@ -51,8 +51,9 @@ from ... import _cpp as _core
 from ..._config.model import ModelConfig, ProviderConfig
 from ..._exceptions import ProviderError, RequestTimeout
 from .._base import ChatRequest, Deadline
-from .base import AttemptClock, InProcessProvider, to_completion, translate
+from .base import AttemptClock, InProcessProvider, translate
 from .chat import ChatPlan, UnsupportedChat, plan_chat
+from .chunks import to_completion
 from .compat import flush_llama_logs
 from .gate import LlamaModel, ModelSlot
 from .load import load

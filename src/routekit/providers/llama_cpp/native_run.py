@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 from ... import _cpp as _core
 from ..._exceptions import ProviderError, RequestTimeout, StreamInterrupted
-from .base import build, chunk_type, context_length_error, deadline_passed, first_byte_timeout
+from .base import context_length_error, deadline_passed, first_byte_timeout
+from .chunks import chat_chunk
 from .gate import ModelSlot
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class NativeRun:
     """
 
     __slots__ = ("provider_closed", "slot", "model", "relay", "job", "sent", "started",
-                 "chunk_id", "created", "chunk_cls", "finish", "role_chunk")
+                 "chunk_id", "created", "finish", "role_chunk")
 
     def __init__(self, provider_closed: Callable[[], bool], slot: ModelSlot, model: str,
                  relay: _core.Relay, job: _core.LlamaNativeJob) -> None:
@@ -60,7 +61,6 @@ class NativeRun:
         self.started = False  # a chunk went out (streams) / a piece came in
         self.chunk_id = f"chatcmpl-{uuid.uuid4()}"
         self.created = int(time.time())
-        self.chunk_cls: Any = None
         self.finish: str | None = None
         self.role_chunk: ChatCompletionChunk | None = None
 
@@ -106,16 +106,8 @@ class NativeRun:
             self._interrupted(f"decode failed: {self.job.error or text}", streaming=streaming)
         self._interrupted(self._why(), streaming=streaming)
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None) -> ChatCompletionChunk:
-        if self.chunk_cls is None:
-            self.chunk_cls = chunk_type()
-        chunk: ChatCompletionChunk = build(self.chunk_cls, {
-            "id": self.chunk_id, "model": self.model, "created": self.created,
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                         "finish_reason": finish}],
-        })
-        return chunk
+    def _chunk(self, delta: dict[str, str], finish: str | None) -> ChatCompletionChunk:
+        return chat_chunk(self.chunk_id, self.model, self.created, delta, finish)
 
     def _chunks_of(self, text: str, finish: int) -> list[ChatCompletionChunk]:
         out = []

@@ -47,14 +47,12 @@ from .._base import ChatRequest, Deadline
 from .base import (
     AttemptClock,
     InProcessProvider,
-    build,
-    chunk_type,
     deadline_passed,
     first_byte_timeout,
-    to_completion,
     translate,
 )
 from .chat import UnsupportedChat, completion_to_chat, plan_chat
+from .chunks import build, from_llama, to_completion
 from .compat import flush_llama_logs
 from .gate import ModelSlot
 from .load import llama_module, load
@@ -306,7 +304,7 @@ class LlamaCppProvider(InProcessProvider):
         t_end = clock.t_end
         llm = load(slot, progress=None, translate_config=True)
         text = request.prompt is not None
-        chunk_cls: Any = _text_type() if text else chunk_type()
+        text_cls: Any = _text_type() if text else None
         model = request.model
         sent: list[str] = []  # text already yielded, for StreamInterrupted.partial
         emitted = False
@@ -337,8 +335,11 @@ class LlamaCppProvider(InProcessProvider):
                         + ("provider closed" if slot.closing else "cancelled"),
                         provider=slot.provider, model=slot.name, partial="".join(sent),
                     )
-                raw["model"] = model
-                chunk = build(chunk_cls, raw)
+                if text:
+                    raw["model"] = model
+                    chunk = build(text_cls, raw)
+                else:
+                    chunk = from_llama(raw, model)
                 choices = raw["choices"]
                 if choices:
                     content = (choices[0].get("text") if text
