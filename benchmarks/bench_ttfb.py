@@ -25,7 +25,8 @@ routekit's own time on the TTFB path is timed at the boundary, not as a differen
 noisy medians: for the llama_cpp kind, the TTFB minus llama-cpp-python's own part (its
 create_chat_completion call and each step of the generator it returns up to its first chunk
 with text, timed by a wrapper on that Llama object; routekit's work between those steps
-counts as routekit's); for llama_cpp_native, the TTFB minus the C++ loop's prompt-to-first-token
+counts as routekit's), with the part before llama's call (routing) shown apart from the part
+after (the chunks); for llama_cpp_native, the TTFB minus the C++ loop's prompt-to-first-token
 (so it includes the chat formatting, which llama-cpp-python does inside its own call).
 
 Targets (issue #7): routekit in-process ≤ 0.75 × server-via-openai TTFB, and routekit's
@@ -59,7 +60,7 @@ def instrument(provider: Any, marks: dict[str, float]) -> None:
     inner = llm.create_chat_completion
 
     def wrapped(*a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
+        t0 = marks["call_at"] = time.perf_counter()
         it = inner(*a, **kw)
         marks["llama"] = time.perf_counter() - t0
         if not kw.get("stream"):
@@ -83,10 +84,14 @@ def instrument(provider: Any, marks: dict[str, float]) -> None:
     llm._bench_marked = True
 
 
-def ttfb(call: Callable[[], Iterable[Any]], text_of: Callable[[Any], str | None]) -> float:
-    """Time to the first chunk with text. The stream is then drained: a server keeps
-    decoding after an early hang-up and would steal the CPU from the next path measured."""
+def ttfb(call: Callable[[], Iterable[Any]], text_of: Callable[[Any], str | None],
+         marks: dict[str, float] | None = None) -> float:
+    """Time to the first chunk with text (its start in marks["t0"]). The stream is then
+    drained: a server keeps decoding after an early hang-up and would steal the CPU from the
+    next path measured."""
     t0 = time.perf_counter()
+    if marks is not None:
+        marks["t0"] = t0
     first: float | None = None
     for chunk in call():
         if first is None and text_of(chunk):
@@ -147,6 +152,7 @@ def main() -> int:
     native_provider: Any = native._state.providers["local"]
     marks: dict[str, float] = {}
     own: dict[str, list[float]] = {"routekit in-process": [], "llama_cpp_native via routekit": []}
+    before: list[float] = []  # routekit's part before llama's call (routing, the call itself)
     params = {"max_tokens": args.max_tokens, "temperature": 0.0}
     timings: dict[str, list[float]] = {k: [] for k in (
         "llama-cpp-python direct", "routekit in-process", "llama_cpp_native via routekit",
@@ -195,7 +201,7 @@ def main() -> int:
                 if name == "routekit in-process":
                     instrument(in_proc._state.providers["local"], marks)
                 marks.clear()
-                took = ttfb(lambda: call(msgs), text_of)
+                took = ttfb(lambda: call(msgs), text_of, marks)
                 if r:
                     timings[name].append(took)
                     # routekit's own time on this TTFB: everything outside llama's own work
@@ -203,6 +209,7 @@ def main() -> int:
                     # the native kind, the C++ loop's prompt-to-first-token).
                     if name == "routekit in-process":
                         own[name].append(took - marks["llama"] * 1000.0)
+                        before.append((marks["call_at"] - marks["t0"]) * 1000.0)
                     elif name == "llama_cpp_native via routekit":
                         job = native_provider._last_job["gemma"]
                         own[name].append(took - job.seconds_to_first_token * 1000.0)
@@ -221,6 +228,10 @@ def main() -> int:
     for k, v in own.items():
         rows.append({"path": f"{k}: routekit's own time on the TTFB path", "median_ms": own_med[k],
                      "min_ms": min(v), "max_ms": max(v), "runs": len(v)})
+        if k == "routekit in-process":
+            rows.append({"path": "  of which before llama's call (routing, the call)",
+                         "median_ms": median(before), "min_ms": min(before),
+                         "max_ms": max(before), "runs": len(before)})
     added = med["routekit in-process"] - med["llama-cpp-python direct"]
     added_native = med["llama_cpp_native via routekit"] - med["llama-cpp-python direct"]
     checks = [
@@ -241,7 +252,7 @@ def main() -> int:
         "max_tokens": args.max_tokens, "ratio_in_process_vs_server": ratio,
         "ratio_native_vs_server": native_ratio, "added_ms_over_llama_cpp": added,
         "added_ms_native_over_llama_cpp": added_native,
-        "routekit_own_ms": own_med})
+        "routekit_own_ms": own_med, "routekit_before_llama_call_ms": median(before)})
 
 
 if __name__ == "__main__":
