@@ -147,3 +147,55 @@ def test_a_default_other_than_none_is_refused() -> None:
 
     with pytest.raises(TypeError, match="WithDefault.items has a default other than None"):
         chunks._template(WithDefault)
+
+
+# -- legacy text streams --------------------------------------------------------------------
+
+
+def llama_text_chunk(text: str, finish: str | None = None, **over: Any) -> dict[str, Any]:
+    """A chunk as llama-cpp-python's create_completion(stream=True) yields it."""
+    raw: dict[str, Any] = {
+        "id": "cmpl-721b", "object": "text_completion", "created": 1795707783,
+        "model": "/models/x.gguf",
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+    }
+    raw.update(over)
+    return raw
+
+
+def test_text_chunks_build_what_validation_or_construct_builds() -> None:
+    from openai.types import Completion
+
+    assert chunks._get_text_shells().ok
+    for finish in ("length", "stop"):  # a final chunk: what validation gives
+        raw = llama_text_chunk("é", finish)
+        want = Completion.model_validate(dict(copy.deepcopy(raw), model="gemma"))
+        got = chunks.text_from_llama(copy.deepcopy(raw), "gemma")
+        assert _same(got, want) and got.to_json() == want.to_json()
+    # Mid-stream llama says finish_reason None, which openai's type does not admit: the
+    # object is what construct() (the fallback before, and openai's own stream reader) gives.
+    raw = llama_text_chunk(" i")
+    want = Completion.construct(**dict(copy.deepcopy(raw), model="gemma"))
+    got = chunks.text_from_llama(copy.deepcopy(raw), "gemma")
+    assert _same(got, want)
+    assert got.choices[0].text == " i" and got.choices[0].finish_reason is None
+    assert got.model == "gemma" and got.model_dump() == want.model_dump()
+
+
+@pytest.mark.parametrize("raw", [
+    llama_text_chunk("x", "abort"),
+    llama_text_chunk("x", usage={"prompt_tokens": 1, "completion_tokens": 1,
+                                 "total_tokens": 2}),
+    llama_text_chunk("x", choices=[{"text": "x", "index": 0, "finish_reason": None,
+                                    "logprobs": {"tokens": ["x"], "token_logprobs": [-0.1],
+                                                 "top_logprobs": [{"x": -0.1}],
+                                                 "text_offset": [0]}}]),
+    llama_text_chunk("x", object="chat.completion.chunk"),
+], ids=["unknown finish", "usage", "logprobs", "wrong object"])
+def test_text_chunks_outside_the_plain_shape_go_through_build(raw: dict[str, Any]) -> None:
+    from openai.types import Completion
+
+    assert not chunks._plain_text(dict(raw, model="gemma"))
+    got = chunks.text_from_llama(copy.deepcopy(raw), "gemma")
+    want = chunks.build(Completion, dict(copy.deepcopy(raw), model="gemma"))
+    assert _same(got, want)

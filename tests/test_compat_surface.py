@@ -270,6 +270,10 @@ def test_text_completion_in_process_continues_the_prompt(tmp_path: Path) -> None
         chunks = list(router.completions.create(model="tiny", prompt="hello", max_tokens=3,
                                                 stream=True))
         assert "".join(c.choices[0].text for c in chunks).split()
+        assert all(isinstance(c, Completion) for c in chunks)  # built directly (chunks.py)
+        assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+        assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+        assert {c.model for c in chunks} == {"tiny"} and len({c.id for c in chunks}) == 1
 
 
 def test_text_create_accepts_every_argument_of_the_openai_client() -> None:

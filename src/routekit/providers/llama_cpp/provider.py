@@ -52,7 +52,7 @@ from .base import (
     translate,
 )
 from .chat import UnsupportedChat, completion_to_chat, plan_chat
-from .chunks import build, from_llama, to_completion
+from .chunks import build, from_llama, text_from_llama, to_completion
 from .compat import flush_llama_logs
 from .gate import ModelSlot
 from .load import llama_module, load
@@ -304,7 +304,6 @@ class LlamaCppProvider(InProcessProvider):
         t_end = clock.t_end
         llm = load(slot, progress=None, translate_config=True)
         text = request.prompt is not None
-        text_cls: Any = _text_type() if text else None
         model = request.model
         sent: list[str] = []  # text already yielded, for StreamInterrupted.partial
         emitted = False
@@ -335,11 +334,7 @@ class LlamaCppProvider(InProcessProvider):
                         + ("provider closed" if slot.closing else "cancelled"),
                         provider=slot.provider, model=slot.name, partial="".join(sent),
                     )
-                if text:
-                    raw["model"] = model
-                    chunk = build(text_cls, raw)
-                else:
-                    chunk = from_llama(raw, model)
+                chunk = text_from_llama(raw, model) if text else from_llama(raw, model)
                 choices = raw["choices"]
                 if choices:
                     content = (choices[0].get("text") if text
