@@ -289,7 +289,10 @@ def test_stops_and_max_tokens_match_llama_cpp(make_tiny: Callable[..., Any]) -> 
     free = python.complete(_request(max_tokens=12), LONG)
     text = free.choices[0].message.content or ""
     assert len(text) >= 12
-    for stop in ([text[5:8]], [text[9:11], text[2:4]], [text[1:3] + "zzz"], "q!"):
+    # An empty stop string stops nothing on either kind (llama-cpp-python alone would end
+    # before the first token: params.py drops it).
+    for stop in ([text[5:8]], [text[9:11], text[2:4]], [text[1:3] + "zzz"], "q!", [""],
+                 ["", text[5:8]], ""):
         rq = _request(max_tokens=12, stop=stop)
         python._slot("m").llm.reset()
         want = python.complete(rq, LONG)
@@ -302,6 +305,8 @@ def test_stops_and_max_tokens_match_llama_cpp(make_tiny: Callable[..., Any]) -> 
         assert got.usage.completion_tokens == want.usage.completion_tokens, stop
         _native_ctx(native).invalidate_cache()
         assert _text(list(native.stream(rq, LONG))) == want.choices[0].message.content
+        if stop in ([""], ""):
+            assert got.choices[0].message.content == text  # as with no stop at all
     got = native.complete(_request(max_tokens=7), LONG)
     assert got.choices[0].finish_reason == "length"
     assert got.usage is not None and got.usage.completion_tokens == 7

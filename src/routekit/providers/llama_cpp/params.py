@@ -6,7 +6,8 @@ import). Passed on: ``temperature``, ``top_p``, ``stop``, ``seed``, ``presence_p
 ``response_format`` (``json_object``, and ``json_schema`` as a grammar-constrained
 ``json_object``), llama.cpp's own ``top_k``, ``min_p``, ``typical_p`` and
 ``repeat_penalty`` (from ``extra_body``, or from a model's ``defaults``), and for text
-completions (``create_completion``) ``echo`` and ``suffix``.
+completions (``create_completion``) ``echo`` and ``suffix``. Empty stop strings are
+dropped (``_stops``).
 Requests this model cannot honour without changing their meaning — ``n`` > 1, ``tools`` /
 ``functions`` (unless ``tool_choice="none"``), ``logprobs``, ``logit_bias`` (token ids of
 another vocabulary), ``best_of`` > 1 — raise a plain ``ProviderError`` (neither fatal nor
@@ -56,7 +57,11 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
     for key, value in request.params.items():
         if value is None:
             continue
-        if key in _PASSED or key in _EXTRA_BODY_PASSED or (
+        if key == "stop":
+            stops = _stops(value)
+            if stops:
+                out["stop"] = stops
+        elif key in _PASSED or key in _EXTRA_BODY_PASSED or (
                 key in _TEXT_PASSED and request.prompt is not None):
             out[key] = value
         elif key == "best_of":
@@ -103,6 +108,14 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
             provider=slot.provider, model=slot.name,
         )
     return out
+
+
+def _stops(value: Any) -> list[str]:
+    """The stop sequences, without empty strings: llama-cpp-python ends a completion before
+    its first token on one (an empty string is found in any text), the native loop never
+    matches one; dropped, both kinds give the same answer, the one no stop gives."""
+    stops = [value] if isinstance(value, str) else list(value)
+    return [s for s in stops if s]
 
 
 def _response_format(value: Any) -> dict[str, Any] | None | bool:
