@@ -274,6 +274,12 @@ def test_text_completion_in_process_continues_the_prompt(tmp_path: Path) -> None
         assert chunks[-1].choices[0].finish_reason in ("length", "stop")
         assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
         assert {c.model for c in chunks} == {"tiny"} and len({c.id for c in chunks}) == 1
+        asked = list(router.completions.create(model="tiny", prompt="hello", max_tokens=3,
+                                               stream=True,
+                                               stream_options={"include_usage": True}))
+        assert asked[-1].choices == [] and isinstance(asked[-1], Completion)
+        assert asked[-1].usage is not None and asked[-1].usage.completion_tokens == 3
+        assert asked[-1].usage.total_tokens == asked[-1].usage.prompt_tokens + 3
 
 
 def test_text_create_accepts_every_argument_of_the_openai_client() -> None:

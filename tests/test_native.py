@@ -594,3 +594,43 @@ def test_abi_check_refuses_wrong_signatures_and_unverified_versions() -> None:
     with pytest.raises(_core.AbiError, match="not loaded"):
         _core.LlamaApi.open("/nonexistent/libllama.so", llama_cpp.__version__, layouts,
                             signatures)
+
+
+# -- stream_options.include_usage (both in-process kinds) -----------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp_native", "llama_cpp"])
+def test_a_stream_asked_for_usage_ends_with_the_answers_usage(
+        kind: str, make_tiny: Callable[..., Any], gemma_path: Path) -> None:
+    # gemma with a plain-text chat format answers this in a few tokens and ends by itself, so
+    # all three endings are covered: max_tokens, an end-of-generation token, a stop sequence.
+    provider = make_tiny(kind, path=str(gemma_path), chat_format="snoozy", n_ctx=512,
+                         n_threads=2)
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    ends = set()
+    for params in ({"max_tokens": 2}, {"max_tokens": 40}, {"max_tokens": 40, "stop": ["ar"]}):
+        want = provider.complete(_request(messages=msgs, **params), LONG)
+        assert want.usage is not None
+        asked = _request(messages=msgs, stream_options={"include_usage": True}, **params)
+        chunks = list(provider.stream(asked, LONG))
+        last = chunks[-1]
+        assert last.choices == [] and last.usage is not None  # as OpenAI ends such a stream
+        assert (last.usage.prompt_tokens, last.usage.completion_tokens,
+                last.usage.total_tokens) == (want.usage.prompt_tokens,
+                                             want.usage.completion_tokens,
+                                             want.usage.total_tokens), params
+        assert chunks[-2].choices[0].finish_reason == want.choices[0].finish_reason
+        assert _text(chunks) == want.choices[0].message.content
+        assert {c.model for c in chunks} == {"m"} and len({c.id for c in chunks}) == 1
+        assert all(c.usage is None for c in chunks[:-1])
+
+        async def astream() -> list[Any]:
+            return [c async for c in provider.astream(asked, LONG)]
+
+        async_chunks = asyncio.run(astream())
+        assert async_chunks[-1].choices == [] and async_chunks[-1].usage == last.usage
+        # Not asked: no usage chunk (code written for openai reads choices[0] of each).
+        plain = list(provider.stream(_request(messages=msgs, **params), LONG))
+        assert all(c.choices and c.usage is None for c in plain)
+        ends.add((want.choices[0].finish_reason, "stop" in params))
+    assert ends == {("length", False), ("stop", False), ("stop", True)}

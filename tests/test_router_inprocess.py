@@ -91,6 +91,33 @@ def test_terminal_in_process_models_are_warm_at_start(tiny_path: Path) -> None:
         assert not router._state.providers["local"].is_loaded("local-model")  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("kind", ["llama_cpp", "llama_cpp_native"])
+def test_an_in_process_stream_asked_for_usage_prices_its_route(tiny_path: Path,
+                                                                  kind: str) -> None:
+    """stream_options.include_usage: the last chunk carries the usage, and the route prices
+    the answer from it, as for a server's stream."""
+    cfg = _chain_to_local(tiny_path, head_url=f"http://127.0.0.1:{closed_port()}/v1",
+                          chat_format="chatml",
+                          price={"input_per_1k": 1.0, "output_per_1k": 2.0})
+    cfg["providers"]["local"]["kind"] = kind
+    with Router(cfg) as router:
+        with router.chat.completions.create(model="head", messages=MSG, max_tokens=4,
+                                            stream=True,
+                                            stream_options={"include_usage": True}) as s:
+            chunks = list(s)
+        usage = chunks[-1].usage
+        assert chunks[-1].choices == [] and usage is not None
+        assert usage.completion_tokens == 4  # the tiny model never ends by itself
+        answered = s.route.attempts[-1]
+        assert answered.outcome == "ok" and answered.model == "local-model"
+        assert answered.cost_usd == pytest.approx(
+            usage.prompt_tokens / 1000 * 1.0 + 4 / 1000 * 2.0)
+        with router.chat.completions.create(model="head", messages=MSG, max_tokens=4,
+                                            stream=True) as s:
+            assert all(c.choices for c in s)
+        assert s.route.attempts[-1].cost_usd is None  # no usage asked for, none reported
+
+
 def test_busy_in_process_model_moves_on(tiny_path: Path, fault: FaultServer) -> None:
     """queue_size 0: while one stream holds the model, the next request fails fast as busy
     and is answered by the next candidate."""

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 __all__ = ["build", "chat_chunk", "chunk_type", "from_llama", "text_from_llama",
-           "to_completion"]
+           "to_completion", "usage_chunk"]
 
 log = logging.getLogger("routekit.providers.llama_cpp")
 
@@ -76,6 +76,21 @@ def to_completion(raw: dict[str, Any], model: str) -> ChatCompletion:
         _completion_cls = ChatCompletion
     raw["model"] = model
     return build(_completion_cls, raw)
+
+
+def usage_chunk(id_: str, model: str, created: int, prompt_tokens: int, completion_tokens: int,
+                *, text: bool = False) -> Any:
+    """The last chunk of a stream asked for ``stream_options={"include_usage": True}``: no
+    choices, the usage (as OpenAI sends it). A ``Completion`` for a legacy text stream."""
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+    if text:
+        from openai.types import Completion
+
+        return build(Completion, {"id": id_, "object": "text_completion", "created": created,
+                                  "model": model, "choices": [], "usage": usage})
+    return build(chunk_type(), {"id": id_, "object": "chat.completion.chunk", "created": created,
+                                "model": model, "choices": [], "usage": usage})
 
 
 # -- the direct build --------------------------------------------------------------------------

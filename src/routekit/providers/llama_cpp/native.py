@@ -60,6 +60,7 @@ from .load import load
 from .model_files import ProgressCallback
 from .native_abi import _api_cache, describe_ctypes, native_api
 from .native_run import COLLECT_CAPACITY, RELAY_CAPACITY, NativeRun
+from .params import include_usage
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -290,7 +291,9 @@ class LlamaCppNativeProvider(InProcessProvider):
         except RuntimeError as exc:  # the native context was closed under us
             raise slot.closed_error() from exc
         self._last_job[slot.name] = job
-        return NativeRun(lambda: self._closed, slot, request.model, relay, job)
+        run = NativeRun(lambda: self._closed, slot, request.model, relay, job)
+        run.include_usage = include_usage(request)
+        return run
 
     def _close_models(self) -> None:
         # The workers first: a model must never be freed under a running decode loop.

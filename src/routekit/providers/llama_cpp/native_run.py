@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 from ... import _cpp as _core
 from ..._exceptions import ProviderError, RequestTimeout, StreamInterrupted
 from .base import context_length_error, deadline_passed, first_byte_timeout
-from .chunks import chat_chunk
+from .chunks import chat_chunk, usage_chunk
 from .gate import ModelSlot
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class NativeRun:
     """
 
     __slots__ = ("provider_closed", "slot", "model", "relay", "job", "sent", "started",
-                 "chunk_id", "created", "finish", "role_chunk")
+                 "chunk_id", "created", "finish", "role_chunk", "include_usage")
 
     def __init__(self, provider_closed: Callable[[], bool], slot: ModelSlot, model: str,
                  relay: _core.Relay, job: _core.LlamaNativeJob) -> None:
@@ -63,6 +63,8 @@ class NativeRun:
         self.created = int(time.time())
         self.finish: str | None = None
         self.role_chunk: ChatCompletionChunk | None = None
+        # stream_options.include_usage: a last chunk with no choices and the usage.
+        self.include_usage = False
 
     # -- pieces → outcome -------------------------------------------------------------------
 
@@ -120,6 +122,10 @@ class NativeRun:
         if finish:
             self._finished(finish, text, streaming=True)
             out.append(self._chunk({}, self.finish))
+            if self.include_usage:
+                job = self.job
+                out.append(usage_chunk(self.chunk_id, self.model, self.created,
+                                       job.prompt_tokens, job.completion_tokens))
         return out
 
     def _completion(self) -> dict[str, Any]:

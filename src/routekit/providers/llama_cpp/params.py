@@ -12,8 +12,9 @@ Requests this model cannot honour without changing their meaning — ``n`` > 1, 
 ``functions`` (unless ``tool_choice="none"``), ``logprobs``, ``logit_bias`` (token ids of
 another vocabulary), ``best_of`` > 1 — raise a plain ``ProviderError`` (neither fatal nor
 retryable): the request is fine, another candidate may serve it. Parameters that do not
-change the text (``user``, ``metadata``, ``stream_options``, ...) and unknown ones are
-ignored with a debug log.
+change the text (``user``, ``metadata``, ...) and unknown ones are ignored with a debug
+log. ``stream_options`` is not llama's: the providers' streams honour its ``include_usage``
+(``include_usage``) with a last chunk that carries the usage, as OpenAI's do.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .._base import ChatRequest
     from .gate import ModelSlot
 
-__all__ = ["llama_kwargs"]
+__all__ = ["include_usage", "llama_kwargs"]
 
 log = logging.getLogger("routekit.providers.llama_cpp")
 
@@ -108,6 +109,16 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
             provider=slot.provider, model=slot.name,
         )
     return out
+
+
+def include_usage(request: ChatRequest) -> bool:
+    """Did the caller ask, with ``stream_options``, for a last chunk carrying the usage?"""
+    options = request.params.get("stream_options")
+    if options is None:
+        return False
+    flag = (options.get("include_usage") if isinstance(options, Mapping)
+            else getattr(options, "include_usage", None))
+    return bool(flag)
 
 
 def _stops(value: Any) -> list[str]:

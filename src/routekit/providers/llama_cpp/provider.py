@@ -52,10 +52,11 @@ from .base import (
     translate,
 )
 from .chat import UnsupportedChat, completion_to_chat, plan_chat
-from .chunks import build, from_llama, text_from_llama, to_completion
+from .chunks import build, from_llama, text_from_llama, to_completion, usage_chunk
 from .compat import flush_llama_logs
 from .gate import ModelSlot
 from .load import llama_module, load
+from .params import include_usage
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -307,6 +308,9 @@ class LlamaCppProvider(InProcessProvider):
         model = request.model
         sent: list[str] = []  # text already yielded, for StreamInterrupted.partial
         emitted = False
+        # stream_options.include_usage: llama-cpp-python's streams carry no usage; count.
+        counter = _TokenCounter(llm) if include_usage(request) else None
+        raw: dict[str, Any] = {}
         try:
             if text:
                 it = llm.create_completion(prompt=request.prompt or "", stream=True, **kwargs)
@@ -314,12 +318,18 @@ class LlamaCppProvider(InProcessProvider):
                 it = llm.create_chat_completion(messages=request.messages, stream=True,
                                                 **kwargs)
         except Exception as exc:
+            if counter is not None:
+                counter.remove()
             raise translate(exc, slot, None) from exc
         try:
             while True:
                 try:
                     raw = next(it)
                 except StopIteration:
+                    if counter is not None and raw:
+                        prompt_tokens, completion_tokens = counter.counts()
+                        yield usage_chunk(raw["id"], model, raw["created"], prompt_tokens,
+                                          completion_tokens, text=text)
                     return
                 except Exception as exc:
                     raise translate(exc, slot, sent if emitted else None) from exc
@@ -347,6 +357,49 @@ class LlamaCppProvider(InProcessProvider):
             close = getattr(it, "close", None)
             if close is not None:
                 close()
+            if counter is not None:
+                counter.remove()
+
+
+class _TokenCounter:
+    """Counts a stream's tokens as llama-cpp-python's own non-stream usage does, for
+    ``stream_options.include_usage`` (its streams report none): installed over the Llama's
+    ``sample`` for one request (the model's gate is held), it sees the prompt's length at the
+    first sample and every sampled token; an end-of-generation token ends the answer
+    uncounted. ~1 µs a token."""
+
+    __slots__ = ("llm", "prompt", "sampled", "last")
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+        self.prompt = 0
+        self.sampled = 0
+        self.last = -1
+        inner = llm.sample  # the bound method, before the instance attribute shadows it
+
+        def sample(*args: Any, **kwargs: Any) -> Any:
+            if not self.sampled:
+                self.prompt = int(llm.n_tokens)  # the whole prompt is in the context now
+            token = inner(*args, **kwargs)
+            self.sampled += 1
+            self.last = token
+            return token
+
+        llm.sample = sample
+
+    def remove(self) -> None:
+        self.llm.__dict__.pop("sample", None)
+
+    def counts(self) -> tuple[int, int]:
+        """(prompt tokens, completion tokens)."""
+        completion = self.sampled
+        if completion and self._eog(self.last):
+            completion -= 1
+        return self.prompt, completion
+
+    def _eog(self, token: int) -> bool:
+        llama_cpp = llama_module()
+        return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
 
 
 def _text_type() -> Any:
