@@ -673,6 +673,10 @@ def test_async_stream_backpressure_bounds_the_producer(
         {"logprobs": True},
         {"logit_bias": {"42": 5}},
         {"response_format": {"type": "xml"}},
+        {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+        {"modalities": ["audio"]},
+        {"audio": {"voice": "alloy", "format": "wav"}},
+        {"web_search_options": {}},
     ],
 )
 def test_unsupported_parameters_move_on(make_tiny: Callable[..., LlamaCppProvider],
@@ -692,7 +696,7 @@ def test_supported_parameters_take_effect(make_tiny: Callable[..., LlamaCppProvi
         _request(max_tokens=50, max_completion_tokens=3, user="u", stream_options={"x": 1},
                  tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="none",
                  n=1, seed=7, top_p=0.9, presence_penalty=0.0, frequency_penalty=0.0,
-                 metadata={"k": "v"}, some_future_param=True),
+                 metadata={"k": "v"}, modalities=["text"], some_future_param=True),
         LONG,
     )
     # max_completion_tokens wins over max_tokens

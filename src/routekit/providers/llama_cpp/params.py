@@ -10,7 +10,8 @@ completions (``create_completion``) ``echo`` and ``suffix``. Empty stop strings 
 dropped (``_stops``).
 Requests this model cannot honour without changing their meaning — ``n`` > 1, ``tools`` /
 ``functions`` (unless ``tool_choice="none"``), ``logprobs``, ``logit_bias`` (token ids of
-another vocabulary), ``best_of`` > 1 — raise a plain ``ProviderError`` (neither fatal nor
+another vocabulary), ``best_of`` > 1, audio output (``audio``, ``modalities`` other than
+text), ``web_search_options`` — raise a plain ``ProviderError`` (neither fatal nor
 retryable): the request is fine, another candidate may serve it. Parameters that do not
 change the text (``user``, ``metadata``, ...) and unknown ones are ignored with a debug
 log. ``stream_options`` is not llama's: the providers' streams honour its ``include_usage``
@@ -43,7 +44,7 @@ _TEXT_PASSED = frozenset({"echo", "suffix"})
 _IGNORED = frozenset(
     {
         "stream", "stream_options", "user", "metadata", "store", "service_tier",
-        "parallel_tool_calls", "reasoning_effort", "modalities", "prediction",
+        "parallel_tool_calls", "reasoning_effort", "prediction",
         "safety_identifier", "prompt_cache_key", "verbosity", "timeout", "extra_headers",
     }
 )
@@ -91,6 +92,14 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
         elif key == "logit_bias":
             if value:
                 unsupported.append("logit_bias (token ids belong to another vocabulary)")
+        elif key == "modalities":
+            modes = list(value) if isinstance(value, (list, tuple)) else [value]
+            if any(m != "text" for m in modes):
+                unsupported.append(f"modalities {modes!r} (text only)")
+        elif key == "audio":
+            unsupported.append("audio output (text only)")
+        elif key == "web_search_options":
+            unsupported.append("web_search_options (no web search in-process)")
         elif key in _IGNORED:
             log.debug("ignoring parameter %r for in-process model %r", key, slot.name)
         else:
