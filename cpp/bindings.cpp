@@ -10,8 +10,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <thread>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>

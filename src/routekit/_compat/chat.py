@@ -58,7 +58,6 @@ class ChatSurface(RawSurface):
             response_format, tools)
 
 
-
 class AsyncChatSurface(AsyncRawSurface):
     """Async twin of ``ChatSurface`` (``parse`` is awaited; ``stream`` is ``async with``)."""
 
@@ -82,4 +81,3 @@ class AsyncChatSurface(AsyncRawSurface):
                                      **kwargs)
 
         return AsyncChatStreamManager(open_stream, response_format, tools)
-

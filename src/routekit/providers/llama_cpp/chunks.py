@@ -108,6 +108,16 @@ def _template(cls: type[Any]) -> dict[str, None]:
     return dict.fromkeys(cls.model_fields)
 
 
+def _new(cls: Any, fields: dict[str, Any], fields_set: set[str]) -> Any:
+    """One model object with the state validation would give it (no validation)."""
+    obj = cls.__new__(cls)
+    _set(obj, "__dict__", fields)
+    _set(obj, "__pydantic_fields_set__", fields_set)
+    _set(obj, "__pydantic_extra__", {})
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
 class _Shells:
     """The chat chunk's three classes and their field templates, made and checked at first
     use; ``ok`` False when the direct build would differ from validation (then every chunk
@@ -135,27 +145,13 @@ class _Shells:
 
     def _make(self, id_: str, model: str, created: int, delta: dict[str, Any],
               finish: str | None) -> Any:
-        # One function, no per-object calls beyond the attribute writes: this runs once per
-        # streamed token, usually with cold caches.
-        s = _set
-        d = self.delta_cls.__new__(self.delta_cls)
-        s(d, "__dict__", {**self.delta_t, **delta})
-        s(d, "__pydantic_fields_set__", set(delta))
-        s(d, "__pydantic_extra__", {})
-        s(d, "__pydantic_private__", None)
-        c = self.choice_cls.__new__(self.choice_cls)
-        s(c, "__dict__", {**self.choice_t, "delta": d, "finish_reason": finish, "index": 0,
-                          "logprobs": None})
-        s(c, "__pydantic_fields_set__", {"delta", "finish_reason", "index", "logprobs"})
-        s(c, "__pydantic_extra__", {})
-        s(c, "__pydantic_private__", None)
-        k = self.chunk_cls.__new__(self.chunk_cls)
-        s(k, "__dict__", {**self.chunk_t, "id": id_, "choices": [c], "created": created,
-                          "model": model, "object": "chat.completion.chunk"})
-        s(k, "__pydantic_fields_set__", {"id", "choices", "created", "model", "object"})
-        s(k, "__pydantic_extra__", {})
-        s(k, "__pydantic_private__", None)
-        return k
+        d = _new(self.delta_cls, {**self.delta_t, **delta}, set(delta))
+        c = _new(self.choice_cls, {**self.choice_t, "delta": d, "finish_reason": finish,
+                                   "index": 0, "logprobs": None},
+                 set(_CHOICE_KEYS))
+        return _new(self.chunk_cls, {**self.chunk_t, "id": id_, "choices": [c],
+                                     "created": created, "model": model,
+                                     "object": "chat.completion.chunk"}, set(_CHUNK_KEYS))
 
 
 _SELF_CHECK: tuple[tuple[str, str, int, dict[str, Any], str | None], ...] = (
@@ -197,20 +193,11 @@ class _TextShells:
             log.debug("direct text chunk build unavailable (%s)", exc)
 
     def _make(self, id_: str, model: str, created: int, text: str, finish: str | None) -> Any:
-        s = _set
-        c = self.choice_cls.__new__(self.choice_cls)
-        s(c, "__dict__", {**self.choice_t, "finish_reason": finish, "index": 0,
-                          "logprobs": None, "text": text})
-        s(c, "__pydantic_fields_set__", {"finish_reason", "index", "logprobs", "text"})
-        s(c, "__pydantic_extra__", {})
-        s(c, "__pydantic_private__", None)
-        k = self.cls.__new__(self.cls)
-        s(k, "__dict__", {**self.t, "id": id_, "choices": [c], "created": created,
-                          "model": model, "object": "text_completion"})
-        s(k, "__pydantic_fields_set__", {"id", "choices", "created", "model", "object"})
-        s(k, "__pydantic_extra__", {})
-        s(k, "__pydantic_private__", None)
-        return k
+        c = _new(self.choice_cls, {**self.choice_t, "finish_reason": finish, "index": 0,
+                                   "logprobs": None, "text": text}, set(_TEXT_CHOICE_KEYS))
+        return _new(self.cls, {**self.t, "id": id_, "choices": [c], "created": created,
+                               "model": model, "object": "text_completion"},
+                    set(_CHUNK_KEYS))
 
 
 def _text_raw(id_: str, model: str, created: int, text: str,
@@ -276,33 +263,40 @@ def from_llama(raw: dict[str, Any], model: str) -> ChatCompletionChunk:
 
 
 def _plain(raw: dict[str, Any]) -> bool:
-    """The shape ``chat_chunk`` builds exactly (the same keys, so the same fields set), with
-    values validation keeps as they are: str id, int created, one choice at index 0 with no
-    logprobs, a delta of an assistant role and/or str content, a known finish reason."""
-    if raw.keys() != _CHUNK_KEYS or raw["object"] != "chat.completion.chunk":
+    """The shape ``chat_chunk`` builds exactly (see ``_one_choice``), with a delta of an
+    assistant role and/or str content."""
+    c = _one_choice(raw, "chat.completion.chunk", _CHOICE_KEYS, _FINISH)
+    if c is None or type(c["delta"]) is not dict:
         return False
-    if type(raw["id"]) is not str or type(raw["created"]) is not int:
-        return False
-    choices = raw["choices"]
-    if type(choices) is not list or len(choices) != 1:
-        return False
-    c = choices[0]
-    if type(c) is not dict or c.keys() != _CHOICE_KEYS or type(c["index"]) is not int \
-            or c["index"] != 0 or c["logprobs"] is not None:
-        return False
-    finish = c["finish_reason"]
-    if finish is not None and finish not in _FINISH:
-        return False
-    delta = c["delta"]
-    if type(delta) is not dict:
-        return False
-    for key, value in delta.items():
+    for key, value in c["delta"].items():
         if key == "content":
             if type(value) is not str:
                 return False
         elif key != "role" or value != "assistant":
             return False
     return True
+
+
+def _one_choice(raw: dict[str, Any], obj: str, choice_keys: frozenset[str],
+                finishes: frozenset[str]) -> dict[str, Any] | None:
+    """The one choice of a chunk the direct build makes exactly, or None: the same keys as
+    it writes (so the same fields set), values validation keeps as they are (str id, int
+    created, index 0, no logprobs, no or a known finish reason)."""
+    if raw.keys() != _CHUNK_KEYS or raw["object"] != obj:
+        return None
+    if type(raw["id"]) is not str or type(raw["created"]) is not int:
+        return None
+    choices = raw["choices"]
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    c = choices[0]
+    if type(c) is not dict or c.keys() != choice_keys or type(c["index"]) is not int \
+            or c["index"] != 0 or c["logprobs"] is not None:
+        return None
+    finish = c["finish_reason"]
+    if finish is not None and finish not in finishes:
+        return None
+    return c
 
 
 def text_from_llama(raw: dict[str, Any], model: str) -> Any:
@@ -319,18 +313,6 @@ def text_from_llama(raw: dict[str, Any], model: str) -> Any:
 
 
 def _plain_text(raw: dict[str, Any]) -> bool:
-    """The text chunk ``_TextShells`` builds exactly: the same keys, str id and text, int
-    created, one choice at index 0 with no logprobs, no or a known finish reason."""
-    if raw.keys() != _CHUNK_KEYS or raw["object"] != "text_completion":
-        return False
-    if type(raw["id"]) is not str or type(raw["created"]) is not int:
-        return False
-    choices = raw["choices"]
-    if type(choices) is not list or len(choices) != 1:
-        return False
-    c = choices[0]
-    if type(c) is not dict or c.keys() != _TEXT_CHOICE_KEYS or type(c["index"]) is not int \
-            or c["index"] != 0 or c["logprobs"] is not None or type(c["text"]) is not str:
-        return False
-    finish = c["finish_reason"]
-    return finish is None or finish in _TEXT_FINISH
+    """The text chunk ``_TextShells`` builds exactly (see ``_one_choice``), with str text."""
+    c = _one_choice(raw, "text_completion", _TEXT_CHOICE_KEYS, _TEXT_FINISH)
+    return c is not None and type(c["text"]) is str

@@ -16,10 +16,10 @@ order), stop sequences, UTF-8 assembly and detokenizing run on the worker, which
 pieces into a ``_core.Relay``. ``stream()`` / ``astream()`` / ``complete()`` are the relay's
 consumer: the sync ones wait in C++ with the GIL released; the async ones await the relay's
 wake-up fd (``loop.add_reader``), never blocking the event loop. No Python runs per token on
-the decode side; the consumer takes whatever pieces arrived since it last looked. Once per request, after
-the first piece, the loop waits (at most 2 ms) for the consumer to take it and come back
-before decoding on: a decode step that takes every core would otherwise leave the woken
-consumer waiting for the scheduler (~2 ms of TTFB measured on a 2-core VM).
+the decode side; the consumer takes whatever pieces arrived since it last looked. Once per
+request, after the first piece, the loop waits (at most 2 ms) for the consumer to take it and
+come back before decoding on: a decode step that takes every core would otherwise leave the
+woken consumer waiting for the scheduler (~2 ms of TTFB measured on a 2-core VM).
 
 Prefix reuse: the context keeps its KV cache between requests and remembers its tokens; a
 prompt that extends the previous one (a second chat turn) decodes only its new suffix.
@@ -291,9 +291,8 @@ class LlamaCppNativeProvider(InProcessProvider):
         except RuntimeError as exc:  # the native context was closed under us
             raise slot.closed_error() from exc
         self._last_job[slot.name] = job
-        run = NativeRun(lambda: self._closed, slot, request.model, relay, job)
-        run.include_usage = include_usage(request)
-        return run
+        return NativeRun(lambda: self._closed, slot, request.model, relay, job,
+                         include_usage=include_usage(request))
 
     def _close_models(self) -> None:
         # The workers first: a model must never be freed under a running decode loop.

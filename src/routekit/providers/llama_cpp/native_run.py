@@ -51,7 +51,8 @@ class NativeRun:
                  "chunk_id", "created", "finish", "role_chunk", "include_usage")
 
     def __init__(self, provider_closed: Callable[[], bool], slot: ModelSlot, model: str,
-                 relay: _core.Relay, job: _core.LlamaNativeJob) -> None:
+                 relay: _core.Relay, job: _core.LlamaNativeJob, *,
+                 include_usage: bool = False) -> None:
         self.provider_closed = provider_closed
         self.slot = slot
         self.model = model
@@ -64,7 +65,7 @@ class NativeRun:
         self.finish: str | None = None
         self.role_chunk: ChatCompletionChunk | None = None
         # stream_options.include_usage: a last chunk with no choices and the usage.
-        self.include_usage = False
+        self.include_usage = include_usage
 
     # -- pieces → outcome -------------------------------------------------------------------
 

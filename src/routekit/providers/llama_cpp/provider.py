@@ -308,8 +308,6 @@ class LlamaCppProvider(InProcessProvider):
         model = request.model
         sent: list[str] = []  # text already yielded, for StreamInterrupted.partial
         emitted = False
-        # stream_options.include_usage: llama-cpp-python's streams carry no usage; count.
-        counter = _TokenCounter(llm) if include_usage(request) else None
         raw: dict[str, Any] = {}
         try:
             if text:
@@ -318,9 +316,10 @@ class LlamaCppProvider(InProcessProvider):
                 it = llm.create_chat_completion(messages=request.messages, stream=True,
                                                 **kwargs)
         except Exception as exc:
-            if counter is not None:
-                counter.remove()
             raise translate(exc, slot, None) from exc
+        # stream_options.include_usage: llama-cpp-python's streams carry no usage; count.
+        # (Its stream is a generator: nothing is sampled before the first next().)
+        counter = _TokenCounter(llm) if include_usage(request) else None
         try:
             while True:
                 try:
