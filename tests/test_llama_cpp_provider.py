@@ -500,6 +500,29 @@ def test_deadline_mid_stream_interrupts_with_partial_text(
     assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
 
 
+def test_a_stream_asked_for_usage_keeps_its_deadline_and_unhooks_the_model(
+    make_tiny: Callable[..., LlamaCppProvider]
+) -> None:
+    """include_usage wraps the Llama's sample for one request: the deadline still cuts the
+    stream, no usage chunk follows an interrupted one, and the wrapper is gone after."""
+    provider = make_tiny(queue_size=0)
+    provider.warm("m")
+    asked = {"stream_options": {"include_usage": True}}
+    stream = provider.stream(_request(max_tokens=200, **asked),
+                             Deadline(connect=1, read=1, total=0.3))
+    got = [next(stream) for _ in range(4)]
+    time.sleep(0.35)  # the consumer dawdles past the deadline
+    with pytest.raises(StreamInterrupted) as info:
+        for c in stream:
+            got.append(c)
+    assert info.value.partial == _text(got) != ""
+    assert all(c.choices and c.usage is None for c in got)
+    assert "sample" not in vars(provider._slot("m").llm)  # the counter let go
+    chunks = list(provider.stream(_request(max_tokens=3, **asked), LONG))
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    assert "sample" not in vars(provider._slot("m").llm)
+
+
 def test_first_byte_bounds_the_first_token_and_the_gate(
     make_tiny: Callable[..., LlamaCppProvider]
 ) -> None:
