@@ -12,6 +12,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from faultserver import FaultServer, closed_port  # noqa: E402
 from llama_server import default_model_path, llama_server  # noqa: E402
+from routekit.providers.llama_cpp.cxx_runtime import share_libstdcxx  # noqa: E402
+
+# Test modules import llama_cpp themselves, before routekit could make libstdc++ global as it
+# does before its own first import of it; pytest plugins may have loaded numpy (and with it
+# libstdc++) already. A CUDA build would then crash on the first load (cxx_runtime's doc).
+share_libstdcxx()
 
 
 @pytest.fixture(scope="session")

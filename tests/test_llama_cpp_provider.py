@@ -260,6 +260,32 @@ def test_gpu_layers_follow_offload_support(tiny_path: Path) -> None:
         assert not provider.is_loaded("cpu")
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not llama_cpp.llama_supports_gpu_offload(), reason="needs a GPU build")
+def test_a_gpu_load_after_numpy_answers(tiny_path: Path) -> None:
+    # The crash this build had (cxx_runtime): numpy first, then routekit's first load. In a
+    # fresh interpreter, as an application would be; it died by SIGSEGV in print_info.
+    import subprocess
+
+    config = {"providers": {"local": {"kind": "llama_cpp"}},
+              "models": {"tiny": {"provider": "local", "path": str(tiny_path),
+                                  "chat_format": "chatml", "n_ctx": 256, "n_gpu_layers": -1}}}
+    code = (
+        "import json, sys, numpy\n"
+        "from routekit import Router\n"
+        "with Router(json.loads(sys.argv[1])) as r:\n"
+        "    reply = r.chat.completions.create(model='tiny', max_tokens=3,\n"
+        "                                      messages=[{'role': 'user', 'content': 'hi'}])\n"
+        "print(reply.usage.completion_tokens, reply.route.attempts[0].outcome)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(config)], capture_output=True,
+                         text=True, timeout=180, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    tokens, outcome = out.stdout.split()[-2:]
+    assert outcome == "ok" and 1 <= int(tokens) <= 3
+
+
 @pytest.mark.skipif(os.environ.get("ROUTEKIT_LLAMA_LOG") == "stderr",
                     reason="llama-cpp-python's own log hook is kept")
 def test_llama_cpp_logs_reach_logging_without_python_inside_llama_cpp(

@@ -97,15 +97,15 @@ def _model_path(opts: BenchOptions) -> str:
 def _offload(opts: BenchOptions) -> int:
     if opts.n_gpu_layers is not None:
         return opts.n_gpu_layers
-    import llama_cpp
+    from .providers.llama_cpp.load import llama_module
 
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    return -1 if llama_module().llama_supports_gpu_offload() else 0
 
 
 def _device(layers: int, threads: int) -> str:
-    import llama_cpp
+    from .providers.llama_cpp.load import llama_module
 
-    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    gpu = bool(llama_module().llama_supports_gpu_offload())
     if layers != 0 and gpu:
         return f"GPU offload ({'all' if layers < 0 else layers} layers), {threads} CPU threads"
     return f"CPU, {threads} threads" + (" (this build cannot offload)" if layers and not gpu

@@ -23,7 +23,8 @@ each line into a bounded buffer; ``flush_llama_logs()`` hands the lines to the
 ctypes bridge remains only as a fallback when ``_core`` cannot install its hook.
 
 Load probe: a crash inside llama.cpp (a segfault in a CUDA load, an AMX kernel) kills the
-whole process, and no Python ``except`` can catch it. So before routekit first loads a model
+whole process, and no Python ``except`` can catch it (the CUDA build's libstdc++ fault, the
+crash issue #7 found under pytest, is prevented in ``cxx_runtime``). So before routekit first loads a model
 with GPU offload in a process, ``probe_load`` loads it — and decodes one token — in a child
 process with the same parameters. If the child dies by a signal, the model is refused with a
 ``ProviderError`` (the plan moves on; the application lives) naming the signal and the

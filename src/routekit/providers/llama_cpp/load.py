@@ -11,6 +11,7 @@ model file lives in ``_model_files``; the gate in ``_llama_gate``. Must not deco
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ... import _constants as C
 from ..._exceptions import ConfigError, ProviderError
 from .model_files import resolve_model_path
+from .cxx_runtime import llama_cxx_conflict, share_libstdcxx
 from .compat import (
     construction_guard,
     flush_llama_logs,
@@ -40,6 +42,10 @@ _CTX_PAD = 256
 
 
 def llama_module() -> ModuleType:
+    """``llama_cpp``, imported the first time with libstdc++ made global first (the CUDA
+    build's crash in ``cxx_runtime``'s doc)."""
+    if "llama_cpp" not in sys.modules:
+        share_libstdcxx()
     try:
         import llama_cpp
     except ImportError as exc:
@@ -136,6 +142,11 @@ def resolve_params(slot: ModelSlot, progress: ProgressCallback | None) -> dict[s
 
 
 def _construct(llama_cpp: ModuleType, params: dict[str, Any], slot: ModelSlot) -> LlamaModel:
+    conflict = llama_cxx_conflict(llama_cpp)
+    if conflict is not None:
+        # Bound at import, in another library's libstdc++: any load would crash the process.
+        raise ProviderError(f"not loading in-process model {slot.name!r}: {conflict}",
+                            provider=slot.provider, model=slot.name)
     route_llama_logs(llama_cpp)
     if probe_wanted(llama_cpp, params):
         # A crash inside llama.cpp cannot be caught: try this load in a child process first.
