@@ -6,19 +6,23 @@
 #     bash .gpukit/device-setup.sh && bash tools/gpu_check.sh
 # Every step runs in its own process under a time limit, so a crash (the pytest-only segfault
 # in llama_model_load_from_file this checks for) is recorded, not fatal to the script. Logs and
-# benchmark JSON go to $OUT (the device tool brings it back), else /tmp/gpu-out.
+# benchmark JSON go to /tmp/gpu-out; with $OUT set (the device tool brings back at most 8 files
+# from it) the summary and one gpu-out.tgz of everything are refreshed there after each step.
 # STEPS (default "tests bench1b probe-off bench130", most important first) picks what to run;
 # BUDGET_S (default 400: a 600 s call less the ~3 min build) is the time for them all: a step
 # whose limit would pass it is cut to what is left, or skipped under 20 s, so the summary
 # and the JSON of the steps that ran always come back.
 set -uo pipefail
 export PYTHONPATH=${PYTHONPATH:-/tmp/site}  # device-setup.sh installs there
-O=${OUT:-/tmp/gpu-out}
+O=/tmp/gpu-out
 mkdir -p "$O"
 STEPS=${STEPS:-"tests bench1b probe-off bench130"}
 BUDGET_S=${BUDGET_S:-400}
 T0=$(date +%s)
-say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$O/summary.txt"; }
+say() {
+    echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$O/summary.txt"
+    if [ -n "${OUT:-}" ]; then cp "$O/summary.txt" "$OUT/"; tar czf "$OUT/gpu-out.tgz" -C /tmp gpu-out; fi
+}
 run() {  # run NAME LIMIT_S CMD...: output to $O/NAME.log, exit status to the summary
     local name=$1 limit=$2; shift 2
     local left=$(( BUDGET_S - ($(date +%s) - T0) ))
