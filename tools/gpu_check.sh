@@ -8,7 +8,8 @@
 # in llama_model_load_from_file this checks for) is recorded, not fatal to the script. Logs and
 # benchmark JSON go to /tmp/gpu-out; with $OUT set (the device tool brings back at most 8 files
 # from it) the summary and one gpu-out.tgz of everything are refreshed there after each step.
-# STEPS (default "tests bench1b probe-off bench130", most important first) picks what to run;
+# STEPS (default "tests bench1b cpu130 probe-off bench130", most important first) picks what to
+# run (cpu130: the CPU targets on this machine's 16 cores, llama on 4 threads, no offload);
 # BUDGET_S (default 400: a 600 s call less the ~3 min build) is the time for them all: a step
 # whose limit would pass it is cut to what is left, or skipped under 20 s, so the summary
 # and the JSON of the steps that ran always come back.
@@ -16,7 +17,7 @@ set -uo pipefail
 export PYTHONPATH=${PYTHONPATH:-/tmp/site}  # device-setup.sh installs there
 O=/tmp/gpu-out
 mkdir -p "$O"
-STEPS=${STEPS:-"tests bench1b probe-off bench130"}
+STEPS=${STEPS:-"tests bench1b cpu130 probe-off bench130"}
 BUDGET_S=${BUDGET_S:-400}
 T0=$(date +%s)
 say() {
@@ -49,6 +50,15 @@ for step in $STEPS; do
     probe-off)
       ROUTEKIT_LLAMA_LOAD_PROBE=0 run pytest-probe-off 120 python3 -m pytest -q \
           -p no:cacheprovider tests/test_llama_cpp_provider.py
+      ;;
+    cpu130)
+      # Issue #7's CPU targets where cores outnumber llama's threads (the 2-core VM they
+      # were measured on shares its cores between the decode and the caller's thread).
+      [ -f /tmp/m130.gguf ] || python3 .gpukit/mkmodel.py /tmp/m130.gguf > /dev/null
+      run cpu130-decode 150 python3 benchmarks/bench_decode.py --model /tmp/m130.gguf \
+          --chat-format chatml --n-gpu-layers 0 --threads 4 --runs 6 --rate-runs 8 \
+          --ttfb-runs 12 --max-tokens 32 --n-ctx 2048 --no-server
+      cp benchmarks/results/bench_decode.json "$O/cpu130-decode.json" 2>/dev/null
       ;;
     bench130|bench1b)
       if [ "$step" = bench130 ]; then m=/tmp/m130.gguf; shape=""; else
