@@ -92,18 +92,21 @@ def own_copy(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_a_library_bound_to_its_own_copy_is_named_until_libstdcxx_is_global(
     own_copy: str
 ) -> None:
-    owner, reason, after = _fresh(
+    owner, reason, own, after = _fresh(
         "import ctypes, json, numpy\n"
         "from routekit.providers.llama_cpp.cxx_runtime import (cxx_conflict, share_libstdcxx,\n"
         "                                                      symbol_file)\n"
         f"lib = ctypes.CDLL({own_copy!r})  # RTLD_LOCAL, as llama-cpp-python opens libllama\n"
         "owner = symbol_file(lib._handle)\n"
-        "reason = cxx_conflict(lib._handle)\n"
+        "reason = cxx_conflict(lib._handle, '/elsewhere/libllama.so')\n"
+        f"own = cxx_conflict(lib._handle, {own_copy!r})\n"
         "share_libstdcxx()\n"
-        "print(json.dumps([owner, reason, cxx_conflict(lib._handle)]))\n")
+        "after = cxx_conflict(lib._handle, '/elsewhere/libllama.so')\n"
+        "print(json.dumps([owner, reason, own, after]))\n")
     assert owner == own_copy
     assert reason is not None and own_copy in reason and "numpy" in reason
     assert "RTLD_GLOBAL" in reason  # says what to do about it
+    assert own is None  # a library's own static copy (-static-libstdc++) is not a conflict
     assert after is None  # the global scope is searched first
 
 

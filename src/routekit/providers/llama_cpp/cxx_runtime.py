@@ -88,11 +88,14 @@ def _is_libstdcxx(path: str) -> bool:
     return os.path.basename(path).startswith("libstdc++")
 
 
-def cxx_conflict(handle: int) -> str | None:
-    """Why C++ calls of the library opened as ``handle`` would run in a copy of libstdc++
-    other than the real one, or None when they would not."""
+def cxx_conflict(handle: int, own_file: str | None = None) -> str | None:
+    """Why C++ calls of the library opened as ``handle`` (file ``own_file``) would run in
+    another library's copy of libstdc++, or None when they would not. A copy in the library
+    itself (a build linked with ``-static-libstdc++``) is its own business, not a conflict."""
     owner = symbol_file(handle)
     if owner is None or _is_libstdcxx(owner):
+        return None
+    if own_file is not None and os.path.realpath(owner) == os.path.realpath(own_file):
         return None
     shared = symbol_file(None)  # the global scope is searched first
     if shared is not None and _is_libstdcxx(shared):
@@ -108,7 +111,8 @@ def cxx_conflict(handle: int) -> str | None:
 def llama_cxx_conflict(llama_cpp: Any) -> str | None:
     """:func:`cxx_conflict` for the libllama that ``llama_cpp`` opened (None when its handle
     cannot be read)."""
-    handle = getattr(getattr(getattr(llama_cpp, "llama_cpp", None), "_lib", None), "_handle", None)
+    lib = getattr(getattr(llama_cpp, "llama_cpp", None), "_lib", None)
+    handle, name = getattr(lib, "_handle", None), getattr(lib, "_name", None)
     if not isinstance(handle, int):
         return None
-    return cxx_conflict(handle)
+    return cxx_conflict(handle, name if isinstance(name, str) else None)
