@@ -25,7 +25,8 @@ cache kept) over the same prompt decoded from an empty cache.
 
 Targets (issue #7, CPU): native TTFB <= llama_cpp's and <= 0.75 x the server's; native
 tokens/s >= 1.0 x llama_cpp's; with busy threads native keeps >= 0.95 x its idle speed;
-<= 10 us of Python CPU per native token; second-turn TTFB <= 0.2 x a fresh context's.
+<= 10 us of Python CPU per native token; second-turn TTFB <= 0.2 x a fresh context's (and,
+on any device, no more than 1.15 x llama_cpp's own ratio: its prefix reuse kept).
 """
 
 from __future__ import annotations
@@ -390,8 +391,14 @@ def main() -> int:
             rows.append({"case": f"{name}: same prompt, empty cache, TTFB ms", "median": fresh})
             extra[f"{name}_second_turn_ratio"] = warm / fresh
         ratio = extra["llama_cpp_native_second_turn_ratio"]
-        checks.append(("native second-turn TTFB <= 0.2 x fresh", ratio <= 0.2,
-                       f"{ratio:.2f}x (llama_cpp {extra['llama_cpp_second_turn_ratio']:.2f}x)"))
+        py_ratio = extra["llama_cpp_second_turn_ratio"]
+        checks.append(("native second-turn TTFB <= 0.2 x fresh (the CPU target)", ratio <= 0.2,
+                       f"{ratio:.2f}x (llama_cpp {py_ratio:.2f}x)"))
+        # On a GPU a short prompt decodes in ~1 ms, so fixed costs dominate both turns and
+        # neither kind reaches 0.2x; what the issue asks there is that native keep the reuse
+        # llama-cpp-python has (0.26-0.31x on the H200). 15% slack for medians of a few rounds.
+        checks.append(("native keeps llama_cpp's prefix reuse (ratio <= 1.15 x llama_cpp's)",
+                       ratio <= 1.15 * py_ratio, f"{ratio:.2f}x vs {py_ratio:.2f}x"))
     nat.close()
     py.close()
 
