@@ -23,10 +23,11 @@ each line into a bounded buffer; ``flush_llama_logs()`` hands the lines to the
 ctypes bridge remains only as a fallback when ``_core`` cannot install its hook.
 
 Load probe: a crash inside llama.cpp (a segfault in a CUDA load, an AMX kernel) kills the
-whole process, and no Python ``except`` can catch it (the CUDA build's libstdc++ fault, the
-crash issue #7 found under pytest, is prevented in ``cxx_runtime``). So before routekit first loads a model
+whole process, and no Python ``except`` can catch it. So before routekit first loads a model
 with GPU offload in a process, ``probe_load`` loads it — and decodes one token — in a child
-process with the same parameters. If the child dies by a signal, the model is refused with a
+process with the same parameters. (A fresh child cannot reproduce a crash that depends on what
+the parent imported before: the CUDA build's libstdc++ fault, found under pytest in issue #7,
+is prevented and detected in ``cxx_runtime`` instead.) If the child dies by a signal, the model is refused with a
 ``ProviderError`` (the plan moves on; the application lives) naming the signal and the
 child's last log lines. It costs one extra load per model and parameter set per process.
 ``ROUTEKIT_LLAMA_LOAD_PROBE=0`` turns it off, ``=1`` turns it on for CPU loads too.

@@ -97,7 +97,9 @@ def cxx_conflict(handle: int, own_file: str | None = None) -> str | None:
         return None
     if own_file is not None and os.path.realpath(owner) == os.path.realpath(own_file):
         return None
-    shared = symbol_file(None)  # the global scope is searched first
+    # The global scope is searched first. (Were libstdc++ made global only after libllama
+    # was bound, this would miss the conflict; routekit itself never does that.)
+    shared = symbol_file(None)
     if shared is not None and _is_libstdcxx(shared):
         return None
     return (f"llama.cpp's C++ calls would run in the copy of libstdc++ inside {owner}, which "
