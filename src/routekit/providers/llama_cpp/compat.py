@@ -29,8 +29,9 @@ process with the same parameters. (A fresh child cannot reproduce a crash that d
 the parent imported before: the CUDA build's libstdc++ fault, found under pytest in issue #7,
 is prevented and detected in ``cxx_runtime`` instead.) If the child dies by a signal, the
 model is refused with a ``ProviderError`` (the plan moves on; the application lives) naming
-the signal and the child's last log lines. It costs one extra load per model and parameter set per process.
-``ROUTEKIT_LLAMA_LOAD_PROBE=0`` turns it off, ``=1`` turns it on for CPU loads too.
+the signal and the child's last log lines. It costs one extra load per model and parameter
+set per process. ``ROUTEKIT_LLAMA_LOAD_PROBE=0`` turns it off, ``=1`` turns it on for CPU
+loads too.
 """
 
 from __future__ import annotations
