@@ -123,11 +123,11 @@ def test_a_conflict_refuses_the_load_and_the_plan_moves_on(
     # Where llama_cpp was imported too early to be fixed, the load must fail as a provider
     # error (no llama.cpp call at all), so the router answers from the next candidate.
     from routekit import Router
-    from routekit.providers.llama_cpp import load
+    from routekit.providers.llama_cpp import cxx_runtime
 
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
     calls: list[object] = []
-    monkeypatch.setattr(load, "llama_cxx_conflict",
+    monkeypatch.setattr(cxx_runtime, "llama_cxx_conflict",
                         lambda module: calls.append(module) or "bound to another libstdc++")
     monkeypatch.setattr(llama_cpp, "Llama", lambda **kw: pytest.fail("llama.cpp was called"))
     config = {
@@ -137,9 +137,10 @@ def test_a_conflict_refuses_the_load_and_the_plan_moves_on(
                    "spare": {"provider": "backup", "model_id": "spare"}},
         "fallback_chains": {"tiny": {"chain": ["spare"]}},
     }
-    with Router(config) as router:
+    with Router(config, health_probes=False) as router:
         reply = router.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        health = router.health()
     assert calls and calls[0] is llama_cpp
     assert reply.choices[0].message.content == fault.text
     first, second = reply.route.attempts
@@ -147,3 +148,7 @@ def test_a_conflict_refuses_the_load_and_the_plan_moves_on(
     assert "not loading in-process model 'tiny'" in str(first.error)
     assert "bound to another libstdc++" in str(first.error)
     assert (second.model, second.outcome) == ("spare", "ok")
+    # health() says so before any request fails.
+    local = health["local"]
+    assert not local.ok and local.probe is not None
+    assert "bound to another libstdc++" in local.probe.detail

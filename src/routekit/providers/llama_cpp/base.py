@@ -28,6 +28,7 @@ from ..._exceptions import (
     StreamInterrupted,
 )
 from .._base import ChatRequest, Deadline, HealthReport
+from . import cxx_runtime
 from .gate import ModelSlot
 from .load import llama_module, load, resolve_params
 from .model_files import ProgressCallback, describe_model_source
@@ -153,10 +154,15 @@ class InProcessProvider:
         ok = True
         parts = []
         try:
-            llama_module()
+            module = llama_module()
         except ProviderError as exc:
             ok = False
             parts.append(str(exc))
+        else:
+            conflict = cxx_runtime.llama_cxx_conflict(module)
+            if conflict is not None:  # loads are refused (load._construct): say why up front
+                ok = False
+                parts.append(conflict)
         extra = self._health_extra()
         if extra is not None:
             good, text = extra

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ... import _constants as C
 from ..._exceptions import ConfigError, ProviderError
 from .model_files import resolve_model_path
-from .cxx_runtime import llama_cxx_conflict, share_libstdcxx
+from . import cxx_runtime
 from .compat import (
     construction_guard,
     flush_llama_logs,
@@ -45,7 +45,7 @@ def llama_module() -> ModuleType:
     """``llama_cpp``, imported the first time with libstdc++ made global first (the CUDA
     build's crash in ``cxx_runtime``'s doc)."""
     if "llama_cpp" not in sys.modules:
-        share_libstdcxx()
+        cxx_runtime.share_libstdcxx()
     try:
         import llama_cpp
     except ImportError as exc:
@@ -142,7 +142,7 @@ def resolve_params(slot: ModelSlot, progress: ProgressCallback | None) -> dict[s
 
 
 def _construct(llama_cpp: ModuleType, params: dict[str, Any], slot: ModelSlot) -> LlamaModel:
-    conflict = llama_cxx_conflict(llama_cpp)
+    conflict = cxx_runtime.llama_cxx_conflict(llama_cpp)
     if conflict is not None:
         # Bound at import, in another library's libstdc++: any load would crash the process.
         raise ProviderError(f"not loading in-process model {slot.name!r}: {conflict}",
