@@ -3,14 +3,14 @@
 # CUDA build takes ~3 of them). On a machine with the package index, first:
 #     bash ../shared/gpu/make-kit.sh            # writes .gpukit/ (carry it)
 # then as the one device command:
-#     bash .gpukit/device-setup.sh && bash tools/gpu_check.sh
+#     bash .gpukit/device-setup.sh && bash tools/gpu_check.sh      (timeout_s 595, carry .gpukit)
 # Every step runs in its own process under a time limit, so a crash (the pytest-only segfault
 # in llama_model_load_from_file this checks for) is recorded, not fatal to the script. Logs and
 # benchmark JSON go to /tmp/gpu-out; with $OUT set (the device tool brings back at most 8 files
 # from it) the summary and one gpu-out.tgz of everything are refreshed there after each step.
 # STEPS (default "tests bench1b cpu130 probe-off bench130", most important first) picks what to
 # run (cpu130: the CPU targets on this machine's 16 cores, llama on 4 threads, no offload);
-# BUDGET_S (default 400: a 600 s call less the ~3 min build) is the time for them all: a step
+# BUDGET_S (default 350: a 595 s call less the ~4 min build) is the time for them all: a step
 # whose limit would pass it is cut to what is left, or skipped under 20 s, so the summary
 # and the JSON of the steps that ran always come back.
 set -uo pipefail
@@ -18,7 +18,7 @@ export PYTHONPATH=${PYTHONPATH:-/tmp/site}  # device-setup.sh installs there
 O=/tmp/gpu-out
 mkdir -p "$O"
 STEPS=${STEPS:-"tests bench1b cpu130 probe-off bench130"}
-BUDGET_S=${BUDGET_S:-400}
+BUDGET_S=${BUDGET_S:-350}
 T0=$(date +%s)
 say() {
     echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$O/summary.txt"
