@@ -112,13 +112,62 @@ def test_a_library_bound_to_its_own_copy_is_named_until_libstdcxx_is_global(
     assert after is None  # the global scope is searched first
 
 
+@pytest.fixture(scope="module")
+def user_of_copy(own_copy: str) -> str:
+    """A shared library that calls std::ostream::_M_insert<long> and needs only ``own_copy``
+    (as libllama needs libggml-cuda), found next to it: its call is bound to that copy unless
+    libstdc++ is global when it is opened."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    assert compiler
+    folder = Path(own_copy).parent
+    source = folder / "user.c"
+    source.write_text("extern void _ZNSo9_M_insertIlEERSoT_(void);\n"
+                      "void print_info(void) { _ZNSo9_M_insertIlEERSoT_(); }\n")
+    lib = folder / "libuser.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(lib), str(source), f"-L{folder}",
+                    "-lowncopy", "-Wl,-rpath,$ORIGIN"], check=True, timeout=120)
+    shutil.copy(lib, folder / "libuser2.so")
+    return str(lib)
+
+
+def test_the_binding_itself_is_read_from_the_library_s_slots(
+    own_copy: str, user_of_copy: str
+) -> None:
+    second = str(Path(user_of_copy).parent / "libuser2.so")
+    bound, reason, after_share, second_bound, second_reason = _fresh(
+        "import ctypes, json, numpy\n"
+        "from routekit.providers.llama_cpp.cxx_runtime import (cxx_conflict, share_libstdcxx,\n"
+        "                                                      std_bindings)\n"
+        f"user = ctypes.CDLL({user_of_copy!r})\n"
+        f"bound = std_bindings(user._handle, {user_of_copy!r})\n"
+        f"reason = cxx_conflict(user._handle, {user_of_copy!r})\n"
+        "share_libstdcxx()\n"
+        f"after = cxx_conflict(user._handle, {user_of_copy!r})\n"
+        f"second = ctypes.CDLL({second!r})  # opened once libstdc++ is global\n"
+        f"print(json.dumps([bound, reason, after, std_bindings(second._handle, {second!r}),\n"
+        f"                  cxx_conflict(second._handle, {second!r})]))\n")
+    assert bound == [["_ZNSo9_M_insertIlEERSoT_", own_copy]]
+    assert reason is not None and "_ZNSo9_M_insertIlEERSoT_" in reason and own_copy in reason
+    # Sharing later does not rebind what was bound at load: still a conflict (a lookup from
+    # the library would now find libstdc++ first and miss it).
+    assert after_share == reason
+    ((name, path),) = second_bound
+    assert name == "_ZNSo9_M_insertIlEERSoT_" and _is_libstdcxx(path)
+    assert second_reason is None
+
+
 def test_the_real_libllama_here_has_no_conflict() -> None:
-    from routekit.providers.llama_cpp.cxx_runtime import llama_cxx_conflict, symbol_file
+    from routekit.providers.llama_cpp.cxx_runtime import (llama_cxx_conflict, std_bindings,
+                                                          symbol_file)
 
     # conftest made libstdc++ global before this module imported llama_cpp, as routekit does.
     assert _is_libstdcxx(symbol_file(None))
     if not llama_cpp.llama_supports_gpu_offload():  # a CUDA build carries its own copy
         assert _is_libstdcxx(symbol_file(llama_cpp.llama_cpp._lib._handle))
+    lib = llama_cpp.llama_cpp._lib
+    bindings = std_bindings(lib._handle, lib._name)
+    assert bindings is not None and len(bindings) > 10  # libllama imports many std:: symbols
+    assert {_is_libstdcxx(path) for _, path in bindings if path is not None} == {True}
     assert llama_cxx_conflict(llama_cpp) is None
 
 
@@ -157,3 +206,18 @@ def test_a_conflict_refuses_the_load_and_the_plan_moves_on(
     local = health["local"]
     assert not local.ok and local.probe is not None
     assert "bound to another libstdc++" in local.probe.detail
+
+
+def test_files_that_are_not_whole_elf_libraries_read_as_nothing(tmp_path: Path) -> None:
+    from routekit.providers.llama_cpp.cxx_runtime import std_imports
+
+    real = Path(llama_cpp.llama_cpp._lib._name).read_bytes()
+    cases = {"garbage": os.urandom(4096), "empty": b"", "head": real[:64],
+             "half": real[: len(real) // 2], "elf32": real[:4] + b"\x01" + real[5:4096]}
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert std_imports(str(path)) is None, name
+    assert std_imports(str(tmp_path / "missing.so")) is None
+    whole = std_imports(llama_cpp.llama_cpp._lib._name)
+    assert whole and all(n.startswith(("_ZNS", "_ZNKS", "_ZSt")) for n, _ in whole)

@@ -20,10 +20,13 @@ load crashed (also with ``n_gpu_layers=0``), and loaded once libstdc++ was globa
 
 When ``llama_cpp`` was imported before routekit could do that (an application importing numpy,
 then ``llama_cpp``, then using routekit), the binding is already made. :func:`cxx_conflict`
-then tells, before any load, whether libllama resolves ``std::ostream::_M_insert<long>``
-anywhere but a libstdc++, so routekit refuses the model with a clear error instead of letting
-llama.cpp take the process down. Linux only (glibc's ``dlsym``/``dladdr``); elsewhere both are
-no-ops. Must not import ``llama_cpp``.
+then reads it, before any load: libllama's ELF relocations name the slots (GOT entries) the
+dynamic linker filled for each ``std::`` function it imports, and ``dladdr`` tells which file
+each filled address lies in. If one lies in another library's copy, routekit refuses the model
+with a clear error instead of letting llama.cpp take the process down. Where the file cannot be
+read that way (not ELF64 little-endian, no section headers), it falls back to asking where a
+lookup from libllama finds ``std::ostream::_M_insert<long>``. Linux only (glibc's ``dlsym``,
+``dladdr``, ``dlinfo``); elsewhere everything here is a no-op. Must not import ``llama_cpp``.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import struct
 import sys
 from typing import Any
 
-__all__ = ["cxx_conflict", "llama_cxx_conflict", "share_libstdcxx", "symbol_file"]
+__all__ = ["cxx_conflict", "llama_cxx_conflict", "share_libstdcxx", "std_bindings",
+           "std_imports", "symbol_file"]
 
 # std::ostream::_M_insert<long>: what llama_model::print_info called into the wrong copy.
 PROBE_SYMBOL = "_ZNSo9_M_insertIlEERSoT_"
@@ -66,6 +71,8 @@ def _libdl() -> Any:
     libc.dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     libc.dladdr.restype = ctypes.c_int
     libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    libc.dlinfo.restype = ctypes.c_int
+    libc.dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
     return libc
 
 
@@ -74,14 +81,112 @@ def symbol_file(handle: int | None, name: str = PROBE_SYMBOL) -> str | None:
     global scope), or None when there is none."""
     if not _LINUX:
         return None
-    libdl = _libdl()
-    address = libdl.dlsym(handle, name.encode())
-    if not address:
-        return None
+    address = _libdl().dlsym(handle, name.encode())
+    return _file_at(address) if address else None
+
+
+def _file_at(address: int) -> str | None:
+    """The loaded file whose mapping holds ``address``."""
     info = _DlInfo()
-    if not libdl.dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+    if not _libdl().dladdr(address, ctypes.byref(info)) or not info.dli_fname:
         return None
     return os.fsdecode(info.dli_fname)
+
+
+# -- the bindings a library was given -------------------------------------------------------------
+
+# Mangled prefixes of what the C++ runtime defines in namespace std (std::ostream is _ZNSo,
+# std::__cxx11::basic_string _ZNSt7__cxx11..., const members _ZNKS..., free functions _ZSt...).
+_STD_PREFIXES = (b"_ZNS", b"_ZNKS", b"_ZSt")
+_SHT_RELA, _SHT_DYNSYM, _PT_LOAD = 4, 11, 1
+# Relocations whose slot holds the bound symbol's address (GLOB_DAT, JUMP_SLOT) by e_machine;
+# TLS ones hold module ids and offsets. Another machine: read nothing, fall back to a lookup.
+_ADDRESS_RELOCS = {62: (6, 7), 183: (1025, 1026)}  # x86-64, AArch64 (elf.h)
+_RTLD_DI_LINKMAP = 2
+
+
+@functools.lru_cache(maxsize=8)
+def std_imports(path: str) -> tuple[tuple[str, int], ...] | None:
+    """The ``std::`` symbols the ELF64 little-endian shared library at ``path`` imports, each
+    with the offset of the slot the dynamic linker fills for it (its relocation's r_offset, a
+    virtual address inside one of its loaded segments). None when the file cannot be read so."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+                return None
+            (machine,) = struct.unpack_from("<H", head, 0x12)
+            phoff, shoff = struct.unpack_from("<QQ", head, 0x20)
+            phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", head, 0x36)
+            kinds = _ADDRESS_RELOCS.get(machine)
+            if kinds is None or not shoff or shentsize != 64 or phentsize != 56:
+                return None
+
+            def read(offset: int, size: int) -> bytes:
+                f.seek(offset)
+                data = f.read(size)
+                if len(data) != size:
+                    raise ValueError("truncated ELF file")
+                return data
+
+            raw = read(phoff, 56 * phnum)
+            # (p_type, p_vaddr, p_memsz) of each program header; the loaded segments' ranges
+            headers = [struct.unpack_from("<I12xQ16xQ8x", raw, i * 56) for i in range(phnum)]
+            loads = [(vaddr, vaddr + size) for kind, vaddr, size in headers if kind == _PT_LOAD]
+            raw = read(shoff, 64 * shnum)
+            # (type, offset, size, link) of each section header
+            sections = [struct.unpack_from("<4xI16xQQI", raw, i * 64) for i in range(shnum)]
+            found: list[tuple[str, int]] = []
+            for stype, offset, size, link in sections:
+                if stype != _SHT_RELA or link >= shnum or sections[link][0] != _SHT_DYNSYM:
+                    continue
+                _, sym_off, sym_size, str_link = sections[link]
+                syms = read(sym_off, sym_size)
+                names = read(sections[str_link][1], sections[str_link][2])
+                rela = read(offset, size)
+                for at in range(0, len(rela) - 23, 24):
+                    slot, info = struct.unpack_from("<QQ", rela, at)
+                    index = info >> 32
+                    if (info & 0xFFFFFFFF) not in kinds or not index \
+                            or index * 24 + 24 > len(syms):
+                        continue
+                    st_name, _, _, st_shndx = struct.unpack_from("<IBBH", syms, index * 24)
+                    if st_shndx != 0:  # defined in the file itself: not an import
+                        continue
+                    name = names[st_name:names.index(b"\0", st_name)]
+                    if name.startswith(_STD_PREFIXES) and any(
+                            lo <= slot and slot + 8 <= hi for lo, hi in loads):
+                        found.append((name.decode("ascii", "replace"), slot))
+            return tuple(found)
+    except (OSError, ValueError, IndexError, struct.error):  # not the ELF file it seemed
+        return None
+
+
+def _load_base(handle: int) -> int | None:
+    """The address the library opened as ``handle`` was loaded at (its link_map's l_addr)."""
+    link_map = ctypes.c_void_p()
+    if _libdl().dlinfo(handle, _RTLD_DI_LINKMAP, ctypes.byref(link_map)) != 0 \
+            or not link_map.value:
+        return None
+    return ctypes.c_size_t.from_address(link_map.value).value
+
+
+@functools.lru_cache(maxsize=8)
+def std_bindings(handle: int, path: str) -> tuple[tuple[str, str | None], ...] | None:
+    """Each ``std::`` import of the library at ``path`` (opened as ``handle``) with the file
+    its slot was bound to; None when that cannot be read (then only a lookup can tell).
+    Bound once at load (ctypes opens with ``RTLD_NOW``), so kept: health checks ask often."""
+    if not _LINUX:
+        return None
+    imports = std_imports(os.path.realpath(path))
+    base = _load_base(handle) if imports is not None else None
+    if imports is None or base is None:
+        return None
+    bound = []
+    for name, slot in imports:
+        target = ctypes.c_void_p.from_address(base + slot).value
+        bound.append((name, _file_at(target) if target else None))
+    return tuple(bound)
 
 
 def _is_libstdcxx(path: str) -> bool:
@@ -89,25 +194,40 @@ def _is_libstdcxx(path: str) -> bool:
 
 
 def cxx_conflict(handle: int, own_file: str | None = None) -> str | None:
-    """Why C++ calls of the library opened as ``handle`` (file ``own_file``) would run in
-    another library's copy of libstdc++, or None when they would not. A copy in the library
-    itself (a build linked with ``-static-libstdc++``) is its own business, not a conflict."""
+    """Why C++ calls of the library opened as ``handle`` (file ``own_file``) run in another
+    library's copy of libstdc++, or None when they do not. A copy in the library itself (a
+    build linked with ``-static-libstdc++``) is its own business, not a conflict."""
+    def foreign(path: str | None) -> bool:
+        return path is not None and not _is_libstdcxx(path) and not (
+            own_file is not None and os.path.realpath(path) == os.path.realpath(own_file))
+
+    bindings = std_bindings(handle, own_file) if own_file is not None else None
+    if bindings is not None:  # what the dynamic linker actually did
+        wrong = [(name, path) for name, path in bindings if foreign(path)]
+        if not wrong:
+            return None
+        symbol, owner = wrong[0]
+        return _explain(f"{symbol} (and {len(wrong) - 1} more)" if len(wrong) > 1 else symbol,
+                        owner or "?")
+    # Fallback: where a lookup from the library finds one std:: function. The global scope is
+    # searched before the library's own, so libstdc++ there wins. (Were it made global only
+    # after the library was bound, this would miss the conflict; routekit never does that.)
     owner = symbol_file(handle)
-    if owner is None or _is_libstdcxx(owner):
+    if not foreign(owner):
         return None
-    if own_file is not None and os.path.realpath(owner) == os.path.realpath(own_file):
-        return None
-    # The global scope is searched first. (Were libstdc++ made global only after libllama
-    # was bound, this would miss the conflict; routekit itself never does that.)
     shared = symbol_file(None)
     if shared is not None and _is_libstdcxx(shared):
         return None
-    return (f"llama.cpp's C++ calls would run in the copy of libstdc++ inside {owner}, which "
-            "crashes the process on the first model load: llama_cpp was imported after "
-            "another module (numpy 2, for one) had loaded libstdc++ privately, and this "
-            "llama-cpp-python build carries its own copy of libstdc++'s symbols. Let routekit "
-            "import llama_cpp (do not import it before routekit first loads a model), or run "
-            "ctypes.CDLL('libstdc++.so.6', mode=ctypes.RTLD_GLOBAL) before importing it")
+    return _explain(PROBE_SYMBOL, owner or "?")
+
+
+def _explain(symbol: str, owner: str) -> str:
+    return (f"llama.cpp's C++ calls ({symbol}) are bound to the copy of libstdc++ inside "
+            f"{owner}, which crashes the process on the first model load: llama_cpp was "
+            "imported after another module (numpy 2, for one) had loaded libstdc++ privately, "
+            "and this llama-cpp-python build carries its own copy of libstdc++'s symbols. Let "
+            "routekit import llama_cpp (do not import it before routekit first loads a model), "
+            "or run ctypes.CDLL('libstdc++.so.6', mode=ctypes.RTLD_GLOBAL) before importing it")
 
 
 def llama_cxx_conflict(llama_cpp: Any) -> str | None:
