@@ -156,6 +156,29 @@ def test_the_binding_itself_is_read_from_the_library_s_slots(
     assert second_reason is None
 
 
+def test_every_loaded_library_beside_libllama_is_checked(own_copy: str, user_of_copy: str
+                                                         ) -> None:
+    # libllama itself is clean here; libuser, loaded from the same folder (as libggml-base is
+    # beside libllama), is bound to the private copy. libuser2 lies there too, not loaded.
+    folder = Path(user_of_copy).parent
+    clean = folder / "libclean.so"
+    (folder / "clean.c").write_text("int llama_clean(void) { return 0; }\n")
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    assert compiler
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(clean), str(folder / "clean.c")],
+                   check=True, timeout=120)
+    before, reason = _fresh(
+        "import ctypes, json, types\n"
+        "from routekit.providers.llama_cpp.cxx_runtime import llama_cxx_conflict\n"
+        f"module = types.SimpleNamespace(llama_cpp=types.SimpleNamespace(\n"
+        f"    _lib=ctypes.CDLL({str(clean)!r})))\n"
+        "before = llama_cxx_conflict(module)\n"
+        f"ctypes.CDLL({user_of_copy!r})\n"
+        "print(json.dumps([before, llama_cxx_conflict(module)]))\n")
+    assert before is None  # libuser not loaded yet; libuser2 never is
+    assert reason is not None and own_copy in reason
+
+
 def test_the_real_libllama_here_has_no_conflict() -> None:
     from routekit.providers.llama_cpp.cxx_runtime import (llama_cxx_conflict, std_bindings,
                                                           symbol_file)

@@ -73,6 +73,10 @@ def _libdl() -> Any:
     libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
     libc.dlinfo.restype = ctypes.c_int
     libc.dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    libc.dlopen.restype = ctypes.c_void_p
+    libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    libc.dlclose.restype = ctypes.c_int
+    libc.dlclose.argtypes = [ctypes.c_void_p]
     return libc
 
 
@@ -103,6 +107,7 @@ _SHT_RELA, _SHT_DYNSYM, _PT_LOAD = 4, 11, 1
 # TLS ones hold module ids and offsets. Another machine: read nothing, fall back to a lookup.
 _ADDRESS_RELOCS = {62: (6, 7), 183: (1025, 1026)}  # x86-64, AArch64 (elf.h)
 _RTLD_DI_LINKMAP = 2
+_RTLD_NOW, _RTLD_NOLOAD = 2, 4  # glibc's dlfcn.h
 
 
 @functools.lru_cache(maxsize=8)
@@ -231,10 +236,36 @@ def _explain(symbol: str, owner: str) -> str:
 
 
 def llama_cxx_conflict(llama_cpp: Any) -> str | None:
-    """:func:`cxx_conflict` for the libllama that ``llama_cpp`` opened (None when its handle
-    cannot be read)."""
+    """:func:`cxx_conflict` for libllama and every other library of llama-cpp-python's that is
+    loaded (libggml-base, libggml, the backends): the first conflict found, else None (also
+    when libllama's handle cannot be read)."""
     lib = getattr(getattr(llama_cpp, "llama_cpp", None), "_lib", None)
     handle, name = getattr(lib, "_handle", None), getattr(lib, "_name", None)
     if not isinstance(handle, int):
         return None
-    return cxx_conflict(handle, name if isinstance(name, str) else None)
+    if not isinstance(name, str):
+        return cxx_conflict(handle)
+    reason = cxx_conflict(handle, name)
+    if reason is not None or not _LINUX:
+        return reason
+    folder = os.path.dirname(name)
+    try:
+        files = sorted(os.listdir(folder))
+    except OSError:
+        return None
+    libdl = _libdl()
+    for file in files:
+        path = os.path.join(folder, file)
+        if not file.startswith("lib") or ".so" not in file or path == name:
+            continue
+        # Only what is loaded (a folder holds each library under several names, one loaded).
+        other = libdl.dlopen(os.fsencode(path), _RTLD_NOW | _RTLD_NOLOAD)
+        if not other:
+            continue
+        try:
+            reason = cxx_conflict(other, path)
+        finally:
+            libdl.dlclose(other)  # drops only the reference dlopen just took
+        if reason is not None:
+            return reason
+    return None
