@@ -156,6 +156,25 @@ def test_the_binding_itself_is_read_from_the_library_s_slots(
     assert second_reason is None
 
 
+def test_a_library_replaced_on_disk_since_it_was_loaded_is_not_read(
+    own_copy: str, user_of_copy: str
+) -> None:
+    # An upgrade that rewrites the file under a running process: its offsets no longer
+    # describe what is mapped, so no slot is read (the lookup fallback answers instead).
+    third = str(Path(user_of_copy).parent / "libuser3.so")
+    shutil.copy(user_of_copy, third)
+    bound, reason = _fresh(
+        "import ctypes, json, os, shutil\n"
+        "from routekit.providers.llama_cpp.cxx_runtime import cxx_conflict, std_bindings\n"
+        f"lib = ctypes.CDLL({third!r})\n"
+        f"shutil.copy({own_copy!r}, {third!r} + '.new')\n"
+        f"os.replace({third!r} + '.new', {third!r})\n"
+        f"print(json.dumps([std_bindings(lib._handle, {third!r}),\n"
+        f"                  cxx_conflict(lib._handle, {third!r})]))\n")
+    assert bound is None
+    assert reason is not None and own_copy in reason  # found by the lookup
+
+
 def test_every_loaded_library_beside_libllama_is_checked(own_copy: str, user_of_copy: str
                                                          ) -> None:
     # libllama itself is clean here; libuser, loaded from the same folder (as libggml-base is

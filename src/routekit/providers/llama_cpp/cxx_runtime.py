@@ -183,15 +183,40 @@ def std_bindings(handle: int, path: str) -> tuple[tuple[str, str | None], ...] |
     Bound once at load (ctypes opens with ``RTLD_NOW``), so kept: health checks ask often."""
     if not _LINUX:
         return None
-    imports = std_imports(os.path.realpath(path))
+    real = os.path.realpath(path)
+    imports = std_imports(real)
     base = _load_base(handle) if imports is not None else None
-    if imports is None or base is None:
+    mapped = _mappings_of(real) if base is not None else None
+    if imports is None or base is None or not mapped:
         return None
     bound = []
     for name, slot in imports:
-        target = ctypes.c_void_p.from_address(base + slot).value
+        address = base + slot
+        # Read only inside this file's own mappings: were the file on disk not the one loaded
+        # (replaced by an upgrade since), the offsets would mean nothing.
+        if not any(lo <= address and address + 8 <= hi for lo, hi in mapped):
+            return None
+        target = ctypes.c_void_p.from_address(address).value
         bound.append((name, _file_at(target) if target else None))
     return tuple(bound)
+
+
+def _mappings_of(path: str) -> list[tuple[int, int]] | None:
+    """The address ranges this process maps from the file at ``path`` — the same file (inode)
+    the path names now — or None."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return None
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == path and fields[4] == str(inode):
+            lo, _, hi = fields[0].partition("-")
+            ranges.append((int(lo, 16), int(hi, 16)))
+    return ranges or None
 
 
 def _is_libstdcxx(path: str) -> bool:
