@@ -10,7 +10,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from routekit.providers._base import ChatRequest, Deadline
 
-__all__ = ["HELLO", "LONG", "PROVIDER", "request", "text", "ticking", "wait_for"]
+__all__ = ["HELLO", "LONG", "PROVIDER", "cut_while_dawdling", "request", "text", "ticking",
+           "wait_for"]
 
 _T = TypeVar("_T")
 
@@ -29,6 +30,22 @@ def request(model: str = "m", messages: list[dict[str, Any]] | None = None,
 
 def text(chunks: list[Any]) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def cut_while_dawdling(stream: Any, first: int, dawdle: float = 0.35
+                       ) -> tuple[list[Any], Any]:
+    """Take ``first`` chunks, sleep ``dawdle`` seconds (past the stream's deadline), then read
+    on: returns the chunks received and the StreamInterrupted the deadline raised."""
+    import pytest
+
+    from routekit._exceptions import StreamInterrupted
+
+    got = [next(stream) for _ in range(first)]
+    time.sleep(dawdle)  # the consumer dawdles past the deadline
+    with pytest.raises(StreamInterrupted) as info:
+        for c in stream:
+            got.append(c)
+    return got, info.value
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:

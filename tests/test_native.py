@@ -42,7 +42,7 @@ from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvide
 from routekit.providers.llama_cpp import native as native_module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from inproc_helpers import LONG, PROVIDER, ticking  # noqa: E402
+from inproc_helpers import LONG, PROVIDER, cut_while_dawdling, ticking  # noqa: E402
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
 from tinygguf import write_tiny_gguf  # noqa: E402
@@ -433,12 +433,8 @@ def test_deadlines(make_tiny: Callable[..., Any]) -> None:
     assert (full.choices[0].message.content or "").startswith(info.value.partial)
     # Mid-stream, once text went out: StreamInterrupted with exactly the text sent.
     stream = provider.stream(_request(max_tokens=1500), Deadline(1, 60, total=0.3))
-    got = [next(stream) for _ in range(3)]
-    time.sleep(0.35)  # the consumer dawdles past the deadline
-    with pytest.raises(StreamInterrupted) as sinfo:
-        for c in stream:
-            got.append(c)
-    assert sinfo.value.partial == _text(got) != ""
+    got, cut = cut_while_dawdling(stream, 3)
+    assert cut.partial == _text(got) != ""
     # The same through acomplete(): the text so far comes back with the timeout.
     async def cut() -> RequestTimeout:
         with pytest.raises(RequestTimeout) as ainfo:
