@@ -6,7 +6,7 @@ milliseconds, never emits end-of-sequence, so every request yields exactly ``max
 words). Nothing here mocks llama.cpp or openai; waits are bounded, and ordering uses the
 provider's own ``queue_depth`` rather than sleeps wherever a sleep is not the point.
 
-The AMX crash workaround lives in the library (providers/_llama_compat.py), so these tests
+The AMX crash workaround lives in the library (providers/llama_cpp/compat.py), so these tests
 load models exactly as users do.
 """
 
@@ -393,6 +393,93 @@ def test_model_loads_once_under_concurrent_warm(tiny_path: Path,
             t.join(10)
         assert provider.is_loaded("m")
         assert len(constructed) == 1
+
+
+# -- warm-up: the first request costs what the next one does -------------------------------------
+
+
+def _any_kind(kind: str, **cfg: Any) -> Any:
+    from routekit.providers.llama_cpp import LlamaCppNativeProvider
+
+    cls = LlamaCppNativeProvider if kind == "llama_cpp_native" else LlamaCppProvider
+    return cls(PROVIDER, ProviderConfig(kind=kind), {"m": ModelConfig(provider=PROVIDER, **cfg)})
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "llama_cpp_native"])
+def test_warm_runs_the_request_path_once(tiny_path: Path, kind: str) -> None:
+    # In a fresh interpreter: what the first request used to pay (openai's result types, ~0.4 s
+    # to import here) is paid by warm(), and the model has decoded (a streamed two-token
+    # answer), once however often warm() is called. benchmarks/bench_first_request.py times it.
+    import subprocess
+
+    code = (
+        "import json, sys\n"
+        "from routekit._config.model import ModelConfig, ProviderConfig\n"
+        "from routekit.providers.llama_cpp import LlamaCppProvider, LlamaCppNativeProvider\n"
+        "kind = sys.argv[1]\n"
+        "cls = LlamaCppNativeProvider if kind == 'llama_cpp_native' else LlamaCppProvider\n"
+        "m = ModelConfig(provider='local', path=sys.argv[2], chat_format='chatml', n_ctx=256,\n"
+        "                n_threads=1)\n"
+        "p = cls('local', ProviderConfig(kind=kind), {'m': m})\n"
+        "calls = []\n"
+        "real = p.stream\n"
+        "p.stream = lambda rq, dl: calls.append(rq.params) or real(rq, dl)\n"
+        "before = 'openai.types.chat' in sys.modules\n"
+        "p.warm('m')\n"
+        "after = 'openai.types.chat' in sys.modules\n"
+        "p.warm('m')\n"
+        "slot = p._slot('m')\n"
+        "decoded = (p._last_job['m'].completion_tokens if kind == 'llama_cpp_native'\n"
+        "           else slot.llm.n_tokens)\n"
+        "print(json.dumps([before, after, calls, slot.warmed is slot.llm, decoded]))\n"
+        "p.close()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code, kind, str(tiny_path)],
+                         capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after, calls, warmed, decoded = json.loads(out.stdout.splitlines()[-1])
+    assert (before, after) == (False, True)
+    assert calls == [{"max_tokens": 2, "temperature": 0}]  # one warm-up, not two
+    assert warmed
+    # native: the warm-up job's two tokens; llama_cpp: the prompt and the first token in the
+    # KV cache (the last sampled token is never decoded).
+    assert decoded == 2 if kind == "llama_cpp_native" else decoded > 2
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "llama_cpp_native"])
+def test_warm_up_waits_for_nobody_and_never_raises(
+    tiny_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = _any_kind(kind, path=str(tiny_path), chat_format="chatml", n_ctx=256,
+                         n_threads=1, queue_size=0)
+    with provider:
+        slot = provider._slot("m")
+        # A model already serving is warm: warm() neither queues behind the request (with
+        # queue_size 0 it would take the only place) nor marks the model warmed.
+        provider.warm_up = lambda s: None  # load only
+        provider.warm("m")
+        del provider.warm_up
+        stream = provider.stream(_request(max_tokens=40), LONG)
+        next(stream)
+        t0 = time.monotonic()
+        provider.warm("m")
+        assert time.monotonic() - t0 < 5.0
+        assert slot.warmed is None and provider.queue_depth("m") == 0
+        stream.close()
+        # A warm-up that fails is logged, not raised: the first request will say what is wrong.
+        caplog.set_level(logging.DEBUG, logger="routekit.providers.llama_cpp")
+
+        def broken(rq: ChatRequest, dl: Deadline) -> Any:
+            raise ProviderError("broken on purpose", provider=PROVIDER, model="m")
+
+        provider.stream = broken
+        provider.warm("m")
+        assert slot.warmed is slot.llm
+        assert any("warm-up of in-process model 'm' failed: broken on purpose" in r.message
+                   for r in caplog.records)
+        del provider.stream
+        assert _text(list(provider.stream(_request(max_tokens=3), LONG)))
 
 
 # -- gate: one request at a time, bounded queue --------------------------------------------------

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from openai import BaseModel as OpenAIModel
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-__all__ = ["build", "chat_chunk", "chunk_type", "from_llama", "text_from_llama",
+__all__ = ["build", "chat_chunk", "chunk_type", "from_llama", "prepare", "text_from_llama",
            "to_completion", "usage_chunk"]
 
 log = logging.getLogger("routekit.providers.llama_cpp")
@@ -76,6 +76,20 @@ def to_completion(raw: dict[str, Any], model: str) -> ChatCompletion:
         _completion_cls = ChatCompletion
     raw["model"] = model
     return build(_completion_cls, raw)
+
+
+def prepare() -> None:
+    """Import openai's chat result types and build each kind once (chunks both ways, a
+    completion), so a model's first request does not pay for it: importing
+    ``openai.types.chat`` alone took ~0.4 s on the 2-core dev VM, most of a warm model's first
+    TTFB. The in-process providers' warm-up calls this."""
+    chat_chunk("chatcmpl-warm", "m", 0, {"role": "assistant"}, None)
+    chat_chunk("chatcmpl-warm", "m", 0, {"content": "x"}, "stop")
+    to_completion({"id": "chatcmpl-warm", "object": "chat.completion", "created": 0,
+                   "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "x"}}],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+                  "m")
 
 
 def usage_chunk(id_: str, model: str, created: int, prompt_tokens: int, completion_tokens: int,

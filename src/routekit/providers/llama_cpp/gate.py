@@ -59,7 +59,7 @@ class ModelSlot:
 
     __slots__ = (
         "name", "config", "provider", "capacity", "cond", "busy", "pending", "waiters",
-        "closing", "load_lock", "llm", "params",
+        "closing", "load_lock", "llm", "params", "warmed",
     )
 
     def __init__(self, name: str, config: ModelConfig, provider: str) -> None:
@@ -76,6 +76,7 @@ class ModelSlot:
         self.load_lock = threading.Lock()
         self.llm: LlamaModel | None = None
         self.params: dict[str, Any] | None = None  # the keyword arguments Llama got
+        self.warmed: object | None = None  # the Llama the warm-up ran on (base.warm_up)
 
     def enter(self, t_end: float) -> None:
         """Admit and take the context, waiting in the queue until ``t_end`` at most."""

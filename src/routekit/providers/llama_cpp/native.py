@@ -110,18 +110,22 @@ class LlamaCppNativeProvider(InProcessProvider):
         return kwargs
 
     def warm(self, model: str, *, progress: ProgressCallback | None = None) -> None:
-        """Load ``model`` and start its decode loop (the ABI check included) now.
+        """Load ``model``, start its decode loop (the ABI check included) and run it once
+        (``warm_up``) now.
 
         Raises like ``LlamaCppProvider.warm`` when the model cannot be loaded. A refused ABI
         check is logged, not raised: requests then fail with its ``ProviderError`` and the
         plan moves on, as it would for any candidate that cannot serve.
         """
-        super().warm(model, progress=progress)
+        slot = self._slot(model)
+        load(slot, progress=progress, translate_config=False)
         try:
-            self._native(self._slot(model))
+            self._native(slot)
         except ProviderError as exc:
             log.warning("llama_cpp_native model %r is loaded but cannot be served: %s",
                         model, exc)
+            return
+        self.warm_up(slot)
 
     # -- sync -----------------------------------------------------------------------------------
 
