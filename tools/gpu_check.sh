@@ -8,8 +8,10 @@
 # in llama_model_load_from_file this checks for) is recorded, not fatal to the script. Logs and
 # benchmark JSON go to /tmp/gpu-out; with $OUT set (the device tool brings back at most 8 files
 # from it) the summary and one gpu-out.tgz of everything are refreshed there after each step.
-# STEPS (default "tests bench1b cpu130 probe-off bench130", most important first) picks what to
-# run (cpu130: the CPU targets on this machine's 16 cores, llama on 4 threads, no offload);
+# STEPS (default "tests probe-off first cpu130 bench130 bench1b", most important first: both
+# bench shapes were measured on the H100 before) picks what to run (first: the first request
+# after start-up, bench_first_request.py, full offload; cpu130: the CPU targets on this
+# machine's 16 cores, llama on 4 threads, no offload);
 # BUDGET_S (default 330: a 595 s call less the ~250 s setup) is the time for them all: a step
 # whose limit would pass it is cut to what is left, or skipped under 20 s, so the summary
 # and the JSON of the steps that ran always come back.
@@ -17,7 +19,7 @@ set -uo pipefail
 export PYTHONPATH=${PYTHONPATH:-/tmp/site}  # device-setup.sh installs there
 O=/tmp/gpu-out
 mkdir -p "$O"
-STEPS=${STEPS:-"tests bench1b cpu130 probe-off bench130"}
+STEPS=${STEPS:-"tests probe-off first cpu130 bench130 bench1b"}
 BUDGET_S=${BUDGET_S:-330}
 T0=$(date +%s)
 say() {
@@ -50,6 +52,12 @@ for step in $STEPS; do
     probe-off)
       ROUTEKIT_LLAMA_LOAD_PROBE=0 run pytest-probe-off 120 python3 -m pytest -q \
           -p no:cacheprovider tests/test_llama_cpp_provider.py
+      ;;
+    first)
+      [ -f /tmp/m130.gguf ] || python3 .gpukit/mkmodel.py /tmp/m130.gguf > /dev/null
+      run first-request 100 python3 benchmarks/bench_first_request.py --model /tmp/m130.gguf \
+          --chat-format chatml --n-gpu-layers -1 --runs 2 --n-ctx 2048
+      cp benchmarks/results/bench_first_request.json "$O/first-request.json" 2>/dev/null
       ;;
     cpu130)
       # Issue #7's CPU targets where cores outnumber llama's threads (the 2-core VM they
