@@ -130,6 +130,12 @@ def test_a_warm_start_collects_its_garbage_once_per_process(tiny_path: Path) -> 
     assert collects == 1 and full_at_start >= 1  # the warm start collected
     assert full_in_first_request == 0  # so the first request did not
     assert collects_after_two == 1  # and the second router did not collect again
+    # An application that turned automatic collection off gets no collection from routekit.
+    off = subprocess.run([sys.executable, "-c", "import gc; gc.disable()\n" + code,
+                          json.dumps(cfg)], capture_output=True, text=True, timeout=120,
+                         env=env, check=False)
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert json.loads(off.stdout.splitlines()[-1])[0][0] == 0
 
 
 @pytest.mark.parametrize("kind", ["llama_cpp", "llama_cpp_native"])

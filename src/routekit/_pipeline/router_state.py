@@ -210,10 +210,12 @@ def collect_startup_garbage() -> None:
     ~100k new objects for CPython's next full collection, which then falls on whatever runs
     next: the main job's first hop (a refused local port) took 68 ms instead of 6, 62 of them
     a generation-2 collection (gc.callbacks, the 2-core dev VM). Collecting here moves that
-    pause into start-up. Once per process: later routers import nothing new. ``gc.freeze()``
-    would go further, but it is the application's policy to set, not a library's."""
+    pause into start-up. Once per process: later routers import nothing new. Not where the
+    application turned automatic collection off (``gc.disable()``: no pause can come then).
+    ``gc.freeze()`` would go further, but it is the application's policy to set, not a
+    library's."""
     global _startup_collected
-    if _startup_collected:
+    if _startup_collected or not gc.isenabled():
         return
     _startup_collected = True
     gc.collect()

@@ -120,7 +120,9 @@ class InProcessProvider:
         took 360-480 ms to its first token through the Router, against 50-60 ms for the next
         request. ~0.4 s of that was importing openai's result types; ~30 ms the first decode
         (faulting in the mapped weights, starting llama.cpp's threads). llama.cpp's own tools
-        warm a model up after loading it for the same reason. After this, the first request
+        and server warm a model up after loading it for the same reason (``common`` does
+        "warming up the model with an empty run" unless ``--no-warmup``; llama-cpp-python does
+        not). After this, the first request
         costs what the next one does. Once per loaded ``Llama``; skipped while a request holds
         or waits for the model (it is warm then). The KV cache keeps the warm-up turn as it
         keeps any earlier request; prefix reuse treats it the same way.
