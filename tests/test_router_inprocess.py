@@ -128,7 +128,8 @@ def test_a_warm_start_collects_its_garbage_once_per_process(tiny_path: Path) -> 
     (collects, full_at_start), full_in_first_request, collects_after_two = json.loads(
         out.stdout.splitlines()[-1])
     assert collects == 1 and full_at_start >= 1  # the warm start collected
-    assert full_in_first_request == 0  # so the first request did not
+    if sys.version_info < (3, 14):  # 3.14's incremental collector scans the old generation
+        assert full_in_first_request == 0  # in steps; before it: the first request did not
     assert collects_after_two == 1  # and the second router did not collect again
     # An application that turned automatic collection off gets no collection from routekit.
     off = subprocess.run([sys.executable, "-c", "import gc; gc.disable()\n" + code,
