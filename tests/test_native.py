@@ -366,6 +366,13 @@ def test_sampling_with_a_seed_is_reproducible(make_tiny: Callable[..., Any]) -> 
     assert len({first, sample(8), sample(9), sample(10)}) > 1  # the seed is used
     greedy = provider.complete(_request(max_tokens=24), LONG).choices[0].message.content
     assert greedy != first or sample(11) != greedy  # temperature > 0 really samples
+    # The same draws as llama_cpp's for the same seed (the gemma test checks more settings;
+    # this one also runs where only the tiny model can, a GPU machine).
+    python = make_tiny(kind="llama_cpp")
+    for seed in (7, 8):
+        want = python.complete(_request(max_tokens=24, seed=seed, **warm), LONG)
+        python._slot("m").llm.reset()  # the next draw starts from an empty cache too
+        assert want.choices[0].message.content == sample(seed), seed
 
 
 # -- gate, cancellation, threads ------------------------------------------------------------------
