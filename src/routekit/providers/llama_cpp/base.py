@@ -111,7 +111,13 @@ class InProcessProvider:
         """
         slot = self._slot(model)
         load(slot, progress=progress, translate_config=False)
-        self.warm_up(slot)
+        if self._servable(slot):
+            self.warm_up(slot)
+
+    def _servable(self, slot: ModelSlot) -> bool:
+        """After ``warm`` loaded the model: ready what loading does not, and say whether it
+        can serve (the native kind starts its decode loop here)."""
+        return True
 
     def warm_up(self, slot: ModelSlot) -> None:
         """Run a loaded model's request path once: a two-token answer to "Hi", streamed.

@@ -57,7 +57,6 @@ from .chunks import to_completion
 from .compat import flush_llama_logs
 from .gate import LlamaModel, ModelSlot
 from .load import load
-from .model_files import ProgressCallback
 from .native_abi import _api_cache, describe_ctypes, native_api
 from .native_run import COLLECT_CAPACITY, RELAY_CAPACITY, NativeRun
 from .params import include_usage
@@ -109,23 +108,17 @@ class LlamaCppNativeProvider(InProcessProvider):
             )
         return kwargs
 
-    def warm(self, model: str, *, progress: ProgressCallback | None = None) -> None:
-        """Load ``model``, start its decode loop (the ABI check included) and run it once
-        (``warm_up``) now.
-
-        Raises like ``LlamaCppProvider.warm`` when the model cannot be loaded. A refused ABI
-        check is logged, not raised: requests then fail with its ``ProviderError`` and the
-        plan moves on, as it would for any candidate that cannot serve.
-        """
-        slot = self._slot(model)
-        load(slot, progress=progress, translate_config=False)
+    def _servable(self, slot: ModelSlot) -> bool:
+        """Start the loaded model's decode loop (the ABI check included). A refused ABI check
+        is logged, not raised: requests then fail with its ``ProviderError`` and the plan
+        moves on, as it would for any candidate that cannot serve."""
         try:
             self._native(slot)
         except ProviderError as exc:
             log.warning("llama_cpp_native model %r is loaded but cannot be served: %s",
-                        model, exc)
-            return
-        self.warm_up(slot)
+                        slot.name, exc)
+            return False
+        return True
 
     # -- sync -----------------------------------------------------------------------------------
 
