@@ -322,9 +322,9 @@ def test_openais_not_given_and_omit_mean_not_given(mode: str) -> None:
     assert a.calls[-1].deadline.connect == 1.0 and a.calls[-1].deadline.read == 3.0
 
 
-def test_native_in_process_models_skip_text_completions(tmp_path: Path) -> None:
-    """llama_cpp_native serves chats only (its C++ loop takes a formatted chat): a text
-    completion moves on to the next candidate, and the route says why."""
+def test_native_in_process_models_serve_text_completions(tmp_path: Path) -> None:
+    """llama_cpp_native hands a text completion to llama-cpp-python on the same model (its
+    C++ loop takes formatted chats): the model answers it itself, as llama_cpp would."""
     from tinygguf import write_tiny_gguf
 
     path = str(write_tiny_gguf(tmp_path / "tiny.gguf"))
@@ -337,6 +337,7 @@ def test_native_in_process_models_skip_text_completions(tmp_path: Path) -> None:
            "fallback_chains": {"fast": {"chain": ["slow"]}}}
     with Router(cfg, health_probes=False) as router:
         reply = router.completions.create(model="fast", prompt="hello", max_tokens=2)
-        first, second = reply.route.attempts
-        assert (first.model, first.error_type) == ("fast", "UnsupportedRequest")
-        assert second.outcome == "ok" and reply.choices[0].text
+        (only,) = reply.route.attempts
+        assert (only.model, only.outcome) == ("fast", "ok")
+        assert reply.route.endpoint == "completions"
+        assert reply.choices[0].text and reply.usage.completion_tokens == 2

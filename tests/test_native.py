@@ -559,11 +559,10 @@ def test_async_waits_for_a_busy_model_off_the_loop(make_tiny: Callable[..., Any]
     assert len(set(texts)) == 1 and texts[0]
 
 
-# -- what the native loop refuses (the plan moves on) ---------------------------------------------
+# -- what the native kind refuses, as llama_cpp does (the plan moves on) ------------------------
 
 
 @pytest.mark.parametrize("params", [
-    {"response_format": {"type": "json_object"}},
     {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
     {"n": 3},
 ])

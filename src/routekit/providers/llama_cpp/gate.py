@@ -36,6 +36,8 @@ class LlamaModel(Protocol):
 
     def create_completion(self, prompt: list[int] | str, **kwargs: Any) -> Any: ...
 
+    def reset(self) -> None: ...
+
     @overload
     def create_chat_completion(
         self, *, messages: list[dict[str, Any]], stream: Literal[False], **kwargs: Any

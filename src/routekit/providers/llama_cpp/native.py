@@ -4,8 +4,8 @@ Owns ``LlamaCppNativeProvider``'s request paths: loading through ``load``, one
 ``_core.LlamaNativeContext`` per model, formatting and submitting a request, and the gate
 around it. Its parts: the ABI check that binds ``_core`` to llama-cpp-python's libllama in
 ``native_abi``; turning the relay's pieces into ``openai`` chunks and completions in
-``native_run``. Its lifecycle (``warm``, ``close``, ``health``, the gate) is
-``base.InProcessProvider``'s, shared with ``LlamaCppProvider``.
+``native_run``. It extends ``LlamaCppProvider``: the lifecycle (``warm``, ``close``,
+``health``, the gate) and the Python decoding paths, for what the loop hands over (below).
 
 How a request runs. The model is loaded by llama-cpp-python through ``load.load`` (the same
 parameters, GPU offload and AMX workaround as ``llama_cpp``); its raw handles go to a
@@ -31,11 +31,21 @@ chunk and ``StreamInterrupted`` (with the text sent) after; ``complete`` raises
 do not apply in-process. Closing a stream, cancelling an async caller, or ``close()`` stops
 the decode loop before its next token.
 
-Not served natively (a plain ``ProviderError``: the plan moves on): grammars
-(``response_format``), mirostat, logit processors, and chat handlers that are not one
-``create_completion`` call. The ABI check refuses a libllama whose layouts or signatures
-differ from what ``cpp/llama_native.hpp`` declares, or whose version was not verified
-(``ROUTEKIT_LLAMA_NATIVE_UNTESTED=1`` accepts an unverified version whose ABI matches).
+What the C++ loop does not do is served by llama-cpp-python on the same loaded model, under
+the same gate (``LlamaCppProvider``'s paths, which this class inherits): grammars
+(``response_format``), legacy text completions (``completions.create``), and chat handlers
+that are not one plain ``create_completion`` call (multimodal, some function-calling formats,
+a handler that sets a grammar, mirostat or a logits processor). So the kind serves every
+request ``llama_cpp`` serves, with the same answers. The two decoders share one llama
+context; whichever takes it over from the other first forgets what the other left in the KV
+cache (``_take_kv``): llama-cpp-python's ``Llama.reset()``, or the native context's
+``invalidate_cache()``. Requests the model cannot honour at all (``n`` > 1, tools, ...) are
+refused as ``llama_cpp`` refuses them (``params``).
+
+The ABI check refuses a libllama whose layouts or signatures differ from what
+``cpp/llama_native.hpp`` declares, or whose version was not verified
+(``ROUTEKIT_LLAMA_NATIVE_UNTESTED=1`` accepts an unverified version whose ABI matches): the
+requests the loop would serve then fail with that ``ProviderError`` (the plan moves on).
 """
 
 from __future__ import annotations
@@ -45,13 +55,14 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Generator, Mapping
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Generator, Mapping
 
 from ... import _cpp as _core
 from ..._config.model import ModelConfig, ProviderConfig
 from ..._exceptions import ProviderError, RequestTimeout
 from .._base import ChatRequest, Deadline
-from .base import AttemptClock, InProcessProvider, translate
+from .base import AttemptClock, translate
 from .chat import ChatPlan, UnsupportedChat, plan_chat
 from .chunks import to_completion
 from .compat import flush_llama_logs
@@ -60,6 +71,7 @@ from .load import load
 from .native_abi import _api_cache, describe_ctypes, native_api
 from .native_run import COLLECT_CAPACITY, RELAY_CAPACITY, NativeRun
 from .params import include_usage
+from .provider import LlamaCppProvider, answer
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -75,11 +87,11 @@ _now = time.monotonic
 # -- the provider --------------------------------------------------------------------------------
 
 
-class LlamaCppNativeProvider(InProcessProvider):
+class LlamaCppNativeProvider(LlamaCppProvider):
     """Serves the in-process models of one ``llama_cpp_native`` provider.
 
     Same constructor, methods, gate and errors as ``LlamaCppProvider``; decoding runs in
-    routekit's C++ loop (see the module doc). Thread safety: every method may be called from
+    routekit's C++ loop, except for what only llama-cpp-python does (see the module doc). Thread safety: every method may be called from
     any thread, the async ones from any event loop. One request decodes per model at a time;
     up to ``queue_size`` more wait, the next fail at once with ``ProviderBusy``. A stream
     holds its model until it ends or is closed; closing it stops decoding within one token.
@@ -95,28 +107,21 @@ class LlamaCppNativeProvider(InProcessProvider):
         self._natives_lock = threading.Lock()
         # The latest job per model (its counts and worker-side timings: tests, benchmarks).
         self._last_job: dict[str, _core.LlamaNativeJob] = {}
-
-    def _kwargs(self, request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
-        """``params.llama_kwargs``, and the refusals only the native loop has, before the
-        model is touched (the plan moves on at once)."""
-        kwargs = super()._kwargs(request, slot)
-        if "response_format" in kwargs:
-            raise ProviderError(
-                f"llama_cpp_native does not support response_format (grammar-constrained "
-                f"decoding; model {slot.name!r}; the llama_cpp kind does)",
-                provider=slot.provider, model=slot.name,
-            )
-        return kwargs
+        # Per model, which decoder used its llama context last ("native" or "python"); read
+        # and written with the model's gate held.
+        self._kv_user: dict[str, str] = {}
 
     def _servable(self, slot: ModelSlot) -> bool:
         """Start the loaded model's decode loop (the ABI check included). A refused ABI check
-        is logged, not raised: requests then fail with its ``ProviderError`` and the plan
-        moves on, as it would for any candidate that cannot serve."""
+        is logged, not raised: the requests the loop would serve then fail with its
+        ``ProviderError`` and the plan moves on, as it would for any candidate that cannot
+        serve."""
         try:
             self._native(slot)
         except ProviderError as exc:
-            log.warning("llama_cpp_native model %r is loaded but cannot be served: %s",
-                        slot.name, exc)
+            log.warning("llama_cpp_native model %r is loaded but its decode loop cannot "
+                        "serve it (only what llama-cpp-python serves for this kind will "
+                        "be): %s", slot.name, exc)
             return False
         return True
 
@@ -128,6 +133,8 @@ class LlamaCppNativeProvider(InProcessProvider):
         run: NativeRun | None = None
         try:
             run = self._start(slot, request, kwargs, clock, notify=False, collect=True)
+            if run is None:
+                return answer(self._run_complete(slot, request, kwargs, clock), request)
             raw = run.collect_sync()
         finally:
             self._finish_sync(slot, run)
@@ -140,7 +147,10 @@ class LlamaCppNativeProvider(InProcessProvider):
         run: NativeRun | None = None
         try:
             run = self._start(slot, request, kwargs, clock, notify=False)
-            yield from run.chunks_sync()
+            if run is None:
+                yield from self._decode_stream(slot, request, kwargs, clock, None)
+            else:
+                yield from run.chunks_sync()
         finally:
             self._finish_sync(slot, run)
 
@@ -157,26 +167,50 @@ class LlamaCppNativeProvider(InProcessProvider):
 
     async def acomplete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         slot, clock, kwargs = self._begin(request, deadline)
+        if _python_only(request, kwargs):
+            return await self._acomplete(slot, request, kwargs, clock)
         await self._acquire(slot, clock.gate_end)
         run: NativeRun | None = None
+        handed_over = False
         try:
             run = await self._astart(slot, request, kwargs, clock, collect=True)
+            if run is None:
+                handed_over = True  # the gate goes with it
+                return await self._acomplete(slot, request, kwargs, clock, held=True)
             raw = await run.collect_async()
         finally:
-            await self._finish_async(slot, run)
+            if not handed_over:
+                await self._finish_async(slot, run)
         return to_completion(raw, request.model)
 
     async def _astream(
-        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
-    ) -> AsyncIterator[ChatCompletionChunk]:
+        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
+        *, held: bool = False,
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        if held or _python_only(request, kwargs):
+            # aclosing: ``async for`` leaves an inner generator open when the outer one is
+            # closed, and the gate with it (until the garbage collector finalises it).
+            async with aclosing(super()._astream(slot, request, kwargs, clock, held=held)) as it:
+                async for chunk in it:
+                    yield chunk
+            return
         await self._acquire(slot, clock.gate_end)
         run: NativeRun | None = None
+        handed_over = False
         try:
             run = await self._astart(slot, request, kwargs, clock)
+            if run is None:
+                handed_over = True
+                async with aclosing(super()._astream(slot, request, kwargs, clock,
+                                                     held=True)) as it:
+                    async for chunk in it:
+                        yield chunk
+                return
             async for chunk in run.chunks_async():
                 yield chunk
         finally:
-            await self._finish_async(slot, run)
+            if not handed_over:
+                await self._finish_async(slot, run)
 
     async def _finish_async(self, slot: ModelSlot, run: NativeRun | None) -> None:
         try:
@@ -217,14 +251,23 @@ class LlamaCppNativeProvider(InProcessProvider):
     async def _astart(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
         *, collect: bool = False,
-    ) -> NativeRun:
+    ) -> NativeRun | None:
         if slot.llm is None or slot.name not in self._natives:
             # Loading takes a while (and the ABI check once): not on the event loop.
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool(), self._native, slot)
+            await loop.run_in_executor(self._pool(), self._prepare, slot)
         return self._start(slot, request, kwargs, clock, notify=True, collect=collect)
 
     # -- the work -------------------------------------------------------------------------------
+
+    def _prepare(self, slot: ModelSlot) -> None:
+        """Load the model and start its decode loop; a refused ABI check is raised again by
+        ``_start`` for the requests the loop would serve (not for those it hands over)."""
+        load(slot, progress=None, translate_config=True)
+        try:
+            self._native(slot)
+        except ProviderError:
+            pass
 
     def _native(self, slot: ModelSlot) -> tuple[LlamaModel, _core.LlamaNativeContext]:
         """The slot's Llama and its native context (loading and checking on first use)."""
@@ -260,18 +303,28 @@ class LlamaCppNativeProvider(InProcessProvider):
     def _start(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
         *, notify: bool, collect: bool = False,
-    ) -> NativeRun:
-        llm, native = self._native(slot)
+    ) -> NativeRun | None:
+        """Submit the request to the decode loop (the gate held), or None when only
+        llama-cpp-python can serve it: the caller then decodes it through the inherited
+        Python path, still holding the gate."""
+        if _python_only(request, kwargs):
+            return None
+        llm = load(slot, progress=None, translate_config=True)
         try:
             plan = plan_chat(llm, request.messages, kwargs, tokenize=False)
         except UnsupportedChat as exc:
-            raise ProviderError(
-                f"llama_cpp_native cannot serve model {slot.name!r}: {exc}",
-                provider=slot.provider, model=slot.name,
-            ) from exc
+            log.debug("model %r: %s; served by llama-cpp-python", slot.name, exc)
+            return None
         except Exception as exc:
             raise translate(exc, slot, None) from exc
-        args = _submit_args(plan, slot, int(getattr(llm, "last_n_tokens_size", 64)))
+        why = _python_only_plan(plan)
+        if why:
+            log.debug("model %r: the chat handler asks for %s; served by llama-cpp-python",
+                      slot.name, why)
+            return None
+        llm, native = self._native(slot)  # the ABI check refuses here, before any decoding
+        args = _submit_args(plan, int(getattr(llm, "last_n_tokens_size", 64)))
+        self._take_kv(slot, "native")
         now = _now()
         if now >= clock.t_end:
             raise RequestTimeout(
@@ -290,6 +343,38 @@ class LlamaCppNativeProvider(InProcessProvider):
         self._last_job[slot.name] = job
         return NativeRun(lambda: self._closed, slot, request.model, relay, job,
                          include_usage=include_usage(request))
+
+    # -- llama-cpp-python's part (the gate held) ------------------------------------------------
+
+    def _run_complete(self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any],
+                      clock: AttemptClock, cancel: threading.Event | None = None,
+                      ) -> dict[str, Any]:
+        self._take_kv(slot, "python")
+        return super()._run_complete(slot, request, kwargs, clock, cancel)
+
+    def _decode_stream(self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any],
+                       clock: AttemptClock, cancel: threading.Event | None,
+                       ) -> Generator[ChatCompletionChunk, None, None]:
+        self._take_kv(slot, "python")
+        return super()._decode_stream(slot, request, kwargs, clock, cancel)
+
+    def _take_kv(self, slot: ModelSlot, user: str) -> None:
+        """Hand the model's llama context to ``user`` ("native" or "python"), the gate held.
+        Each decoder remembers which tokens it left in the KV cache to reuse a shared prefix;
+        after the other one decoded, that memory is wrong (llama-cpp-python would even sample
+        a fully cached prompt from the other decoder's logits), so it is dropped."""
+        before = self._kv_user.get(slot.name)
+        self._kv_user[slot.name] = user
+        if before is None or before == user:
+            return
+        if user == "python":
+            llm = slot.llm
+            if llm is not None:
+                llm.reset()
+        else:
+            entry = self._natives.get(slot.name)
+            if entry is not None:
+                entry[1].invalidate_cache()
 
     def _close_models(self) -> None:
         # The workers first: a model must never be freed under a running decode loop.
@@ -318,24 +403,31 @@ def _raw_handles(llm: LlamaModel) -> tuple[int, int] | None:
     return None
 
 
-def _submit_args(plan: ChatPlan, slot: ModelSlot, last_n: int) -> dict[str, Any]:
+def _python_only(request: ChatRequest, kwargs: dict[str, Any]) -> bool:
+    """Whether only llama-cpp-python serves this request, known before the model's gate: a
+    legacy text completion, or a grammar (``response_format``)."""
+    return request.prompt is not None or "response_format" in kwargs
+
+
+def _python_only_plan(plan: ChatPlan) -> str:
+    """What in a chat handler's ``create_completion`` arguments the C++ loop does not do
+    ("" when it does all of it)."""
+    kw = plan.completion_kwargs
+    wants = []
+    if kw.get("grammar") is not None:
+        wants.append("a grammar")
+    if kw.get("logits_processor") is not None or kw.get("logit_bias"):
+        wants.append("a logits processor")
+    if kw.get("mirostat_mode"):
+        wants.append("mirostat sampling")
+    if kw.get("logprobs"):
+        wants.append("logprobs")
+    return ", ".join(wants)
+
+
+def _submit_args(plan: ChatPlan, last_n: int) -> dict[str, Any]:
     """A ChatPlan's create_completion arguments → ``LlamaNativeContext.submit`` keywords."""
     kw = plan.completion_kwargs
-    refused = []
-    if kw.get("grammar") is not None:
-        refused.append("response_format (grammar-constrained decoding)")
-    if kw.get("logits_processor") is not None or kw.get("logit_bias"):
-        refused.append("logit processors")
-    if kw.get("mirostat_mode"):
-        refused.append("mirostat sampling")
-    if kw.get("logprobs"):
-        refused.append("logprobs")
-    if refused:
-        raise ProviderError(
-            f"llama_cpp_native does not support {', '.join(refused)} "
-            f"(model {slot.name!r}; the llama_cpp kind does)",
-            provider=slot.provider, model=slot.name,
-        )
     stop = kw.get("stop") or []
     stops = [s.encode("utf-8") for s in ([stop] if isinstance(stop, str) else stop) if s]
     seed = kw.get("seed")

