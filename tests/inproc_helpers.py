@@ -5,13 +5,15 @@ condition without sleeping longer than needed, and counting event-loop ticks dur
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from routekit.providers._base import ChatRequest, Deadline
 
-__all__ = ["HELLO", "LONG", "PROVIDER", "cut_while_dawdling", "request", "text", "ticking",
-           "wait_for"]
+__all__ = ["HELLO", "LONG", "PROVIDER", "cut_while_dawdling", "refused_abi", "request", "text",
+           "ticking", "wait_for"]
 
 _T = TypeVar("_T")
 
@@ -74,3 +76,26 @@ async def ticking(work: Callable[[], Awaitable[_T]]) -> tuple[_T, int]:
     finally:
         done.set()
         await task
+
+
+@contextlib.contextmanager
+def refused_abi(monkeypatch: Any) -> Iterator[None]:
+    """Within: llama-cpp-python declares ``llama_batch`` with a field added in the middle, so
+    the native ABI check refuses (its process-wide verdict is cleared on entry and exit)."""
+    import llama_cpp
+
+    from routekit.providers.llama_cpp import native as native_module
+
+    class wrong_batch(ctypes.Structure):
+        _fields_ = [("n_tokens", ctypes.c_int32), ("token", ctypes.c_void_p),
+                    ("extra", ctypes.c_void_p), ("embd", ctypes.c_void_p),
+                    ("pos", ctypes.c_void_p), ("n_seq_id", ctypes.c_void_p),
+                    ("seq_id", ctypes.c_void_p), ("logits", ctypes.c_void_p)]
+
+    monkeypatch.setattr(llama_cpp.llama_cpp, "llama_batch", wrong_batch)
+    native_module._api_cache.clear()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        native_module._api_cache.clear()

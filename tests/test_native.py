@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import sys
 import threading
 import time
@@ -42,7 +41,13 @@ from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvide
 from routekit.providers.llama_cpp import native as native_module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from inproc_helpers import LONG, PROVIDER, cut_while_dawdling, ticking  # noqa: E402
+from inproc_helpers import (  # noqa: E402
+    LONG,
+    PROVIDER,
+    cut_while_dawdling,
+    refused_abi,
+    ticking,
+)
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
 from tinygguf import write_tiny_gguf  # noqa: E402
@@ -594,15 +599,7 @@ def test_abi_check_passes_on_this_build_and_names_versions() -> None:
 
 def test_abi_check_refuses_a_wrong_layout(monkeypatch: pytest.MonkeyPatch,
                                           make_tiny: Callable[..., Any]) -> None:
-    class wrong_batch(ctypes.Structure):  # llama_batch with a field added in the middle
-        _fields_ = [("n_tokens", ctypes.c_int32), ("token", ctypes.c_void_p),
-                    ("extra", ctypes.c_void_p), ("embd", ctypes.c_void_p),
-                    ("pos", ctypes.c_void_p), ("n_seq_id", ctypes.c_void_p),
-                    ("seq_id", ctypes.c_void_p), ("logits", ctypes.c_void_p)]
-
-    monkeypatch.setattr(llama_cpp.llama_cpp, "llama_batch", wrong_batch)
-    native_module._api_cache.clear()
-    try:
+    with refused_abi(monkeypatch):
         provider = make_tiny()
         with pytest.raises(ProviderError) as info:
             provider.complete(_request(), LONG)
@@ -612,9 +609,6 @@ def test_abi_check_refuses_a_wrong_layout(monkeypatch: pytest.MonkeyPatch,
         assert "llama_batch" in message and "size 64" in message
         assert not provider.health().ok and "native decode loop unavailable" in \
             provider.health().detail
-    finally:
-        monkeypatch.undo()
-        native_module._api_cache.clear()
     # The process is fine and the real layout is accepted again.
     assert native_module.native_api().library_version
 

@@ -11,7 +11,6 @@ are bounded; no assertion depends on how fast this machine is.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from routekit.providers.llama_cpp import native as native_module  # noqa: E402
 from routekit.providers.llama_cpp.chat import UnsupportedChat  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from inproc_helpers import LONG, PROVIDER, ticking  # noqa: E402
+from inproc_helpers import LONG, PROVIDER, refused_abi, ticking  # noqa: E402
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
 from tinygguf import write_tiny_gguf  # noqa: E402
@@ -258,15 +257,7 @@ def test_a_refused_abi_still_serves_what_llama_cpp_python_decodes(
 ) -> None:
     """The ABI check guards the C++ loop only: with it refused, a plain chat fails (the plan
     moves on) but a text completion, which never reaches the loop, is served."""
-    class wrong_batch(ctypes.Structure):  # llama_batch with a field added in the middle
-        _fields_ = [("n_tokens", ctypes.c_int32), ("token", ctypes.c_void_p),
-                    ("extra", ctypes.c_void_p), ("embd", ctypes.c_void_p),
-                    ("pos", ctypes.c_void_p), ("n_seq_id", ctypes.c_void_p),
-                    ("seq_id", ctypes.c_void_p), ("logits", ctypes.c_void_p)]
-
-    monkeypatch.setattr(llama_cpp.llama_cpp, "llama_batch", wrong_batch)
-    native_module._api_cache.clear()
-    try:
+    with refused_abi(monkeypatch):
         provider = make_tiny()
         with pytest.raises(ProviderError, match="llama_batch"):
             provider.complete(_request(), LONG)
@@ -279,6 +270,3 @@ def test_a_refused_abi_still_serves_what_llama_cpp_python_decodes(
         with pytest.raises(ProviderError, match="llama_batch"):
             asyncio.run(plain())
         assert provider.queue_depth("m") == 0
-    finally:
-        monkeypatch.undo()
-        native_module._api_cache.clear()
