@@ -428,6 +428,8 @@ Owns one worker thread; jobs run one at a time. close() before freeing the Llama
         .def_property_readonly("n_batch", &native::NativeContext::n_batch)
         .def("cached_tokens", &native::NativeContext::cached_tokens)
         .def("invalidate_cache", &native::NativeContext::invalidate_cache)
+        .def("adopt_cache", &native::NativeContext::adopt_cache, py::arg("tokens"),
+             "Take tokens as the KV cache's content (decoded by someone else).")
         .def(
             "tokenize",
             [](const native::NativeContext& self, const py::bytes& text, bool add_special,

@@ -331,8 +331,6 @@ NativeContext::NativeContext(std::shared_ptr<const Api> api, void* model, void* 
     b_seq_.resize(n_batch_);
     for (std::uint32_t i = 0; i < n_batch_; ++i) b_seq_[i] = &b_seq_storage_[i];
     b_logits_.assign(n_batch_, 0);
-    // Whatever llama-cpp-python left in the KV cache is unknown to us: start clean.
-    api_->memory_clear(memory_, true);
     thread_ = std::thread([this] { worker(); });
 }
 
@@ -377,6 +375,21 @@ void NativeContext::invalidate_cache() {
     std::lock_guard<std::mutex> lock(cache_mu_);
     cache_.clear();
     api_->memory_clear(memory_, true);
+    cache_known_ = true;
+}
+
+void NativeContext::adopt_cache(const std::vector<token_t>& tokens) {
+    // Only between jobs, like invalidate_cache.
+    if (tokens.size() > n_ctx_) throw std::length_error("more tokens than the context holds");
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    cache_ = tokens;
+    cache_known_ = true;
+    // Whatever the cache holds past them is not theirs: a later decode at those positions
+    // would fail. A memory that cannot cut a sequence is cleared (and nothing adopted).
+    if (!api_->memory_seq_rm(memory_, 0, static_cast<pos_t>(cache_.size()), -1)) {
+        cache_.clear();
+        api_->memory_clear(memory_, true);
+    }
 }
 
 std::vector<token_t> NativeContext::tokenize(const std::string& text, bool add_special,
@@ -538,6 +551,11 @@ void NativeContext::run(Request& rq, Job& job) {
     std::size_t keep = 0;
     {
         std::lock_guard<std::mutex> lock(cache_mu_);
+        if (!cache_known_) {  // whatever llama-cpp-python left is unknown to us: start clean
+            cache_.clear();
+            api_->memory_clear(memory_, true);
+            cache_known_ = true;
+        }
         const std::size_t limit = std::min(cache_.size(), n_prompt - 1);
         while (keep < limit && cache_[keep] == prompt[keep]) ++keep;
         if (keep < cache_.size()) {

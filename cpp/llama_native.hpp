@@ -256,6 +256,11 @@ public:
     std::vector<token_t> cached_tokens() const;
     // Forget the KV cache (e.g. after someone else used the context).
     void invalidate_cache();
+    // Take tokens as what the KV cache holds at positions 0.. of sequence 0: someone else
+    // decoded them into this context (llama-cpp-python, sharing it), so a prompt that extends
+    // them decodes only its suffix; what the cache holds past them is removed. Between jobs
+    // only; at most n_ctx tokens.
+    void adopt_cache(const std::vector<token_t>& tokens);
     // Tokenizes text as the worker would (for prompt-length checks and tests).
     std::vector<token_t> tokenize(const std::string& text, bool add_special,
                                   bool parse_special) const;
@@ -297,9 +302,13 @@ private:
     bool closing_ = false;
     std::mutex join_mu_;
     std::thread thread_;
-    // Tokens in the KV cache, guarded by cache_mu_ (written by the worker only).
+    // Tokens in the KV cache, guarded by cache_mu_ (written by the worker, and between jobs
+    // by invalidate_cache / adopt_cache). Until cache_known_, the context may hold what
+    // llama-cpp-python decoded: the first job clears it (not the constructor, which may run
+    // while llama-cpp-python decodes on the same context).
     mutable std::mutex cache_mu_;
     std::vector<token_t> cache_;
+    bool cache_known_ = false;
 };
 
 // ---- llama.cpp's log lines, kept in C++ ----------------------------------------------------

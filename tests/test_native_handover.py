@@ -163,31 +163,108 @@ def test_text_completions_are_served_as_llama_cpp_serves_them(
     assert reply.choices[0].text == want.choices[0].text == streamed
 
 
-def test_each_decoder_forgets_what_the_other_left_in_the_kv_cache(
+def _counting_evals(provider: Any) -> list[int]:
+    """The number of tokens of each llama-cpp-python ``eval`` on the provider's model, from
+    now until the instance attribute is deleted."""
+    llm = provider._slot("m").llm
+    inner = llm.eval
+    counts: list[int] = []
+
+    def counted(tokens: Any) -> None:
+        counts.append(len(tokens))
+        inner(tokens)
+
+    llm.eval = counted
+    return counts
+
+
+def test_a_conversation_keeps_its_prefix_across_the_two_decoders(
     gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
 ) -> None:
-    """One llama context, two decoders that each reuse the prefix they remember: after the
-    other one decoded, that memory no longer describes the cache. Repeating a request after
-    the other decoder ran must give the answer it gave before (llama-cpp-python would reuse
-    its whole remembered prompt on a cache that holds the other prompt; the native loop
-    likewise)."""
+    """An app alternating chat turns (the C++ loop) with JSON-mode calls (llama-cpp-python)
+    on one conversation: each decoder adopts what the other left in the shared KV cache, so
+    each turn decodes only its new suffix, and every answer equals the llama_cpp kind's for
+    the same conversation."""
+    native, python = gemma_pair
+    turn1 = [{"role": "user", "content": "Name a river in Europe and say one thing about it."}]
+
+    def conversation(p: Any) -> tuple[list[str | None], int, int]:
+        """(the three answers, the prompt tokens llama-cpp-python decoded for the JSON turn,
+        that turn's prompt tokens)."""
+        _fresh(p)
+        a1 = p.complete(_request(messages=turn1, max_tokens=24), LONG)
+        turn2 = turn1 + [{"role": "assistant", "content": a1.choices[0].message.content},
+                         {"role": "user", "content": "Give that as a JSON object."}]
+        counts = _counting_evals(p)
+        try:
+            a2 = p.complete(_request(messages=turn2, max_tokens=24, **JSON_MODE), LONG)
+        finally:
+            del p._slot("m").llm.eval
+        turn3 = turn2 + [{"role": "assistant", "content": a2.choices[0].message.content},
+                         {"role": "user", "content": "Thanks. Name another one."}]
+        a3 = p.complete(_request(messages=turn3, max_tokens=16), LONG)
+        assert a2.usage is not None
+        # (its first eval is the prompt's: one batch, under n_batch; then a token at a time)
+        return ([a.choices[0].message.content for a in (a1, a2, a3)], counts[0],
+                a2.usage.prompt_tokens)
+
+    want, _, _ = conversation(python)
+    got, json_decoded, json_prompt = conversation(native)
+    assert got == want
+    # The JSON turn (llama-cpp-python) decoded the suffix of what the native turn left ...
+    assert 0 < json_decoded < json_prompt // 2
+    # ... and the third turn (the C++ loop) reused what the JSON turn left.
+    job = native._last_job["m"]
+    assert job.reused_tokens > json_prompt and native._kv_user["m"] == "native"
+
+
+def test_a_decode_loop_started_after_llama_cpp_python_decoded_adopts_its_cache(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    """The first request is handed over (the model loads, no decode loop yet); the loop
+    started for the next one takes over a context llama-cpp-python has used, and reuses the
+    prompt they share (a JSON-mode request and a chat with the same messages format alike)."""
+    native, _ = gemma_pair
+    fresh = LlamaCppNativeProvider(PROVIDER, ProviderConfig(kind="llama_cpp_native"),
+                                   {"m": native._slot("m").config})
+    with fresh:
+        fresh.complete(_request(messages=CHAT_ASK, max_tokens=8, **JSON_MODE), LONG)
+        assert "m" not in fresh._natives
+        got = fresh.complete(_request(messages=CHAT_ASK, max_tokens=16), LONG)
+        job = fresh._last_job["m"]
+        assert got.usage is not None
+        assert job.reused_tokens == got.usage.prompt_tokens - 1
+    # The same reuse within the loop alone (decoding the last prompt token on its own rounds
+    # differently from decoding the whole prompt in one batch, so compare like with like).
+    _fresh(native)
+    native.complete(_request(messages=CHAT_ASK, max_tokens=8), LONG)
+    want = native.complete(_request(messages=CHAT_ASK, max_tokens=16), LONG)
+    assert native._last_job["m"].reused_tokens == job.reused_tokens
+    assert got.choices[0].message.content == want.choices[0].message.content
+
+
+def test_switching_to_an_unrelated_prompt_decodes_it_afresh(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider]
+) -> None:
+    """After the other decoder ran an unrelated prompt, repeating a request gives the answer
+    it gave before: only the prefix the two prompts share is reused (llama-cpp-python would
+    otherwise reuse its whole remembered prompt on a cache that holds the other prompt, and
+    the native loop likewise)."""
     native, _ = gemma_pair
     as_json = _request(messages=JSON_ASK, max_tokens=24, **JSON_MODE)
     as_chat = _request(messages=CHAT_ASK, max_tokens=24)
     _fresh(native)
     json_first = native.complete(as_json, LONG).choices[0].message.content
-    chat_first = native.complete(as_chat, LONG).choices[0].message.content
-    assert native._kv_user["m"] == "native"
-    assert native._last_job["m"].reused_tokens == 0  # llama-cpp-python's turn was dropped
-    json_again = native.complete(as_json, LONG).choices[0].message.content
-    assert json_again == json_first
-    chat_again = native.complete(as_chat, LONG).choices[0].message.content
-    assert chat_again == chat_first
-    assert native._last_job["m"].reused_tokens == 0
-    # Within one decoder the prefix is still reused: the same chat again decodes only its
-    # last prompt token.
+    chat_first = native.complete(as_chat, LONG)
+    assert chat_first.usage is not None
+    assert native._last_job["m"].reused_tokens < chat_first.usage.prompt_tokens // 2
+    assert native.complete(as_json, LONG).choices[0].message.content == json_first
+    chat_again = native.complete(as_chat, LONG)
+    assert chat_again.choices[0].message.content == chat_first.choices[0].message.content
+    assert native._last_job["m"].reused_tokens < chat_first.usage.prompt_tokens // 2
+    # Within one decoder a repeated prompt is reused up to its last token.
     native.complete(as_chat, LONG)
-    assert native._last_job["m"].reused_tokens > 0
+    assert native._last_job["m"].reused_tokens == chat_first.usage.prompt_tokens - 1
 
 
 def test_a_router_serves_json_mode_and_text_completions_through_a_native_model() -> None:
@@ -270,3 +347,24 @@ def test_a_refused_abi_still_serves_what_llama_cpp_python_decodes(
         with pytest.raises(ProviderError, match="llama_batch"):
             asyncio.run(plain())
         assert provider.queue_depth("m") == 0
+
+
+def test_adopt_cache_takes_what_the_context_holds_and_no_more(
+    make_tiny: Callable[..., Any]
+) -> None:
+    provider = make_tiny()
+    rq = _request(max_tokens=4)
+    first = provider.complete(rq, LONG).choices[0].message.content
+    ctx = provider._natives["m"][1]
+    held = ctx.cached_tokens()
+    with pytest.raises(ValueError, match="more tokens than the context holds"):
+        ctx.adopt_cache([1] * (ctx.n_ctx + 1))
+    # Adopting a shorter history drops the rest: the same request decodes from there on
+    # (a stale cell at a later position would fail the decode) and answers the same.
+    ctx.adopt_cache(held[:3])
+    assert ctx.cached_tokens() == held[:3]
+    assert provider.complete(rq, LONG).choices[0].message.content == first
+    assert provider._last_job["m"].reused_tokens == 3
+    ctx.adopt_cache([])
+    assert provider.complete(rq, LONG).choices[0].message.content == first
+    assert provider._last_job["m"].reused_tokens == 0

@@ -38,6 +38,10 @@ class LlamaModel(Protocol):
 
     def reset(self) -> None: ...
 
+    # The tokens its KV cache holds: input_ids[:n_tokens] (a numpy array of n_ctx ints).
+    input_ids: Any
+    n_tokens: int
+
     @overload
     def create_chat_completion(
         self, *, messages: list[dict[str, Any]], stream: Literal[False], **kwargs: Any

@@ -37,9 +37,9 @@ the same gate (``LlamaCppProvider``'s paths, which this class inherits): grammar
 that are not one plain ``create_completion`` call (multimodal, some function-calling formats,
 a handler that sets a grammar, mirostat or a logits processor). So the kind serves every
 request ``llama_cpp`` serves, with the same answers. The two decoders share one llama
-context; whichever takes it over from the other first forgets what the other left in the KV
-cache (``_take_kv``): llama-cpp-python's ``Llama.reset()``, or the native context's
-``invalidate_cache()``. Requests the model cannot honour at all (``n`` > 1, tools, ...) are
+context, each remembering which tokens its KV cache holds; whichever takes the context over
+from the other adopts what the other left (``_take_kv``), so prefix reuse survives the
+switch. Requests the model cannot honour at all (``n`` > 1, tools, ...) are
 refused as ``llama_cpp`` refuses them (``params``).
 
 The ABI check refuses a libllama whose layouts or signatures differ from what
@@ -360,21 +360,33 @@ class LlamaCppNativeProvider(LlamaCppProvider):
 
     def _take_kv(self, slot: ModelSlot, user: str) -> None:
         """Hand the model's llama context to ``user`` ("native" or "python"), the gate held.
-        Each decoder remembers which tokens it left in the KV cache to reuse a shared prefix;
-        after the other one decoded, that memory is wrong (llama-cpp-python would even sample
-        a fully cached prompt from the other decoder's logits), so it is dropped."""
+
+        Each decoder remembers which tokens the KV cache holds, to decode only the suffix of
+        a prompt that extends them. After the other one decoded, that memory is wrong
+        (llama-cpp-python would even sample a fully cached prompt from the other decoder's
+        logits), so it is replaced with what the other one left: an app that alternates
+        chat turns (native) with JSON-mode calls (llama-cpp-python) on one conversation keeps
+        its prefix reuse across the switch."""
         before = self._kv_user.get(slot.name)
         self._kv_user[slot.name] = user
         if before is None or before == user:
             return
+        entry = self._natives.get(slot.name)
+        llm = slot.llm
+        if llm is None:
+            return
+        if entry is None:  # no decode loop has used this context: nothing to adopt
+            llm.reset()
+            return
+        native = entry[1]
         if user == "python":
-            llm = slot.llm
-            if llm is not None:
-                llm.reset()
+            cached = native.cached_tokens()
+            llm.reset()  # also: llama-cpp-python must decode before it samples again
+            if cached:
+                llm.input_ids[: len(cached)] = cached
+                llm.n_tokens = len(cached)
         else:
-            entry = self._natives.get(slot.name)
-            if entry is not None:
-                entry[1].invalidate_cache()
+            native.adopt_cache(llm.input_ids[: int(llm.n_tokens)].tolist())
 
     def _close_models(self) -> None:
         # The workers first: a model must never be freed under a running decode loop.
