@@ -39,8 +39,8 @@ a handler that sets a grammar, mirostat or a logits processor). So the kind serv
 request ``llama_cpp`` serves, with the same answers. The two decoders share one llama
 context, each remembering which tokens its KV cache holds; whichever takes the context over
 from the other adopts what the other left (``_take_kv``), so prefix reuse survives the
-switch. Requests the model cannot honour at all (``n`` > 1, tools, ...) are
-refused as ``llama_cpp`` refuses them (``params``).
+switch. Requests the model cannot honour at all (``n`` > 1, tools, ...) are refused as
+``llama_cpp`` refuses them (``params``).
 
 The ABI check refuses a libllama whose layouts or signatures differ from what
 ``cpp/llama_native.hpp`` declares, or whose version was not verified
@@ -91,12 +91,13 @@ class LlamaCppNativeProvider(LlamaCppProvider):
     """Serves the in-process models of one ``llama_cpp_native`` provider.
 
     Same constructor, methods, gate and errors as ``LlamaCppProvider``; decoding runs in
-    routekit's C++ loop, except for what only llama-cpp-python does (see the module doc). Thread safety: every method may be called from
-    any thread, the async ones from any event loop. One request decodes per model at a time;
-    up to ``queue_size`` more wait, the next fail at once with ``ProviderBusy``. A stream
-    holds its model until it ends or is closed; closing it stops decoding within one token.
-    Async methods never block the event loop: they await the relay's wake-up fd; a thread
-    from the provider's pool is used only to wait for a busy gate or to load a model.
+    routekit's C++ loop, except for what only llama-cpp-python does (see the module doc).
+    Thread safety: every method may be called from any thread, the async ones from any event
+    loop. One request decodes per model at a time; up to ``queue_size`` more wait, the next
+    fail at once with ``ProviderBusy``. A stream holds its model until it ends or is closed;
+    closing it stops decoding within one token. Async methods never block the event loop:
+    they await the relay's wake-up fd; a thread from the provider's pool is used only to wait
+    for a busy gate, to load a model, or to decode what is handed to llama-cpp-python.
     """
 
     def __init__(
