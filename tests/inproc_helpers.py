@@ -12,8 +12,8 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from routekit.providers._base import ChatRequest, Deadline
 
-__all__ = ["HELLO", "LONG", "PROVIDER", "cut_while_dawdling", "refused_abi", "request", "text",
-           "ticking", "wait_for"]
+__all__ = ["HELLO", "LONG", "PROVIDER", "acut_while_dawdling", "cut_while_dawdling",
+           "refused_abi", "request", "text", "ticking", "wait_for"]
 
 _T = TypeVar("_T")
 
@@ -47,6 +47,22 @@ def cut_while_dawdling(stream: Any, first: int, dawdle: float = 0.35
     with pytest.raises(StreamInterrupted) as info:
         for c in stream:
             got.append(c)
+    return got, info.value
+
+
+async def acut_while_dawdling(stream: Any, first: int, dawdle: float = 0.35
+                              ) -> tuple[list[Any], Any]:
+    """``cut_while_dawdling`` for an async stream."""
+    import pytest
+
+    from routekit._exceptions import StreamInterrupted
+
+    got: list[Any] = []
+    with pytest.raises(StreamInterrupted) as info:
+        async for c in stream:
+            got.append(c)
+            if len(got) == first:
+                await asyncio.sleep(dawdle)  # the consumer dawdles past the deadline
     return got, info.value
 
 

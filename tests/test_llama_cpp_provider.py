@@ -54,7 +54,13 @@ from routekit.providers.llama_cpp import LlamaCppProvider  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import in_process  # noqa: E402
-from inproc_helpers import LONG, PROVIDER, cut_while_dawdling, ticking  # noqa: E402
+from inproc_helpers import (  # noqa: E402
+    LONG,
+    PROVIDER,
+    acut_while_dawdling,
+    cut_while_dawdling,
+    ticking,
+)
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
 from inproc_helpers import wait_for as _wait_for  # noqa: E402
@@ -578,6 +584,12 @@ def test_deadline_mid_stream_interrupts_with_partial_text(
     stream = provider.stream(_request(max_tokens=200), Deadline(connect=1, read=1, total=0.3))
     got, cut = cut_while_dawdling(stream, 4)
     assert cut.partial == _text(got) != ""
+    assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
+    # Async: exactly the text the consumer received, also when the producer was stopped while
+    # it waited for the dawdling consumer to make room (backpressure).
+    agot, acut = asyncio.run(acut_while_dawdling(
+        provider.astream(_request(max_tokens=200), Deadline(connect=1, read=1, total=0.3)), 4))
+    assert acut.partial == _text(agot) != ""
     assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
 
 

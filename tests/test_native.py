@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from inproc_helpers import (  # noqa: E402
     LONG,
     PROVIDER,
+    acut_while_dawdling,
     cut_while_dawdling,
     refused_abi,
     ticking,
@@ -450,6 +451,10 @@ def test_deadlines(make_tiny: Callable[..., Any]) -> None:
     err = asyncio.run(cut())
     assert len(err.partial) < len(full.choices[0].message.content or "")
     assert (full.choices[0].message.content or "").startswith(err.partial)
+    # ... and through astream(), mid-stream: exactly the text the consumer received.
+    agot, acut = asyncio.run(acut_while_dawdling(
+        provider.astream(_request(max_tokens=1500), Deadline(1, 60, total=0.3)), 3))
+    assert acut.partial == _text(agot) != ""
     # The gate wait counts against first_byte.
     holder = provider.stream(_request(max_tokens=1500), LONG)
     next(holder)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,14 +27,21 @@ from openai.types.chat import ChatCompletion  # noqa: E402
 
 from routekit import Router  # noqa: E402
 from routekit._config.model import ProviderConfig  # noqa: E402
-from routekit._exceptions import ProviderError  # noqa: E402
-from routekit.providers._base import ChatRequest  # noqa: E402
+from routekit._exceptions import ProviderError, RequestTimeout, StreamInterrupted  # noqa: E402
+from routekit.providers._base import ChatRequest, Deadline  # noqa: E402
 from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvider  # noqa: E402
 from routekit.providers.llama_cpp import native as native_module  # noqa: E402
 from routekit.providers.llama_cpp.chat import UnsupportedChat  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from inproc_helpers import LONG, PROVIDER, refused_abi, ticking  # noqa: E402
+from inproc_helpers import (  # noqa: E402
+    LONG,
+    PROVIDER,
+    acut_while_dawdling,
+    cut_while_dawdling,
+    refused_abi,
+    ticking,
+)
 from inproc_helpers import request as _request  # noqa: E402
 from inproc_helpers import text as _text  # noqa: E402
 
@@ -335,3 +343,60 @@ def test_adopt_cache_takes_what_the_context_holds_and_no_more(
     ctx.adopt_cache([])
     assert provider.complete(rq, LONG).choices[0].message.content == first
     assert provider._last_job["m"].reused_tokens == 0
+
+
+def _text_of(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].text or "" for c in chunks if c.choices)
+
+
+def test_deadlines_bound_what_is_handed_over(
+    make_tiny: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inherited paths keep their deadlines when the native kind hands a request over:
+    before the first token, mid-decode (the text so far comes back), mid-stream (exactly the
+    text sent), and while waiting for the gate."""
+    provider = make_tiny(queue_size=2, n_ctx=2048)
+    provider.warm("m")
+    with pytest.raises(RequestTimeout):
+        next(iter(provider.stream_text(_text_request("x"), Deadline(1, 1, total=0.0))))
+    with pytest.raises(RequestTimeout, match="first_byte"):
+        provider.complete_text(_text_request("x"), Deadline(1, 60, 60, first_byte=0.0))
+    full = provider.complete_text(_text_request("x", max_tokens=1500), LONG).choices[0].text
+    t0 = time.monotonic()
+    provider.complete_text(_text_request("x", max_tokens=50), LONG)
+    short = 3 * (time.monotonic() - t0)  # sized from this machine's speed
+    with pytest.raises(RequestTimeout) as info:
+        provider.complete_text(_text_request("x", max_tokens=1500), Deadline(1, 60, short))
+    assert len(info.value.partial) < len(full) and full.startswith(info.value.partial)
+    got, cut = cut_while_dawdling(
+        provider.stream_text(_text_request("x", max_tokens=1500), Deadline(1, 60, 0.3)), 3)
+    assert cut.partial == _text_of(got) != ""
+
+    # Async, including a chat handed over once the gate is held (held=True).
+    def unsupported(*a: Any, **kw: Any) -> Any:
+        raise UnsupportedChat("a handler of its own")
+
+    monkeypatch.setattr(native_module, "plan_chat", unsupported)
+
+    async def cuts() -> tuple[RequestTimeout, StreamInterrupted, str]:
+        with pytest.raises(RequestTimeout) as a:
+            await provider.acomplete_text(_text_request("x", max_tokens=1500),
+                                          Deadline(1, 60, short))
+        sent, interrupted = await acut_while_dawdling(
+            provider.astream(_request(max_tokens=1500), Deadline(1, 60, 0.3)), 3)
+        return a.value, interrupted, _text(sent)
+
+    timed_out, interrupted, sent_text = asyncio.run(asyncio.wait_for(cuts(), 60))
+    assert full.startswith(timed_out.partial) and len(timed_out.partial) < len(full)
+    assert interrupted.partial == sent_text != ""
+    # The gate wait counts against first_byte, for a handed-over request too.
+    holder = provider.stream_text(_text_request("x", max_tokens=1500), LONG)
+    next(holder)
+    try:
+        with pytest.raises(RequestTimeout):
+            provider.complete_text(_text_request("x"), Deadline(1, 60, 60, first_byte=0.1))
+    finally:
+        holder.close()
+    assert provider.queue_depth("m") == 0
+    assert provider.complete_text(_text_request("x", max_tokens=1), LONG).usage \
+        .completion_tokens == 1

@@ -230,15 +230,26 @@ class LlamaCppProvider(InProcessProvider):
             else:
                 slot.abandon()
             raise slot.closed_error() from None
+        text = request.prompt is not None
+        sent: list[str] = []  # what this consumer handed out, for StreamInterrupted.partial
         try:
             while True:
                 kind, item = await queue.get()
                 if kind == _CHUNK:
                     credits.release()
+                    if item.choices:
+                        choice = item.choices[0]
+                        content = choice.text if text else choice.delta.content
+                        if content:
+                            sent.append(content)
                     yield item
                 elif kind == _END:
                     return
                 else:
+                    if isinstance(item, StreamInterrupted):
+                        # Exactly the text this consumer handed out: a producer stopped by
+                        # the deadline while blocked on backpressure reports none.
+                        item.partial = "".join(sent)
                     raise item
         finally:
             cancel.set()
