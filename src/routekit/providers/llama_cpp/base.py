@@ -128,10 +128,10 @@ class InProcessProvider:
         (faulting in the mapped weights, starting llama.cpp's threads). llama.cpp's own tools
         and server warm a model up after loading it for the same reason (``common`` does
         "warming up the model with an empty run" unless ``--no-warmup``; llama-cpp-python does
-        not). After this, the first request
-        costs what the next one does. Once per loaded ``Llama``; skipped while a request holds
-        or waits for the model (it is warm then). The KV cache keeps the warm-up turn as it
-        keeps any earlier request; prefix reuse treats it the same way.
+        not). After this, the first request costs what the next one does. Once per loaded
+        ``Llama``; skipped while a request holds or waits for the model (it is warm then). The
+        KV cache keeps the warm-up turn as it keeps any earlier request; prefix reuse treats it
+        the same way.
         """
         with slot.cond:  # once, however many threads warm at the same time
             llm = slot.llm
