@@ -90,6 +90,27 @@ def test_unavailable_provider_is_skipped_but_its_chain_is_followed(seed: Compile
     assert seed.plan("llama3.1:latest") == []
 
 
+def test_static_plan_ignores_flags_and_is_computed_once(seed: CompiledGraph) -> None:
+    # The request path's plan while every breaker is closed: memoized per model and depth.
+    first = seed.static_plan("llama3.1:latest")
+    assert first == ("llama3.1:latest", "llama-cpp-default", "llama-cpp-native",
+                     "gpt-oss:20b-cloud")
+    assert seed.all_available
+    seed.set_provider_available("local", False)
+    assert not seed.all_available
+    assert seed.static_plan("llama3.1:latest") is first  # flags do not change it
+    assert seed.plan("llama3.1:latest") == ["llama3.1:latest", "gpt-oss:20b-cloud"]
+    assert seed.static_plan("llama3.1:latest", 1) == (
+        "llama3.1:latest", "llama-cpp-default", "gpt-oss:20b-cloud")
+    with pytest.raises(NoRouteError, match="did you mean 'llama3.1:latest'"):
+        seed.static_plan("llama3.1:lates")
+    seed.set_model_available("llama-cpp-native", False)
+    seed.set_provider_available("local", True)
+    assert not seed.all_available  # one flag is still down
+    seed.set_model_available("llama-cpp-native", True)
+    assert seed.all_available
+
+
 def test_depth_bound(seed: CompiledGraph) -> None:
     assert seed.plan("llama3.1:latest", max_depth=0) == ["llama3.1:latest"]
     # At depth 1 neither fallback is expanded, so llama-cpp-native is never reached.
@@ -180,6 +201,8 @@ def test_wrapper_matches_reference(
     depth = data.draw(st.integers(0, 5) | st.just(16))
     for m in models:
         assert got.plan(m, max_depth=depth) == want.plan(m, max_depth=depth)
+        assert list(got.static_plan(m, depth)) == want.plan(m, max_depth=depth,
+                                                           respect_availability=False)
         assert got.is_available(m) == want.is_available(m)
         assert got.provider_of(m) == want.provider_of(m)
     assert got.plans(max_depth=depth) == want.plans(max_depth=depth)

@@ -200,6 +200,21 @@ def test_unavailable_candidates_are_not_tried(fault: FaultServer) -> None:
     assert fault.count("500") == 0
 
 
+def test_a_candidate_set_available_again_is_tried_again(fault: FaultServer) -> None:
+    # The request path plans from a memo while every flag is up: it must notice flags that
+    # go down and come back through router.graph.
+    with Router(chain_config([fault.url("ok"), fault.url("ok")])) as router:
+        def tried() -> list[str]:
+            reply = router.chat.completions.create(model="m0", messages=MSG)
+            return [a.model for a in reply.route.attempts]
+
+        assert tried() == ["m0"]
+        router.graph.set_model_available("m0", False)
+        assert tried() == ["m1"]
+        router.graph.set_model_available("m0", True)
+        assert tried() == ["m0"]
+
+
 # ------------------------------------------------------------------ streaming
 
 def test_stream_falls_back_before_first_token(fault: FaultServer) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .. import _constants as C
 from .._exceptions import (
@@ -185,15 +185,23 @@ class RequestState:
         board = router.board
         now = self.clock.now()
         board.tick(now)
-        plan = router.graph.plan(self.requested, max_depth=router.max_depth)
+        graph = router.graph
         entries = router.entries
         forced = None
+        names: Sequence[str]
+        plan: Sequence[str]
         if board.all_closed:
-            names: list[str] = plan
+            # With every flag up (no breaker open, none set down through router.graph) the
+            # plan is the static one, memoized; a flag flipped meanwhile is seen by the next
+            # request, as one flipped during a plan in the core would be.
+            if graph.all_available:
+                names = plan = graph.static_plan(self.requested, router.max_depth)
+            else:
+                names = plan = graph.plan(self.requested, max_depth=router.max_depth)
             down: frozenset[str] | set[str] = frozenset()
         else:
-            names = router.graph.plan(self.requested, max_depth=router.max_depth,
-                                      respect_availability=False)
+            names = graph.static_plan(self.requested, router.max_depth)
+            plan = graph.plan(self.requested, max_depth=router.max_depth)
             up = set(plan)
             down = {n for n in names if n not in up}
             if not plan and names:
