@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 import sys
-from itertools import compress, repeat
-from operator import is_not
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
 
 from .._exceptions import BadRequest
@@ -32,8 +30,7 @@ __all__ = ["PARAM_NAMES", "TEXT_PARAM_NAMES", "Messages", "Stop", "Timeout", "is
            "start", "start_text"]
 
 # The request parameters of create(), in signature order: create() passes their values as
-# one tuple (most are None; filtering a tuple with C iterators costs ~1 µs where a
-# 34-entry dict comprehension costs ~4).
+# one tuple (most are None), cheaper to build than a 34-entry dict.
 PARAM_NAMES: tuple[str, ...] = (
     "audio",
     "frequency_penalty",
@@ -196,12 +193,14 @@ def _params(values: tuple[Any, ...], names: tuple[str, ...] = PARAM_NAMES,
             all_limits: dict[str, tuple[float, float, bool]] = _LIMITS) -> RequestParams:
     """The parameters the caller set (in ``names`` order), checked against the OpenAI
     API's limits."""
-    sentinels = _sentinel_types()
+    sentinels = _sentinels if _sentinels is not None else _sentinel_types()
     out: Any = {}
-    # All in C (no Python call per parameter): most of the 27 are None in a typical call.
-    present = list(map(is_not, values, repeat(None)))
-    for name, v in zip(compress(names, present), compress(values, present)):
-        if sentinels and isinstance(v, sentinels):
+    # A plain loop: most of the 34 are None. Filtering them with C iterators (map, compress)
+    # was no faster warm and cost ~20 µs more with cold caches, as every request after an
+    # in-process decode or an idle spell has (2-core dev VM, median of 40 after 20 ms idle:
+    # 53 vs 74 µs).
+    for name, v in zip(names, values):
+        if v is None or (sentinels and isinstance(v, sentinels)):
             continue
         limits = all_limits.get(name)
         if limits is not None:
