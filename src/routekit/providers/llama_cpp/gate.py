@@ -59,12 +59,13 @@ class ModelSlot:
     The gate is a fair lock with a bounded queue. ``pending`` counts admitted requests (the
     one decoding plus those waiting); admission fails fast past ``capacity`` = 1 + queue_size.
     A release hands the context straight to the oldest waiter (``busy`` stays set), so a
-    newcomer can never overtake the queue. All fields are guarded by ``cond``; ``llm`` is
-    published under ``load_lock`` too (see ``_llama_load.load``).
+    newcomer can never overtake the queue. All fields are guarded by ``cond`` (or its
+    ``lock``, the same lock); ``llm`` is published under ``load_lock`` too (see
+    ``_llama_load.load``).
     """
 
     __slots__ = (
-        "name", "config", "provider", "capacity", "cond", "busy", "pending", "waiters",
+        "name", "config", "provider", "capacity", "lock", "cond", "busy", "pending", "waiters",
         "closing", "load_lock", "llm", "params", "warmed",
     )
 
@@ -74,7 +75,10 @@ class ModelSlot:
         self.provider = provider
         queue = config.queue_size if config.queue_size is not None else C.DEFAULT_QUEUE_SIZE
         self.capacity = 1 + queue
-        self.cond = threading.Condition(threading.Lock())
+        # ``lock`` is ``cond``'s own lock: the request path's fast paths take it directly
+        # (a C-level ``with``; Condition's __enter__/__exit__ are Python calls).
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.busy = False
         self.pending = 0
         self.waiters: deque[list[bool]] = deque()  # one [granted] flag per waiter, oldest first
@@ -86,12 +90,20 @@ class ModelSlot:
 
     def enter(self, t_end: float) -> None:
         """Admit and take the context, waiting in the queue until ``t_end`` at most."""
-        with self.cond:
-            self._admit_locked()
-            self._wait_locked(t_end, None)
+        with self.lock:
+            if (self.busy or self.waiters or self.closing
+                    or self.pending >= self.capacity):
+                self._admit_locked()
+                self._wait_locked(t_end, None)
+                return
+            # Uncontended (every request when one caller uses the model): admitted and
+            # taken in one step, with no Python call. Every request pays this path with cold
+            # caches (after the previous decode), where each call costs microseconds.
+            self.pending += 1
+            self.busy = True
 
     def admit(self) -> None:
-        with self.cond:
+        with self.lock:
             self._admit_locked()
 
     def acquire_admitted(self, t_end: float, cancel: threading.Event) -> None:
@@ -101,7 +113,7 @@ class ModelSlot:
     def try_acquire_admitted(self) -> bool:
         """Take the context now if it is free and nobody waits (an async caller's fast path:
         no thread hop); False leaves the admission in place for ``acquire_admitted``."""
-        with self.cond:
+        with self.lock:
             if self.busy or self.waiters or self.closing:
                 return False
             self.busy = True
@@ -109,12 +121,15 @@ class ModelSlot:
 
     def abandon(self) -> None:
         """Give back an admission that never reached ``acquire_admitted``."""
-        with self.cond:
+        with self.lock:
             self.pending -= 1
 
     def release(self) -> None:
-        with self.cond:
+        with self.lock:
             self.pending -= 1
+            if not self.waiters and not self.closing:
+                self.busy = False  # nobody to hand over to (as in _handoff_locked)
+                return
             free = self._handoff_locked()
         free_llama(free)
 
