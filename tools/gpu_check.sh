@@ -74,7 +74,8 @@ for step in $STEPS; do
         m=/tmp/m1b.gguf; shape="--embd 2048 --layers 16 --heads 32 --kv 8 --ff 8192"; fi
       [ -f "$m" ] || python3 .gpukit/mkmodel.py "$m" $shape > /dev/null
       args=(--model "$m" --chat-format chatml --n-gpu-layers -1)
-      run "$step-ttfb" 150 python3 benchmarks/bench_ttfb.py "${args[@]}" --runs 12 --n-ctx 2048
+      run "$step-ttfb" 150 python3 benchmarks/bench_ttfb.py "${args[@]}" --runs 12 --n-ctx 2048 \
+          --tiny-rounds 40
       cp benchmarks/results/bench_ttfb.json "$O/$step-ttfb.json" 2>/dev/null
       run "$step-decode" 240 python3 benchmarks/bench_decode.py "${args[@]}" --runs 3 --rate-runs 6 \
           --ttfb-runs 12 --max-tokens 64 --n-ctx 2048

@@ -145,8 +145,9 @@ class CompiledGraph:
     def static_plan(self, model: str, max_depth: int = C.DEFAULT_MAX_DEPTH) -> tuple[str, ...]:
         """``plan(model, respect_availability=False)``, computed once per model and depth.
 
-        The request path's plan while every breaker is closed (all flags up, so the two plans
-        agree): a dict lookup instead of a call into the core. That call costs ~1 µs warm but
+        The request path's plan while ``all_available`` (every flag up, so the two plans
+        agree), and its list of candidates otherwise: a dict lookup instead of a call into
+        the core. That call costs ~1 µs warm but
         ~40 µs when the caches are cold, as they are after an in-process decode or an idle
         spell (measured on the 2-core dev VM, 20 ms idle; bench_ttfb's routing share)."""
         key = (model, max_depth)
