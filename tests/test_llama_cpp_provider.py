@@ -494,6 +494,53 @@ def test_queue_bound_fails_fast_with_provider_busy(make_tiny: Callable[..., Llam
     assert provider.queue_depth("m") == 0
 
 
+@pytest.mark.parametrize("leave", ["deadline", "cancel"])
+def test_a_waiter_that_gives_up_leaves_only_its_own_place(leave: str) -> None:
+    # Every waiter's place used to be an equal [False]: deque.remove() took the first equal
+    # one, so a later waiter giving up removed an earlier one's place, and the next release
+    # handed the model to the waiter that had left. The model then stayed busy for good
+    # (found by a stress run: every later request timed out waiting for it).
+    from routekit.providers.llama_cpp.gate import ModelSlot
+
+    slot = ModelSlot("m", ModelConfig(provider=PROVIDER, path="unused.gguf", queue_size=2),
+                     PROVIDER)
+    slot.enter(time.monotonic() + 5)  # the holder
+    got: dict[str, BaseException | None] = {}
+
+    def wait(name: str, seconds: float, cancel: threading.Event | None = None) -> None:
+        try:
+            if cancel is None:
+                slot.enter(time.monotonic() + seconds)
+            else:
+                slot.admit()
+                slot.acquire_admitted(time.monotonic() + seconds, cancel)
+            got[name] = None
+        except BaseException as exc:
+            got[name] = exc
+
+    first = threading.Thread(target=wait, args=("first", 10.0))
+    first.start()
+    _wait_for(lambda: len(slot.waiters) == 1)
+    if leave == "deadline":
+        later = threading.Thread(target=wait, args=("later", 0.2))
+    else:
+        cancel = threading.Event()
+        later = threading.Thread(target=wait, args=("later", 10.0, cancel))
+    later.start()
+    _wait_for(lambda: len(slot.waiters) == 2)
+    if leave == "cancel":
+        cancel.set()
+        slot.wake_all()
+    later.join(10)
+    assert isinstance(got["later"], RequestTimeout if leave == "deadline" else ProviderError)
+    assert len(slot.waiters) == 1 and slot.pending == 2
+    slot.release()  # the holder is done: the model goes to the first waiter, still there
+    first.join(10)
+    assert not first.is_alive() and got["first"] is None
+    slot.release()
+    assert (slot.busy, slot.pending, len(slot.waiters)) == (False, 0, 0)
+
+
 def test_queue_size_zero_admits_only_the_running_request(
     make_tiny: Callable[..., LlamaCppProvider]
 ) -> None:

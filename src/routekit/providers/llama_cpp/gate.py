@@ -53,6 +53,17 @@ class LlamaModel(Protocol):
     ) -> Iterator[dict[str, Any]]: ...
 
 
+class _Place:
+    """One waiter's place in a gate's queue. Compared by identity: ``deque.remove`` takes the
+    first *equal* item, and a plain ``[False]`` flag per waiter let a waiter giving up remove
+    an earlier waiter's place, so a later release handed the model to one that had left."""
+
+    __slots__ = ("granted",)
+
+    def __init__(self) -> None:
+        self.granted = False
+
+
 class ModelSlot:
     """One model: its ``Llama`` (or None), and the gate in front of its single context.
 
@@ -81,7 +92,7 @@ class ModelSlot:
         self.cond = threading.Condition(self.lock)
         self.busy = False
         self.pending = 0
-        self.waiters: deque[list[bool]] = deque()  # one [granted] flag per waiter, oldest first
+        self.waiters: deque[_Place] = deque()  # oldest first
         self.closing = False
         self.load_lock = threading.Lock()
         self.llm: LlamaModel | None = None
@@ -174,7 +185,7 @@ class ModelSlot:
         if not self.busy and not self.waiters and not self.closing:
             self.busy = True  # uncontended: no wait, one lock round trip in all
             return
-        me = [False]
+        me = _Place()
         self.waiters.append(me)
         try:
             while True:
@@ -184,7 +195,7 @@ class ModelSlot:
                     raise ProviderError(
                         "request cancelled", provider=self.provider, model=self.name
                     )
-                if me[0]:
+                if me.granted:
                     return
                 remaining = t_end - _now()
                 if remaining <= 0:
@@ -196,7 +207,7 @@ class ModelSlot:
                 self.cond.wait(remaining)
         except BaseException:
             self.pending -= 1
-            if me[0]:
+            if me.granted:
                 free_llama(self._handoff_locked())  # granted as we gave up: pass it on
             else:
                 self.waiters.remove(me)
@@ -205,7 +216,7 @@ class ModelSlot:
     def _handoff_locked(self) -> LlamaModel | None:
         """Give the context to the oldest waiter, or mark it idle. Returns a Llama to free."""
         if self.waiters:
-            self.waiters.popleft()[0] = True
+            self.waiters.popleft().granted = True
             self.cond.notify_all()  # queues are short (queue_size); the granted one proceeds
             return None
         self.busy = False
