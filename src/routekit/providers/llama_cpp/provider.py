@@ -172,6 +172,10 @@ class LlamaCppProvider(InProcessProvider):
         except asyncio.CancelledError:
             cancel.set()
             slot.wake_all()
+            # The work ends on its own with "request cancelled"; shield() stops watching it
+            # once the caller is cancelled, so retrieve that here, or asyncio logs "Future
+            # exception was never retrieved" with a traceback through the app's loop.
+            future.add_done_callback(_retrieve)
             raise
         return answer(raw, request)
 
@@ -390,6 +394,12 @@ class LlamaCppProvider(InProcessProvider):
                 close()
             if counter is not None:
                 counter.remove()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as seen (nobody awaits it any more)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _TokenCounter:
