@@ -48,7 +48,7 @@ for step in $STEPS; do
       # probe on (the default with offload); probe-off runs it with the C log hook alone.
       run pytest-probe-on 200 python3 -m pytest -q -p no:cacheprovider tests/test_cxx_runtime.py \
           tests/test_llama_cpp_provider.py tests/test_router_inprocess.py tests/test_native.py \
-          tests/test_native_handover.py
+          tests/test_native_handover.py tests/test_inprocess_mixed_load.py
       ;;
     probe-off)
       ROUTEKIT_LLAMA_LOAD_PROBE=0 run pytest-probe-off 120 python3 -m pytest -q \
