@@ -417,6 +417,36 @@ def test_provider_close_interrupts_a_stream(make_tiny: Callable[..., Any]) -> No
         provider.complete(_request(), LONG)
 
 
+@pytest.mark.parametrize("call", ["acomplete", "astream"])
+def test_closing_before_an_async_first_request_loads_is_a_provider_error(
+    make_tiny: Callable[..., Any], call: str
+) -> None:
+    # The first async request loads the model on the provider's pool, with the gate held.
+    # A close() in between shut the pool down, and the request failed with the pool's raw
+    # RuntimeError('closed') (found by a stress run closing a provider under load): the
+    # pipeline passes on any non-routekit error as a bug instead of moving on.
+    provider = make_tiny()
+    acquire = provider._acquire
+
+    async def acquire_then_close(slot: Any, t_end: float) -> None:
+        await acquire(slot, t_end)
+        provider.close()  # the model is not loaded yet: this request is the first
+
+    provider._acquire = acquire_then_close
+
+    async def main() -> None:
+        if call == "acomplete":
+            await provider.acomplete(_request(), LONG)
+        else:
+            async for _ in provider.astream(_request(), LONG):
+                pass
+
+    with pytest.raises(ProviderError, match="closed"):
+        asyncio.run(main())
+    slot = provider._slot("m")
+    assert (slot.busy, slot.pending) == (False, 0)
+
+
 # -- deadlines -----------------------------------------------------------------------------------
 
 

@@ -256,7 +256,11 @@ class LlamaCppNativeProvider(LlamaCppProvider):
         if slot.llm is None or slot.name not in self._natives:
             # Loading takes a while (and the ABI check once): not on the event loop.
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool(), self._prepare, slot)
+            try:
+                prepared = loop.run_in_executor(self._pool(), self._prepare, slot)
+            except RuntimeError:  # the pool was shut down: the provider is closed
+                raise slot.closed_error() from None
+            await prepared
         return self._start(slot, request, kwargs, clock, notify=True, collect=collect)
 
     # -- the work -------------------------------------------------------------------------------
