@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -85,13 +85,17 @@ def test_a_mixed_concurrent_load_leaves_the_model_consistent(
 
     stop_at = time.monotonic() + BUDGET_S
 
-    def sync_worker(seed: int) -> None:
+    def requests(seed: int) -> Iterator[tuple[random.Random, ChatRequest, Deadline, bool]]:
+        """One worker's requests (and whether each is a text completion), within the budget."""
         rng = random.Random(seed)
         for _ in range(PER_WORKER):
             if time.monotonic() > stop_at:
-                break
+                return
             req, deadline = _random_request(rng)
-            text = req.prompt is not None
+            yield rng, req, deadline, req.prompt is not None
+
+    def sync_worker(seed: int) -> None:
+        for rng, req, deadline, text in requests(seed):
             try:
                 if rng.random() < 0.5:
                     (provider.complete_text if text else provider.complete)(req, deadline)
@@ -107,12 +111,7 @@ def test_a_mixed_concurrent_load_leaves_the_model_consistent(
                 outcome(exc)
 
     async def async_worker(seed: int) -> None:
-        rng = random.Random(seed)
-        for _ in range(PER_WORKER):
-            if time.monotonic() > stop_at:
-                break
-            req, deadline = _random_request(rng)
-            text = req.prompt is not None
+        for rng, req, deadline, text in requests(seed):
             try:
                 if rng.random() < 0.5:
                     call = (provider.acomplete_text if text else provider.acomplete)

@@ -155,7 +155,6 @@ class LlamaCppProvider(InProcessProvider):
             finally:
                 slot.release()
                 flush_llama_logs()
-            flush_llama_logs()
 
         try:
             future = loop.run_in_executor(self._pool(), work)
@@ -224,7 +223,6 @@ class LlamaCppProvider(InProcessProvider):
             finally:
                 slot.release()
                 flush_llama_logs()
-            flush_llama_logs()
 
         try:
             future = loop.run_in_executor(self._pool(), produce)
