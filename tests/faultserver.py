@@ -15,6 +15,7 @@ Modes:
   stream        200 SSE stream with a finish_reason and ``[DONE]`` (also for non-stream)
   cut           SSE chunks, then the body ends cleanly: no finish_reason, no ``[DONE]``
   cut_reset     SSE chunks, then a TCP reset mid-body
+  think         "ok" after ``think_seconds`` of silence (a stream's headers first)
   stall_stream  SSE first chunks, then silence (up to ``hang_seconds``); when the client
                 hangs up meanwhile, ``server.hangups`` (a semaphore) is released
   hang          reads the request, then silence (up to ``hang_seconds``)
@@ -26,6 +27,7 @@ Modes:
   429           429 with ``Retry-After: <retry_after>`` (``retry_after_style``: seconds,
                 date or ms)
   <NNN>         any other status code with an OpenAI-style error body
+``server.response_headers`` go out with every JSON response (``x-request-id``, say).
 ``GET .../models``, ``/health`` and ``/api/version`` answer 200 in every mode except the
 status/fault modes ``hang``, ``reset`` and ``<NNN>`` (so health probes see the fault too).
 
@@ -129,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
+        for k, v in {**self.server.owner.response_headers, **(headers or {})}.items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
@@ -261,6 +263,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(chunk)
             self._event("[DONE]")
             self._end_chunked()
+        elif mode == "think":
+            # A reasoning model: the answer starts only after ``think_seconds`` (a stream's
+            # headers go out at once, as vLLM sends them), then comes as "ok" does.
+            if wants_stream:
+                self._start_sse()
+            self._wait(min(owner.think_seconds, owner.hang_seconds))
+            if not wants_stream:
+                self._send_json(200, owner.completion(model))
+                return
+            for chunk in owner.chunks(model, finish=True):
+                self._event(chunk)
+            self._event("[DONE]")
+            self._end_chunked()
         elif mode == "cut":
             self._start_sse()
             for chunk in owner.chunks(model, finish=False):
@@ -348,6 +363,7 @@ class FaultServer:
     ) -> None:
         self.mode = mode
         self.trickle_every = 0.5
+        self.think_seconds = 1.0  # "think": the silence before the first byte of the answer
         self.served_log = served_log
         self.sequence: list[str] = []
         self.text = text
@@ -356,6 +372,7 @@ class FaultServer:
         self.hang_seconds = min(hang_seconds, 30.0)  # every wait in a test stays bounded
         self.received: list[Received] = []
         self.post_headers: list[dict[str, str]] = []  # request headers of each POST, in order
+        self.response_headers: dict[str, str] = {}  # added to every JSON response
         self.hangups = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -293,11 +293,20 @@ class ServerError(StatusError):
 
 
 class AllCandidatesFailed(RouteKitError):
-    """Every candidate in the plan failed. ``attempts`` holds each one, in order."""
+    """Every candidate in the plan failed. ``attempts`` holds each one, in order.
 
-    def __init__(self, model: str, attempts: Sequence[Attempt]) -> None:
+    ``last_error`` is the error of the last attempt that failed (None when every candidate
+    was skipped); ``retry_after`` and ``body`` are its own (a 429's wait, a status error's
+    body, redacted), so code written for one provider's errors reads them here too.
+    """
+
+    def __init__(self, model: str, attempts: Sequence[Attempt], *,
+                 last_error: ProviderError | None = None) -> None:
         self.model = model
         self.attempts = list(attempts)
+        self.last_error = last_error
+        self.retry_after: float | None = getattr(last_error, "retry_after", None)
+        self.body: Any = getattr(last_error, "body", None)
         lines = [f"all {len(self.attempts)} attempt(s) for model {model!r} failed:"]
         for a in self.attempts:
             lines.append(f"  - {a.describe()}")

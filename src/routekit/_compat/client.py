@@ -54,6 +54,48 @@ class ModelList:
     def __len__(self) -> int:
         return len(self.data)
 
+    # openai's page surface: one page holds every model.
+    def has_next_page(self) -> bool:
+        return False
+
+    def next_page_info(self) -> None:
+        return None
+
+    def iter_pages(self) -> Iterator[ModelList]:
+        yield self
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        return {"object": self.object,
+                "data": [m.model_dump(**kwargs) for m in self.data]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"object": self.object, "data": [m.to_dict() for m in self.data]}
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __repr__(self) -> str:
+        return f"ModelList(data={self.data!r})"
+
+
+class _AsyncModelList:
+    """What ``AsyncRouter.models.list()`` returns, as openai's ``AsyncPaginator``: ``await``
+    it for the ``ModelList``, or ``async for`` over its models directly."""
+
+    def __init__(self, state: RouterState) -> None:
+        self._state = state
+
+    def __await__(self) -> Any:
+        async def page() -> ModelList:
+            return _model_list(self._state)
+
+        return page().__await__()
+
+    def __aiter__(self) -> Any:
+        return _model_list(self._state).__aiter__()
+
 
 def _model_list(state: RouterState) -> ModelList:
     from openai.types import Model
@@ -79,8 +121,8 @@ class _Models:
 
 
 class _AsyncModels(_Models):
-    async def list(self) -> ModelList:  # type: ignore[override]
-        return _model_list(self._state)
+    def list(self) -> _AsyncModelList:  # type: ignore[override]
+        return _AsyncModelList(self._state)
 
     async def retrieve(self, model: str) -> Any:
         return _Models.retrieve(self, model)
@@ -126,6 +168,10 @@ class ClientSurface:
     @property
     def project(self) -> None:
         return None
+
+    def is_closed(self) -> bool:
+        """Whether ``close()`` was called (on this router or a view of it)."""
+        return bool(self._state.closed)
 
     @property
     def max_retries(self) -> int:

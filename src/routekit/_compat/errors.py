@@ -21,7 +21,8 @@ Which openai class: status errors by their status code, as openai's client picks
 ``AllCandidatesFailed`` → what its last failed attempt was (a 429 → ``RateLimitError``, a
 timeout → ``APITimeoutError``, only breakers open or queues full → 503, a missing API key →
 401); anything else → ``APIError``. Status errors carry the provider's real response when
-there was one (its headers: ``retry-after``, ``x-request-id``), else a synthetic one.
+there was one (its headers: ``retry-after``, ``x-request-id``; for ``AllCandidatesFailed``
+its last failed attempt's), else a synthetic one whose body wraps routekit's in ``"error"``.
 
 Pickling: ``RouteKitError.__reduce__`` rebuilds the routekit class; the classes here rebuild
 through ``restore``, which builds the pair again in the unpickling process.
@@ -40,7 +41,6 @@ from .._exceptions import (
     NoRouteError,
     Overloaded,
     ProviderBusy,
-    RateLimited,
     RequestTimeout,
     RouteKitError,
     StatusError,
@@ -179,21 +179,25 @@ def _retype(exc: RouteKitError, path: str) -> None:
     message = state.get("message") if isinstance(state.get("message"), str) else str(exc)
     body = state.get("body")
     inner = body.get("error", body) if isinstance(body, Mapping) else body
-    request = _cause_attr(exc, "request") or make_request(path)
+    # An AllCandidatesFailed speaks with its last failed attempt's real response.
+    source = exc.last_error if isinstance(exc, AllCandidatesFailed) and \
+        exc.last_error is not None else exc
+    request = _cause_attr(source, "request") or make_request(path)
     exc.__class__ = pair
     import openai
 
     theirs: Any = getattr(openai, name)
     if status is not None:
-        response = _cause_attr(exc, "response")
+        response = _cause_attr(source, "response")
         if response is None or getattr(response, "status_code", None) != status:
             headers = route_headers(exc.route)
             retry_after = getattr(exc, "retry_after", None)
-            if isinstance(exc, RateLimited) and retry_after is not None:
+            if status == 429 and retry_after is not None:
                 headers["retry-after"] = f"{retry_after:g}"
+            # The body as a server sends it: openai's clients unwrap "error" into ``.body``.
             response = make_response(status, request=request, headers=headers,
-                                     body=inner if inner is not None else
-                                     {"message": message, "type": type(exc).__name__})
+                                     body={"error": inner if inner is not None else
+                                           {"message": message, "type": type(exc).__name__}})
         theirs.__init__(exc, message, response=response, body=inner)
     elif name == "APITimeoutError":
         theirs.__init__(exc, request)
@@ -210,7 +214,8 @@ def _retype(exc: RouteKitError, path: str) -> None:
 
 
 def _cause_attr(exc: BaseException, attr: str) -> Any:
-    """``request`` / ``response`` of the openai error this one was translated from, if any."""
+    """``request`` / ``response`` of the openai error this one was translated from, if any
+    (redacted when it was translated: ``providers.http.errors``)."""
     cause = exc.__cause__
     if cause is None:
         return None

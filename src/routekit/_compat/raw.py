@@ -5,9 +5,11 @@ for the routed answer: ``parse()`` returns what ``create`` (or ``parse``) return
 routed completion, or the ``Stream`` — and ``headers`` / ``http_response`` are a synthetic
 ``httpx.Response`` (status 200) whose ``x-routekit-*`` headers name the model and provider
 that answered. ``RawResponse`` is openai's ``LegacyAPIResponse`` shape (``parse()`` is sync,
-also for async clients); ``StreamingResponse`` is the one ``with_streaming_response`` yields
-in a ``with`` block (its ``parse()`` is awaited for async clients), and closes the stream at
-the end of the block.
+also for async clients); ``StreamingResponse`` / ``AsyncStreamingResponse`` are openai's
+``APIResponse`` / ``AsyncAPIResponse`` shapes that ``with_streaming_response`` yields in a
+``with`` block (``read()``, ``text()``, ``json()``, ``iter_bytes`` / ``iter_text`` /
+``iter_lines`` over a stream's server-sent events), and close the stream at the end of the
+block. ``parse(to=...)`` takes what openai's does, except a stream class.
 
 The wrappers forward their keyword arguments unchanged to the method they wrap, whose own
 signature checks them (openai's wrappers do the same). Nothing here routes: every call is the
@@ -16,7 +18,7 @@ wrapped method's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator
 
 from .http import make_response, route_headers
 
@@ -33,26 +35,82 @@ def _http_response(result: Any, path: str) -> Any:
     route = getattr(result, "route", None)
     dump = getattr(result, "model_dump", None)
     return make_response(200, headers=route_headers(route),
-                         body=dump(mode="json", warnings=False) if dump is not None else None,
+                         body=dump(mode="json", warnings=False, exclude_unset=True)
+                         if dump is not None else None,
                          path=path)
 
 
-class RawResponse:
-    """What ``with_raw_response.create(...)`` returns: ``parse()`` gives the routed result."""
+def _is_stream(result: Any) -> bool:
+    return hasattr(result, "__next__") or hasattr(result, "__anext__")
+
+
+def _sse(chunk: Any) -> bytes:
+    """One chunk as the server-sent event an OpenAI-compatible server writes."""
+    data: str = chunk.model_dump_json(exclude_unset=True)
+    return b"data: " + data.encode() + b"\n\n"
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+def _rechunk(pieces: Iterator[bytes], size: int | None) -> Iterator[bytes]:
+    if not size:
+        yield from pieces
+        return
+    buf = b""
+    for piece in pieces:
+        buf += piece
+        while len(buf) >= size:
+            yield buf[:size]
+            buf = buf[size:]
+    if buf:
+        yield buf
+
+
+def _parse_to(response: _ResponseBase, to: Any) -> Any:
+    """``parse(to=...)`` as openai's responses do it, from the answer's JSON: ``str``,
+    ``bytes``, ``dict`` / ``list`` / ``object`` (the JSON), an ``httpx.Response``, or a
+    pydantic model class."""
+    import typing
+
+    result = response._result
+    if _is_stream(result):
+        raise TypeError("parse(to=...) cannot turn a routekit stream into "
+                        f"{getattr(to, '__name__', to)!r}; call parse() for the stream")
+    http = response.http_response
+    origin = typing.get_origin(to) or to
+    if to is str:
+        return http.text
+    if to is bytes:
+        return bytes(http.content)
+    if to is object or origin in (dict, list):
+        return http.json()
+    if isinstance(origin, type) and isinstance(http, origin):
+        return http
+    model_validate = getattr(to, "model_validate", None)
+    if isinstance(to, type) and model_validate is not None:
+        return model_validate(http.json())
+    raise TypeError(f"parse(to=...) takes str, bytes, dict, list, object, an httpx.Response "
+                    f"class or a pydantic model class, got {to!r}")
+
+
+class _ResponseBase:
+    """What every response object here has: the routed result and its synthetic HTTP face."""
 
     def __init__(self, result: Any, *, path: str = "/chat/completions") -> None:
         self._result = result
         self._path = path
         self._http: Any = None
 
-    def parse(self, *, to: Any = None) -> Any:
-        return self._result
-
     @property
     def http_response(self) -> Any:
         if self._http is None:
             self._http = _http_response(self._result, self._path)
         return self._http
+
+    @property
+    def http_request(self) -> Any:
+        return self.http_response.request
 
     @property
     def headers(self) -> Any:
@@ -94,6 +152,17 @@ class RawResponse:
         route = getattr(self._result, "route", None)
         return datetime.timedelta(milliseconds=route.total_ms if route is not None else 0.0)
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} [{type(self._result).__name__}]>"
+
+
+class RawResponse(_ResponseBase):
+    """What ``with_raw_response.create(...)`` returns (openai's ``LegacyAPIResponse``):
+    ``parse()`` gives the routed result; ``content`` / ``text`` are properties."""
+
+    def parse(self, *, to: Any = None) -> Any:
+        return self._result if to is None else _parse_to(self, to)
+
     @property
     def is_closed(self) -> bool:
         return True
@@ -113,9 +182,6 @@ class RawResponse:
         close = getattr(self._result, "close", None)
         if close is not None:
             close()
-
-    def __repr__(self) -> str:
-        return f"<RawResponse [{type(self._result).__name__}]>"
 
 
 class RawNamespace:
@@ -144,24 +210,161 @@ class AsyncRawNamespace:
         return RawResponse(await self._owner.parse(**kwargs), path=self._path)
 
 
-class StreamingResponse(RawResponse):
-    """Yielded by ``with_streaming_response.create(...)``'s ``with`` block."""
+class StreamingResponse(_ResponseBase):
+    """Yielded by ``with_streaming_response.create(...)``'s ``with`` block (openai's
+    ``APIResponse``): ``read()`` / ``text()`` / ``json()`` and ``iter_bytes`` /
+    ``iter_text`` / ``iter_lines``. For a stream the body is the server-sent events an
+    OpenAI-compatible server writes (``data: {chunk}`` ... ``data: [DONE]``), produced as
+    the stream yields; what was read is kept, so a later ``read()`` has all of it."""
+
+    def __init__(self, result: Any, *, path: str = "/chat/completions") -> None:
+        super().__init__(result, path=path)
+        self._body: bytes | None = None  # the whole body, once read to its end
+        self._seen: list[bytes] = []  # a stream's events read so far
+        self._closed = False
+
+    def parse(self, *, to: Any = None) -> Any:
+        return self._result if to is None else _parse_to(self, to)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or not _is_stream(self._result)
+
+    def _pieces(self) -> Iterator[bytes]:
+        """The body, piece by piece: what earlier reads took first (kept), then the rest of
+        the stream as it comes."""
+        if self._body is not None:
+            yield self._body
+            return
+        if not _is_stream(self._result):
+            yield bytes(self.http_response.content)
+            return
+        yield from list(self._seen)
+        for chunk in self._result:
+            piece = _sse(chunk)
+            self._seen.append(piece)
+            yield piece
+        if self._body is None:
+            self._seen.append(_DONE)
+            self._body = b"".join(self._seen)
+            yield _DONE
+
+    def read(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join(self._pieces())
+        return self._body
+
+    def text(self) -> str:
+        return self.read().decode("utf-8")
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.read())
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        yield from _rechunk(self._pieces(), chunk_size)
+
+    def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        for piece in self.iter_bytes(chunk_size):
+            yield piece.decode("utf-8", "replace")
 
     def iter_lines(self) -> Iterator[str]:
-        """The answer as text lines: for a stream, each chunk as JSON (one per line)."""
-        result: Any = self._result
-        if hasattr(result, "__next__"):
-            for chunk in result:
-                yield chunk.model_dump_json()
-        else:
-            yield from self.text.splitlines()
+        """The body line by line, without line ends (a stream's events and their blank
+        separator lines, as ``httpx`` gives them)."""
+        buf = ""
+        for piece in self._pieces():
+            buf += piece.decode("utf-8")
+            *lines, buf = buf.split("\n")
+            yield from lines
+        if buf:
+            yield buf
+
+    def close(self) -> None:
+        self._closed = True
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
 
 
-class AsyncStreamingResponse(RawResponse):
+class AsyncStreamingResponse(_ResponseBase):
+    """``StreamingResponse`` for async routers (openai's ``AsyncAPIResponse``): ``parse``,
+    ``read``, ``text``, ``json`` and ``close`` are awaited; ``iter_*`` are async
+    iterators."""
+
+    def __init__(self, result: Any, *, path: str = "/chat/completions") -> None:
+        super().__init__(result, path=path)
+        self._body: bytes | None = None  # the whole body, once read to its end
+        self._seen: list[bytes] = []  # a stream's events read so far
+        self._closed = False
+
     async def parse(self, *, to: Any = None) -> Any:
-        return self._result
+        return self._result if to is None else _parse_to(self, to)
 
-    async def close(self) -> None:  # type: ignore[override]
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or not _is_stream(self._result)
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        if self._body is not None:
+            yield self._body
+            return
+        if not _is_stream(self._result):
+            yield bytes(self.http_response.content)
+            return
+        for piece in list(self._seen):
+            yield piece
+        async for chunk in self._result:
+            piece = _sse(chunk)
+            self._seen.append(piece)
+            yield piece
+        if self._body is None:
+            self._seen.append(_DONE)
+            self._body = b"".join(self._seen)
+            yield _DONE
+
+    async def read(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join([piece async for piece in self._pieces()])
+        return self._body
+
+    async def text(self) -> str:
+        return (await self.read()).decode("utf-8")
+
+    async def json(self) -> Any:
+        import json
+
+        return json.loads(await self.read())
+
+    async def iter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        buf = b""
+        async for piece in self._pieces():
+            if not chunk_size:
+                yield piece
+                continue
+            buf += piece
+            while len(buf) >= chunk_size:
+                yield buf[:chunk_size]
+                buf = buf[chunk_size:]
+        if buf:
+            yield buf
+
+    async def iter_text(self, chunk_size: int | None = None) -> AsyncIterator[str]:
+        async for piece in self.iter_bytes(chunk_size):
+            yield piece.decode("utf-8", "replace")
+
+    async def iter_lines(self) -> AsyncIterator[str]:
+        buf = ""
+        async for piece in self._pieces():
+            buf += piece.decode("utf-8")
+            *lines, buf = buf.split("\n")
+            for line in lines:
+                yield line
+        if buf:
+            yield buf
+
+    async def close(self) -> None:
+        self._closed = True
         close = getattr(self._result, "close", None)
         if close is not None:
             await close()

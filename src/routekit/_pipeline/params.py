@@ -172,12 +172,24 @@ def _timeout(router: RouterState, value: Any) -> tuple[float, tuple[float, float
 _MISSING = object()
 
 
+def _message_dict(message: Any) -> dict[str, Any]:
+    """A message that is not a dict: a pydantic model (a ``ChatCompletionMessage`` appended
+    from an answer) is sent as openai's client sends it, with only the fields it was given
+    (no ``refusal: null``, ``audio: null`` a strict server may refuse); other mappings as
+    they are."""
+    dump = getattr(message, "model_dump", None)
+    if dump is not None:
+        out: dict[str, Any] = dump(mode="json", exclude_unset=True, warnings=False)
+        return out
+    return dict(message)
+
+
 def _messages(messages: Any) -> list[dict[str, Any]]:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
         raise _bad("messages must be a list of mappings with 'role' and 'content', got "
                    f"{_describe(messages)}")
     try:
-        msgs = [m if type(m) is dict else dict(m) for m in messages]
+        msgs = [m if type(m) is dict else _message_dict(m) for m in messages]
     except (TypeError, ValueError) as exc:
         raise _bad(f"messages must be a list of mappings with 'role' and 'content': {exc}"
                    ) from None
@@ -213,6 +225,11 @@ def _params(values: tuple[Any, ...], names: tuple[str, ...] = PARAM_NAMES,
                                f"{name} must be a whole number from {lo:g} to {hi:g}, got {v!r}")
                 raise _bad(f"{name} must be a number from {lo:g} to {hi:g}, got {v!r}")
         out[name] = v
+    if isinstance(out.get("response_format"), type):
+        # openai's own check, word for word in spirit: a class is parse()'s argument, and
+        # sent as it is it would fail on every candidate.
+        raise TypeError("You tried to pass a `BaseModel` class to `chat.completions.create()`; "
+                        "You must use `chat.completions.parse()` instead")
     params: RequestParams = out
     return params
 

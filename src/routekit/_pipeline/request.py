@@ -79,7 +79,7 @@ class RequestState:
         "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
         "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
         "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
-        "wall_start_ns", "retry", "prompt",
+        "wall_start_ns", "retry", "prompt", "last_error",
     )
 
     def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
@@ -106,6 +106,7 @@ class RequestState:
         # (connect, read) from an httpx.Timeout given to create(): per-attempt phases.
         self.phases = phases
         self.attempts: list[Attempt] = []
+        self.last_error: ProviderError | None = None  # the last failed attempt's error
         self.partial: list[str] = []  # text a committed stream has delivered so far
         self.candidate: ModelEntry | None = None
         self.last = False  # is the current candidate the last one of the plan?
@@ -299,10 +300,13 @@ class RequestState:
         # the route's, already redacted.
         log.info("request for %r: %s", self.requested, self.attempts[-1].describe())
         if exc.fatal:
-            raise self.with_route(exc) from None
+            # The provider's own error (already redacted) stays the cause: openai's surface
+            # reads its response (headers, request id) from there.
+            raise self.with_route(exc) from exc.__cause__
 
     def record_error(self, entry: ModelEntry, exc: ProviderError) -> None:
         self.attempts.append(self._attempt(entry, "error", exc))
+        self.last_error = exc
 
     def busy(self, entry: ModelEntry, detail: str) -> None:
         self.release_permits(entry)
@@ -351,7 +355,8 @@ class RequestState:
             return self.with_route(
                 NoRouteError(f"no candidate is available for model {self.requested!r}")
             )
-        return self.with_route(AllCandidatesFailed(self.requested, self.attempts))
+        return self.with_route(AllCandidatesFailed(self.requested, self.attempts,
+                                                   last_error=self.last_error))
 
     def partial_text(self) -> str:
         return "".join(self.partial)

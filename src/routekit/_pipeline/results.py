@@ -42,6 +42,10 @@ def with_route(completion: ChatCompletion, route: Route) -> RoutedChatCompletion
 
 
 def _share(out: BaseModel, src: BaseModel, private: dict[str, Any]) -> None:
+    # openai's client sets ``_request_id`` (the upstream x-request-id) on every top-level
+    # result, in the instance __dict__; answers routekit assembled or made in-process get
+    # None, so code that reads it works on every route.
+    src.__dict__.setdefault("_request_id", None)
     object.__setattr__(out, "__dict__", src.__dict__)
     object.__setattr__(out, "__pydantic_fields_set__", src.__pydantic_fields_set__)
     object.__setattr__(out, "__pydantic_extra__", src.__pydantic_extra__)

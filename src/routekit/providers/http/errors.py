@@ -64,10 +64,9 @@ def translate(exc: BaseException, *, provider: str | None, model: str | None) ->
     if isinstance(exc, ProviderError):
         return exc
 
+    _scrub(exc)
     openai = sys.modules.get("openai")
     if openai is not None:
-        if isinstance(exc, openai.APIError):
-            _scrub(exc)
         if isinstance(exc, openai.APIStatusError):
             return _from_status(
                 exc.status_code,
@@ -257,17 +256,80 @@ def redact_body(body: object, _depth: int = 0) -> object:
 
 
 def _scrub(exc: BaseException) -> None:
-    """Redact the original error in place: it stays on ``__cause__``, and tracebacks and
-    ``logging.exception`` print it (a 401 body may echo the Authorization header)."""
+    """Redact the original error and every error chained to it, in place: they stay on
+    ``__cause__`` / ``__context__``, and tracebacks, ``logging.exception`` and code that
+    reads ``.response`` or ``.request`` see them (a 401 body may echo the Authorization
+    header; the request carries it)."""
+    for e in _walk(exc):
+        _scrub_one(e)
+
+
+def _scrub_one(exc: BaseException) -> None:
     try:
-        exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+        args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+        if args != exc.args:
+            exc.args = args
         message = getattr(exc, "message", None)
         if isinstance(message, str):
             setattr(exc, "message", redact(message))  # noqa: B010 - any exception type
         if hasattr(exc, "body"):
             setattr(exc, "body", redact_body(getattr(exc, "body")))  # noqa: B009,B010
+        state = vars(exc)
+        for attr in ("request", "_request", "response"):
+            value = state.get(attr)
+            if value is not None:
+                state[attr] = redacted_http(value)
     except Exception:  # a read-only attribute on some future class: keep the original
         pass
+
+
+# Request headers whose values are credentials, whatever their shape.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key",
+                                 "x-api-key", "cookie", "set-cookie"})
+# Headers that describe the body as it came off the wire; the copy's body is decoded.
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def redacted_http(obj: Any) -> Any:
+    """A copy of an ``httpx.Request`` / ``httpx.Response`` (httpx or httpx2) with credential
+    headers masked and every secret removed from the URL, the other headers and a response's
+    body; anything else is returned as it is. Copies are marked, so a second pass keeps them."""
+    if getattr(obj, "_routekit_redacted", False):
+        return obj
+    for lib in loaded_http_libs():
+        if isinstance(obj, lib.Request):
+            try:
+                content = obj.content
+            except Exception:  # a streamed body, never read
+                content = b""
+            copy = lib.Request(obj.method, redact(str(obj.url)),
+                               headers=_redacted_headers(obj.headers), content=content)
+        elif isinstance(obj, lib.Response):
+            try:
+                text = obj.text
+            except Exception:  # a streamed body, never read
+                text = ""
+            try:
+                request = redacted_http(obj.request)
+            except RuntimeError:  # httpx: a response built without a request
+                request = None
+            copy = lib.Response(obj.status_code, headers=_redacted_headers(obj.headers),
+                                content=redact(text).encode("utf-8"), request=request)
+        else:
+            continue
+        copy._routekit_redacted = True
+        return copy
+    return obj
+
+
+def _redacted_headers(headers: Any) -> list[tuple[str, str]]:
+    out = []
+    for key, value in headers.multi_items():
+        low = key.lower()
+        if low in _WIRE_HEADERS:
+            continue
+        out.append((key, "***" if low in _CREDENTIAL_HEADERS else redact(value)))
+    return out
 
 
 # --- connection and timeout -----------------------------------------------------------------
