@@ -533,3 +533,118 @@ def test_a_cancelled_probe_gives_its_permit_back() -> None:
 
     state, probes = asyncio.run(go())
     assert state == "half_open" and probes == 0  # the next request may probe again
+
+
+# ---------------------------------------------------------------- found under load
+
+
+def test_a_server_down_for_thousands_of_trips_stays_at_open_max() -> None:
+    # Every failed call while open trips again; the open time's power of the multiplier
+    # overflowed a float after ~1025 trips (every request then raised OverflowError).
+    b = Breaker("p", "provider", BreakerConfig(failure_threshold=1), cloud=False)
+    for i in range(3000):
+        b.on_failure(float(i), "down")
+    assert b.state == "open" and b.trips == 3000
+    assert b.reopen_at - 2999.0 == pytest.approx(b.config.open_max)
+
+
+def test_callbacks_run_out_of_order_leave_flags_as_the_breakers_are() -> None:
+    # A trip and a success racing run their board callbacks outside the breaker's lock, in
+    # either order; the board must end as the breaker is, not as the last callback said.
+    rig = Rig(breaker_cfg())
+    board = rig.router._state.board
+    graph = rig.router.graph
+    b = board.models["m0"]
+    board._on_change(b, "closed", "open")  # stale: the breaker is closed again already
+    assert graph.is_available("m0") and board.all_closed
+    b.trip(rig.clock.now(), "down")
+    board._on_change(b, "open", "closed")  # stale the other way
+    assert not graph.is_available("m0") and not board.all_closed
+    assert rig.ask().route.answered_by.model == "m1"
+    b.on_success(rig.clock.now())
+    board._on_change(b, "closed", "open")
+    assert graph.is_available("m0") and board.all_closed
+    assert rig.ask().route.answered_by.model == "m0"
+
+
+def _half_open_behind_a_full_bulkhead(router: Any, clock: Any) -> Any:
+    board = router._state.board
+    breaker = board.providers["p0"]
+    breaker.trip(clock.now(), "test")
+    breaker.probe_passed(clock.now())  # open → half-open, no probe in flight
+    assert breaker.state == "half_open" and breaker.probes == 0
+    return breaker
+
+
+def _one_slot_config() -> dict[str, Any]:
+    cfg = breaker_cfg(1)
+    cfg["providers"]["p0"].update(max_concurrency=1, max_waiting=4)
+    cfg["routing"]["retry"]["last_candidate_attempts"] = 1
+    return cfg
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_cancelled_in_the_bulkhead_queue_gives_its_probe_permit_back(
+        stream: bool) -> None:
+    import asyncio
+
+    from routekit import AsyncRouter
+    from routekit._clock import SystemClock
+
+    clock = SystemClock()
+    p0 = FakeProvider("p0", replies=[FakeReply(text="holder", delay=0.6)])
+
+    async def go() -> tuple[int, int, str]:
+        router = AsyncRouter(_one_slot_config(), providers={"p0": p0}, health_probes=False)
+        holder = asyncio.ensure_future(router.chat.completions.create(model="m0",
+                                                                       messages=MSG))
+        await asyncio.sleep(0.1)  # the holder has the only slot
+        breaker = _half_open_behind_a_full_bulkhead(router, clock)
+        waiter = asyncio.ensure_future(router.chat.completions.create(
+            model="m0", messages=MSG, stream=stream))
+        await asyncio.sleep(0.1)
+        held = breaker.probes  # the waiter took the probe permit, then queued
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        after = breaker.probes
+        await holder
+        reply = await router.chat.completions.create(model="m0", messages=MSG)
+        await router.close()
+        return held, after, str(reply.route.answered_by.model)
+
+    held, after, answered = asyncio.run(go())
+    assert held == 1 and after == 0
+    assert answered == "m0"  # the next request could probe, and closed the breaker
+
+
+def test_a_deadline_passed_in_the_bulkhead_queue_gives_the_probe_permit_back() -> None:
+    clock = FakeClock()
+    p0 = FakeProvider("p0", replies=["holder"], clock=clock)
+    router = Router(_one_slot_config(), clock=clock, providers={"p0": p0},
+                    health_probes=False)
+    holder = router.chat.completions.create(model="m0", messages=MSG, stream=True)
+    breaker = _half_open_behind_a_full_bulkhead(router, clock)
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            router.chat.completions.create(model="m0", messages=MSG, timeout=3)
+        except Exception as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    for _ in range(200):
+        if breaker.probes == 1:
+            break
+        threading.Event().wait(0.01)
+    assert breaker.probes == 1
+    clock.advance(3.5)  # its deadline passes while it waits
+    holder.close()  # the slot goes to the waiter, with no time left
+    t.join(10)
+    assert errors and "deadline" in str(errors[0])
+    assert breaker.probes == 0 and breaker.state == "half_open"
+    assert router.chat.completions.create(model="m0", messages=MSG).route.answered_by.model \
+        == "m0"
+    router.close()

@@ -27,42 +27,50 @@ __all__ = ["complete_async", "complete_sync"]
 def complete_sync(req: RequestState) -> ChatCompletion:
     retry_cfg = req.retry
     for entry in req.candidates():
-        bulkhead = entry.bulkhead
-        if (bulkhead is not None and not bulkhead.try_enter()
-                and not bulkhead.enter(req.queue_wait())):
-            req.busy(entry, bulkhead.describe())
-            continue
         try:
-            result = _call_sync(req, entry, retry_cfg)
-        except ProviderError as exc:
-            req.give_up(entry, exc)
-            continue
+            bulkhead = entry.bulkhead
+            if (bulkhead is not None and not bulkhead.try_enter()
+                    and not bulkhead.enter(req.queue_wait())):
+                req.busy(entry, bulkhead.describe())
+                continue
+            try:
+                result = _call_sync(req, entry, retry_cfg)
+            except ProviderError as exc:
+                req.give_up(entry, exc)
+                continue
+            finally:
+                if bulkhead is not None:
+                    bulkhead.leave()
+            req.answered(entry, result.usage)
+            return result
         finally:
-            if bulkhead is not None:
-                bulkhead.leave()
-        req.answered(entry, result.usage)
-        return result
+            if req.permits:  # the turn ended with no verdict: a deadline, a cancellation
+                req.release_permits(entry)
     raise req.all_failed()
 
 
 async def complete_async(req: RequestState) -> ChatCompletion:
     retry_cfg = req.retry
     for entry in req.candidates():
-        bulkhead = entry.bulkhead
-        if (bulkhead is not None and not bulkhead.try_enter()
-                and not await bulkhead.aenter(req.queue_wait())):
-            req.busy(entry, bulkhead.describe())
-            continue
         try:
-            result = await _call_async(req, entry, retry_cfg)
-        except ProviderError as exc:
-            req.give_up(entry, exc)
-            continue
+            bulkhead = entry.bulkhead
+            if (bulkhead is not None and not bulkhead.try_enter()
+                    and not await bulkhead.aenter(req.queue_wait())):
+                req.busy(entry, bulkhead.describe())
+                continue
+            try:
+                result = await _call_async(req, entry, retry_cfg)
+            except ProviderError as exc:
+                req.give_up(entry, exc)
+                continue
+            finally:
+                if bulkhead is not None:
+                    bulkhead.leave()
+            req.answered(entry, result.usage)
+            return result
         finally:
-            if bulkhead is not None:
-                bulkhead.leave()
-        req.answered(entry, result.usage)
-        return result
+            if req.permits:  # the turn ended with no verdict: a deadline, a cancellation
+                req.release_permits(entry)
     raise req.all_failed()
 
 

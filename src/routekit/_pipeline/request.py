@@ -30,6 +30,7 @@ from .._exceptions import (
     RouteKitError,
     StatusError,
 )
+from .._policy.breakers import PERMIT, REFUSED
 from .._secrets import redact
 from ..providers._base import ChatRequest, Deadline, RequestParams
 from .route import Attempt, Route
@@ -79,7 +80,7 @@ class RequestState:
         "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
         "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
         "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
-        "wall_start_ns", "retry", "prompt", "last_error",
+        "wall_start_ns", "retry", "prompt", "last_error", "permits",
     )
 
     def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
@@ -107,6 +108,7 @@ class RequestState:
         self.phases = phases
         self.attempts: list[Attempt] = []
         self.last_error: ProviderError | None = None  # the last failed attempt's error
+        self.permits = 0  # half-open permits held for the candidate: 1 provider, 2 model
         self.partial: list[str] = []  # text a committed stream has delivered so far
         self.candidate: ModelEntry | None = None
         self.last = False  # is the current candidate the last one of the plan?
@@ -191,7 +193,9 @@ class RequestState:
         forced = None
         names: Sequence[str]
         plan: Sequence[str]
-        if board.all_closed:
+        down: frozenset[str] | set[str] = frozenset()
+        closed = board.all_closed
+        if closed:
             # With every flag up (no breaker open, none set down through router.graph) the
             # plan is the static one, memoized; a flag flipped meanwhile is seen by the next
             # request, as one flipped during a plan in the core would be.
@@ -199,8 +203,10 @@ class RequestState:
                 names = plan = graph.static_plan(self.requested, router.max_depth)
             else:
                 names = plan = graph.plan(self.requested, max_depth=router.max_depth)
-            down: frozenset[str] | set[str] = frozenset()
-        else:
+                # Empty because a breaker opened after all_closed was read (it counts
+                # itself before its flag goes down): walk as with breakers open, below.
+                closed = bool(plan) or board.all_closed
+        if not closed:
             names = graph.static_plan(self.requested, router.max_depth)
             plan = graph.plan(self.requested, max_depth=router.max_depth)
             up = set(plan)
@@ -256,19 +262,28 @@ class RequestState:
         pb, mb = entry.provider_breaker, entry.model_breaker
         if pb.state == "closed" and mb.state == "closed":
             return True
-        if not pb.acquire():
+        got_p = pb.take()
+        if got_p == REFUSED:
             return False
-        if not mb.acquire():
-            pb.release()
+        got_m = mb.take()
+        if got_m == REFUSED:
+            if got_p == PERMIT:
+                pb.release()
             return False
+        self.permits = (got_p == PERMIT) | (got_m == PERMIT) << 1
         return True
 
     def release_permits(self, entry: ModelEntry) -> None:
-        """Give back half-open permits when an attempt ends without a verdict."""
-        if entry.provider_breaker.state == "half_open":
-            entry.provider_breaker.release()
-        if entry.model_breaker.state == "half_open":
-            entry.model_breaker.release()
+        """Give back the half-open permits this request holds for ``entry``, when its turn
+        ends without a verdict (cancelled, deadline, busy, an error that says nothing about
+        the provider). Idempotent; free when none is held, as almost always."""
+        held = self.permits
+        if held:
+            self.permits = 0
+            if held & 1:
+                entry.provider_breaker.release()
+            if held & 2:
+                entry.model_breaker.release()
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -283,10 +298,12 @@ class RequestState:
             entry.name, entry.provider_name, scope, self.clock.now(),
             f"{type(exc).__name__}: {exc.message}", refused=refused,
         )
-        if scope == "model" and entry.provider_breaker.state == "half_open":
+        held, self.permits = self.permits, 0  # the failure reopened what it tried
+        if scope == "model" and held & 1:
             entry.provider_breaker.release()  # the server answered; only the model failed
 
     def succeeded_call(self, entry: ModelEntry) -> None:
+        self.permits = 0  # the success closes what it tried
         self.router.board.record_success(entry.name, entry.provider_name, self.clock.now())
 
     def give_up(self, entry: ModelEntry, exc: ProviderError) -> None:

@@ -177,42 +177,46 @@ def _run_sync(req: RequestState, release: Release | None
     text_of = chunk_reader(req)[0]
     try:
         for entry in req.candidates():
-            bulkhead = entry.bulkhead
-            if (bulkhead is not None and not bulkhead.try_enter()
-                and not bulkhead.enter(req.queue_wait())):
-                req.busy(entry, bulkhead.describe())
-                continue
             try:
-                try:
-                    it, held = _open_sync(req, entry)
-                except ProviderError as exc:
-                    req.give_up(entry, exc)
+                bulkhead = entry.bulkhead
+                if (bulkhead is not None and not bulkhead.try_enter()
+                    and not bulkhead.enter(req.queue_wait())):
+                    req.busy(entry, bulkhead.describe())
                     continue
-                req.first_byte_at = req.clock.now()
-                partial = req.partial
-                failed = False
                 try:
-                    for chunk in held:
-                        partial.append(text_of(chunk))
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        yield chunk
-                    for chunk in it:
-                        partial.append(text_of(chunk))
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        yield chunk
-                except ProviderError as exc:
-                    failed = True
-                    raise _interrupted(req, entry, exc) from exc
+                    try:
+                        it, held = _open_sync(req, entry)
+                    except ProviderError as exc:
+                        req.give_up(entry, exc)
+                        continue
+                    req.first_byte_at = req.clock.now()
+                    partial = req.partial
+                    failed = False
+                    try:
+                        for chunk in held:
+                            partial.append(text_of(chunk))
+                            if chunk.usage is not None:
+                                usage = chunk.usage
+                            yield chunk
+                        for chunk in it:
+                            partial.append(text_of(chunk))
+                            if chunk.usage is not None:
+                                usage = chunk.usage
+                            yield chunk
+                    except ProviderError as exc:
+                        failed = True
+                        raise _interrupted(req, entry, exc) from exc
+                    finally:
+                        _close(it)
+                        if not failed:  # a normal end, or the caller closed early: served
+                            req.answered(entry, usage)
+                    return
                 finally:
-                    _close(it)
-                    if not failed:  # a normal end, or the caller closed early: served
-                        req.answered(entry, usage)
-                return
+                    if bulkhead is not None:
+                        bulkhead.leave()
             finally:
-                if bulkhead is not None:
-                    bulkhead.leave()
+                if req.permits:  # no verdict: cancelled, closed, a deadline
+                    req.release_permits(entry)
         raise req.all_failed()
     except GeneratorExit:  # the caller closed the stream: what it read was the answer
         raise
@@ -335,42 +339,46 @@ async def _run_async(req: RequestState, release: Release | None
     text_of = chunk_reader(req)[0]
     try:
         for entry in req.candidates():
-            bulkhead = entry.bulkhead
-            if (bulkhead is not None and not bulkhead.try_enter()
-                and not await bulkhead.aenter(req.queue_wait())):
-                req.busy(entry, bulkhead.describe())
-                continue
             try:
-                try:
-                    ait, held = await _aopen(req, entry)
-                except ProviderError as exc:
-                    req.give_up(entry, exc)
+                bulkhead = entry.bulkhead
+                if (bulkhead is not None and not bulkhead.try_enter()
+                    and not await bulkhead.aenter(req.queue_wait())):
+                    req.busy(entry, bulkhead.describe())
                     continue
-                req.first_byte_at = req.clock.now()
-                partial = req.partial
-                failed = False
                 try:
-                    for chunk in held:
-                        partial.append(text_of(chunk))
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        yield chunk
-                    async for chunk in ait:
-                        partial.append(text_of(chunk))
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        yield chunk
-                except ProviderError as exc:
-                    failed = True
-                    raise _interrupted(req, entry, exc) from exc
+                    try:
+                        ait, held = await _aopen(req, entry)
+                    except ProviderError as exc:
+                        req.give_up(entry, exc)
+                        continue
+                    req.first_byte_at = req.clock.now()
+                    partial = req.partial
+                    failed = False
+                    try:
+                        for chunk in held:
+                            partial.append(text_of(chunk))
+                            if chunk.usage is not None:
+                                usage = chunk.usage
+                            yield chunk
+                        async for chunk in ait:
+                            partial.append(text_of(chunk))
+                            if chunk.usage is not None:
+                                usage = chunk.usage
+                            yield chunk
+                    except ProviderError as exc:
+                        failed = True
+                        raise _interrupted(req, entry, exc) from exc
+                    finally:
+                        await _aclose(ait)
+                        if not failed:
+                            req.answered(entry, usage)
+                    return
                 finally:
-                    await _aclose(ait)
-                    if not failed:
-                        req.answered(entry, usage)
-                return
+                    if bulkhead is not None:
+                        bulkhead.leave()
             finally:
-                if bulkhead is not None:
-                    bulkhead.leave()
+                if req.permits:  # no verdict: cancelled, closed, a deadline
+                    req.release_permits(entry)
         raise req.all_failed()
     except GeneratorExit:  # the caller closed the stream: what it read was the answer
         raise

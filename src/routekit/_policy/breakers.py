@@ -41,6 +41,9 @@ CLOSED: State = "closed"
 OPEN: State = "open"
 HALF_OPEN: State = "half_open"
 
+# What ``Breaker.take`` gave.
+REFUSED, FREE, PERMIT = 0, 1, 2
+
 # The rolling window of ``rate`` mode is kept as this many buckets (O(1) per call).
 _BUCKETS = 10
 
@@ -158,15 +161,21 @@ class Breaker:
 
     def acquire(self) -> bool:
         """May a call go through now? Always for closed; for half-open, while permits last."""
+        return self.take() != REFUSED
+
+    def take(self) -> int:
+        """``acquire`` that says what it gave: ``REFUSED``, ``FREE`` (closed: nothing to give
+        back) or ``PERMIT`` (a half-open permit the caller holds until a verdict or
+        ``release``)."""
         if self.state is CLOSED:
-            return True
+            return FREE
         with self._lock:
             if self.state is CLOSED:
-                return True
+                return FREE
             if self.state is HALF_OPEN and self.probes < self.config.half_open_probes:
                 self.probes += 1
-                return True
-            return False
+                return PERMIT
+            return REFUSED
 
     def release(self) -> None:
         """Give back a half-open permit whose call ended without a verdict."""
@@ -231,7 +240,11 @@ class Breaker:
         if self.state is CLOSED and now - self.closed_since >= cfg.open_max:
             self.trips = 0  # it stayed closed a good while: start over at open_initial
         self.trips += 1
-        open_for = min(cfg.open_max, cfg.open_initial * cfg.open_multiplier ** (self.trips - 1))
+        try:
+            open_for = min(cfg.open_max,
+                           cfg.open_initial * cfg.open_multiplier ** (self.trips - 1))
+        except OverflowError:  # a server down for ~1000 trips: long since at the cap
+            open_for = cfg.open_max
         # Never earlier than an already promised reopen time.
         self.reopen_at = max(self.reopen_at if self.state is OPEN else 0.0, now + open_for)
         self.state = OPEN
@@ -269,6 +282,7 @@ class BreakerBoard:
         self._graph = graph
         self._lock = threading.Lock()
         self._not_closed = 0
+        self._counted: set[tuple[str, str]] = set()  # (level, name) of breakers not closed
         self._open_until = float("inf")  # earliest reopen among open breakers
         self.listeners = list(listeners)
         self.providers: dict[str, Breaker] = {}
@@ -334,24 +348,39 @@ class BreakerBoard:
         return max(times) if times else float("-inf")
 
     def _on_change(self, breaker: Breaker, old: State, new: State) -> None:
+        # Callbacks run outside the breaker's lock, so two quick transitions' callbacks can
+        # run in either order: apply the breaker's state now, not ``new``. The last callback
+        # to take the board lock then leaves flag and count as the breaker is.
         with self._lock:
-            if old is CLOSED:
-                self._not_closed += 1
-            elif new is CLOSED:
-                self._not_closed -= 1
+            state = breaker.state
+            key = (breaker.level, breaker.name)
+            counted = key in self._counted
             # The flag is down only while open: half-open candidates are planned, and the
-            # pipeline hands out their probe permits.
-            up = new is not OPEN
-            if breaker.level == "provider":
-                self._graph.set_provider_available(breaker.name, up)
+            # pipeline hands out their probe permits. Order matters to lock-free readers of
+            # ``all_closed``: the count reaches 0 only after the flag is up, and leaves 0
+            # before it goes down.
+            if state is CLOSED:
+                self._set_flag(breaker, True)
+                if counted:
+                    self._counted.discard(key)
+                    self._not_closed -= 1
             else:
-                self._graph.set_model_available(breaker.name, up)
-            if new is OPEN:
+                if not counted:
+                    self._counted.add(key)
+                    self._not_closed += 1
+                self._set_flag(breaker, state is not OPEN)
+            if state is OPEN:
                 self._open_until = min(self._open_until, breaker.reopen_at)
-        if new is not OPEN:
+        if state is not OPEN:
             self._recompute_reopen()
         for listener in self.listeners:
             listener(breaker, old, new)
+
+    def _set_flag(self, breaker: Breaker, up: bool) -> None:
+        if breaker.level == "provider":
+            self._graph.set_provider_available(breaker.name, up)
+        else:
+            self._graph.set_model_available(breaker.name, up)
 
     def _recompute_reopen(self) -> None:
         with self._lock:
