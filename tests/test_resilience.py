@@ -228,3 +228,82 @@ def test_an_oversized_config_is_refused_by_its_size_before_reading(tmp_path: Pat
         load_config(big)
     assert time.monotonic() - t0 < 1.0
     assert "50.0 MiB" in str(info.value) and "at most 4 MiB" in str(info.value)
+
+
+# --- read: the longest silence once bytes flow, not a bound on the first byte -------------
+
+
+def _thinking(url: str, kind: str = "vllm", **timeout: Any) -> dict[str, Any]:
+    provider = http_provider(url, kind=kind)
+    provider["timeout"] = {"connect": 1.0, "read": 0.3, "total": 5.0, **timeout}
+    if kind == "openai":
+        provider["api_key_env"] = "HOME"
+    return {"providers": {"p": provider}, "models": {"m": {"provider": "p"}},
+            "routing": {"retry": {"max_attempts": 1, "last_candidate_attempts": 1}}}
+
+
+def _ask(mode: str, cfg: dict[str, Any], stream: bool, **kw: Any) -> str:
+    if mode == "sync":
+        with Router(cfg, health_probes=False) as router:
+            if stream:
+                with router.chat.completions.create(model="m", messages=MSG, stream=True,
+                                                    **kw) as s:
+                    return s.text()
+            reply = router.chat.completions.create(model="m", messages=MSG, **kw)
+            return str(reply.choices[0].message.content)
+
+    async def go() -> str:
+        async with AsyncRouter(cfg, health_probes=False) as router:
+            if stream:
+                s = await router.chat.completions.create(model="m", messages=MSG, stream=True,
+                                                         **kw)
+                async with s:
+                    return await s.text()
+            reply = await router.chat.completions.create(model="m", messages=MSG, **kw)
+            return str(reply.choices[0].message.content)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_read_does_not_bound_the_wait_for_the_first_byte(mode: str, stream: bool) -> None:
+    # A model that thinks 0.8 s before its first token, read 0.3 s: first_byte (3 s) is
+    # the bound for that wait; it used to fail at 0.3 s with "read timeout".
+    with FaultServer() as server:
+        server.think_seconds = 0.8
+        text = _ask(mode, _thinking(server.url("think"), first_byte=3.0), stream)
+    assert text == "Hello from the fault server."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_cloud_model_may_think_longer_than_read(stream: bool) -> None:
+    # Cloud kinds have no first-byte limit (reasoning models think for minutes): only total.
+    with FaultServer() as server:
+        server.think_seconds = 0.8
+        text = _ask("sync", _thinking(server.url("think"), kind="openai"), stream)
+    assert text == "Hello from the fault server."
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_read_still_bounds_a_silence_between_chunks(mode: str) -> None:
+    from routekit import StreamInterrupted
+
+    with FaultServer(hang_seconds=5) as server:
+        start = time.monotonic()
+        with pytest.raises(StreamInterrupted, match="stalled") as info:
+            _ask(mode, _thinking(server.url("stall_stream"), first_byte=3.0), True)
+        assert time.monotonic() - start < 2.5  # 0.3 s of silence, not first_byte or total
+    assert info.value.partial
+
+
+def test_an_httpx_timeout_keeps_openais_meaning_read_bounds_the_first_byte() -> None:
+    from routekit.providers.http.transport import http_lib
+
+    httpx = http_lib()  # httpx or httpx2, whichever the installed openai uses
+    with FaultServer() as server:
+        server.think_seconds = 2.0
+        with pytest.raises(AllCandidatesFailed, match="no first byte within 0.3 s"):
+            _ask("sync", _thinking(server.url("think"), first_byte=3.0), False,
+                 timeout=httpx.Timeout(5.0, read=0.3))
+

@@ -142,6 +142,9 @@ class RequestState:
         first_byte = self._first_byte(entry.first_byte, remaining)
         if self.phases is not None:
             connect, read = self.phases
+            # openai's meaning: its read timeout bounds every read, the first one too.
+            if first_byte is None or read < first_byte:
+                first_byte = read
         else:
             connect, read = t.connect, t.read
         return Deadline(connect if connect < total else total, read if read < total else total,

@@ -245,8 +245,12 @@ class OpenAICompatProvider:
         self._sync_create(None)
 
     def _timeout(self, deadline: Deadline, model: str, *, first: bool) -> Any:
-        """The client's per-phase timeouts. ``first``: the read that waits for the first
-        byte is bounded by ``first_byte`` too."""
+        """The client's per-phase timeouts. Its read timeout must let the first byte take
+        as long as ``first_byte`` allows (all of ``total`` when there is no such limit: a
+        cloud reasoning model may think for minutes before its first token): ``read``
+        bounds only the silences once bytes flow. A non-streaming answer (``first``) has no
+        such silences; a stream's are bounded per chunk by the callers (``_silence_end``),
+        so here the read timeout is the larger of the two."""
         total = deadline.total
         if total <= 0:
             raise RequestTimeout(
@@ -255,9 +259,10 @@ class OpenAICompatProvider:
                 model=model,
             )
         connect = min(deadline.connect, total)
-        read = min(deadline.read, total)
-        if first and deadline.first_byte is not None and deadline.first_byte < read:
-            read = deadline.first_byte
+        fb = deadline.first_byte
+        read = total if fb is None or fb > total else fb
+        if not first and deadline.read > read:
+            read = min(deadline.read, total)
         key = (connect, read)
         timeout = self._timeout_cache.get(key)
         if timeout is None:
@@ -335,15 +340,19 @@ class OpenAICompatProvider:
         except Exception as exc:
             raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
         pull = upstream.__next__
+        silence = deadline.read
         try:
             while True:
+                # The first chunk by first_byte; each later one within ``read`` of the last.
+                t_end = first_end if not chunks else _silence_end(end, silence)
                 try:
-                    with call_deadline(end if chunks else first_end):
+                    with call_deadline(t_end):
                         chunk = pull()
                 except StopIteration:
                     break
                 except Exception as exc:
-                    raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
+                    raise self._failed(exc, request, deadline, first_end, end, chunks,
+                                       t_end) from exc
                 chunks += 1
                 if not finished:
                     for choice in chunk.choices:
@@ -356,7 +365,8 @@ class OpenAICompatProvider:
             raise self._unfinished(chunks, request)
 
     def _failed(self, exc: BaseException, request: ChatRequest, deadline: Deadline,
-                first_end: float, end: float, chunks: int) -> ProviderError:
+                first_end: float, end: float, chunks: int,
+                silence_end: float | None = None) -> ProviderError:
         err = translate(exc, provider=self.name, model=request.model)
         if isinstance(err, RequestTimeout):
             now = time.monotonic()
@@ -367,6 +377,12 @@ class OpenAICompatProvider:
                 return RequestTimeout(
                     f"provider {self.name!r}: the attempt's deadline ({deadline.total:.3g} s) "
                     f"passed" + (" while streaming" if chunks else ""),
+                    provider=self.name, model=request.model,
+                )
+            if chunks and silence_end is not None and now >= silence_end - 0.001:
+                return RequestTimeout(
+                    f"provider {self.name!r}: the stream stalled (no chunk for "
+                    f"{deadline.read:.3g} s, the read timeout)",
                     provider=self.name, model=request.model,
                 )
         return err
@@ -419,16 +435,18 @@ class OpenAICompatProvider:
         except Exception as exc:
             raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
         pull = upstream.__anext__
+        silence = deadline.read
         try:
             while True:
-                left = (end if chunks else first_end) - time.monotonic()
+                t_end = first_end if not chunks else _silence_end(end, silence)
                 try:
-                    with _deadline_scope(left):
+                    with _deadline_scope(t_end - time.monotonic()):
                         chunk = await pull()
                 except StopAsyncIteration:
                     break
                 except Exception as exc:
-                    raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
+                    raise self._failed(exc, request, deadline, first_end, end, chunks,
+                                       t_end) from exc
                 chunks += 1
                 if not finished:
                     for choice in chunk.choices:
@@ -584,6 +602,13 @@ def _running_loop_key() -> object:
         return asyncio.get_running_loop()
     except RuntimeError:
         return _NO_LOOP
+
+
+def _silence_end(end: float, silence: float) -> float:
+    """When the wait for a stream's next chunk ends: ``silence`` (``read``) from now, never
+    past the attempt's ``end``."""
+    t = time.monotonic() + silence
+    return t if t < end else end
 
 
 def _deadline_scope(seconds: float) -> ContextManager[anyio.CancelScope]:
