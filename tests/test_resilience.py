@@ -307,3 +307,40 @@ def test_an_httpx_timeout_keeps_openais_meaning_read_bounds_the_first_byte() -> 
             _ask("sync", _thinking(server.url("think"), first_byte=3.0), False,
                  timeout=httpx.Timeout(5.0, read=0.3))
 
+
+def test_an_async_stream_closed_from_another_task_ends_the_waiting_read() -> None:
+    import openai
+
+    from routekit import StreamInterrupted
+
+    async def go() -> tuple[BaseException | None, float, dict[str, Any]]:
+        with FaultServer(hang_seconds=5) as server:
+            cfg = _thinking(server.url("stall_stream"), first_byte=3.0)
+            cfg["providers"]["p"]["timeout"]["read"] = 4.0
+            cfg["providers"]["p"]["max_concurrency"] = 2
+            async with AsyncRouter(cfg, health_probes=False) as router:
+                stream = await router.chat.completions.create(model="m", messages=MSG,
+                                                              stream=True)
+
+                async def read() -> BaseException | None:
+                    try:
+                        async for _ in stream:
+                            pass
+                    except BaseException as exc:  # noqa: BLE001 - what ended it is the result
+                        return exc
+                    return None
+
+                reader = asyncio.ensure_future(read())
+                await asyncio.sleep(0.2)  # the reader waits for a chunk that never comes
+                start = time.monotonic()
+                await stream.aclose()  # a watchdog, in another task
+                error = await reader
+                took = time.monotonic() - start
+                return error, took, {n: b.as_dict()
+                                     for n, b in router._state.bulkheads.items()}
+
+    error, took, bulkheads = asyncio.run(go())
+    assert isinstance(error, StreamInterrupted) and isinstance(error, openai.APIConnectionError)
+    assert "closed while a read was waiting" in str(error) and error.partial
+    assert took < 2.0  # at once, not after the 4 s read timeout
+    assert bulkheads["p"]["in_flight"] == 0

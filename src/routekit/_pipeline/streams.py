@@ -16,6 +16,8 @@ committed, so routing errors (``AllCandidatesFailed``) are raised by ``create`` 
 
 from __future__ import annotations
 
+import asyncio
+from asyncio import current_task as _current_task
 from typing import (
     TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, Generator, Iterator,
 )
@@ -239,13 +241,18 @@ def _close(it: Iterator[ChatCompletionChunk]) -> None:
 
 
 class AsyncStream:
-    """Async twin of ``Stream``: ``async for`` it, or ``async with`` it."""
+    """Async twin of ``Stream``: ``async for`` it, or ``async with`` it. ``close()`` (or
+    ``aclose()``) may come from another task while one is waiting for a chunk, as a
+    watchdog's would: the waiting read ends at once with ``StreamInterrupted``, as openai's
+    stream ends it with ``APIConnectionError``."""
 
     def __init__(self, req: RequestState, release: Release | None = None) -> None:
         self._req = req
         self._response: Any = None
         self._gen = _run_async(req, release)
         self._first: ChatCompletionChunk | None = None
+        self._reader: Any = None  # the task inside __anext__, while one is
+        self._closing: Any = None  # an asyncio.Event while close() stops that read
 
     async def _prime(self) -> AsyncStream:
         self._first = await self._gen.__anext__()
@@ -269,15 +276,44 @@ class AsyncStream:
         if first is not None:
             self._first = None
             return first
+        if self._closing is not None:
+            raise StopAsyncIteration
+        self._reader = _current_task()
         try:
             return await self._gen.__anext__()
         except RouteKitError as exc:
             to_openai(exc)
             raise
+        except asyncio.CancelledError:
+            closing = self._closing
+            if closing is None:
+                raise
+            # Cancelled by close() from another task, not by whoever runs this one.
+            uncancel = getattr(self._reader, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+            exc = self._req.with_route(StreamInterrupted(
+                "the stream was closed while a read was waiting for its next chunk",
+                partial=self._req.partial_text()))
+            to_openai(exc)
+            raise exc from None
+        finally:
+            self._reader = None
+            if self._closing is not None:
+                self._closing.set()  # however the read ended, close() may go on
 
     async def close(self) -> None:
         self._first = None
+        reader = self._reader
+        if reader is not None and reader is not _current_task():
+            # A read is waiting in another task: the generator cannot be closed under it.
+            # Cancel that read; its task carries on with StreamInterrupted.
+            closing = self._closing = asyncio.Event()
+            reader.cancel()
+            await closing.wait()
         await self._gen.aclose()
+
+    aclose = close
 
     async def __aenter__(self) -> AsyncStream:
         return self
