@@ -548,3 +548,81 @@ def test_neither_package_is_imported_unless_turned_on() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.split("\n")[:2] == ["[]", "['prometheus_client']"]
+
+
+# ------------------------------------------------------------------------------ found under load
+
+
+def _real_time_rig(cfg: dict[str, Any], replies: list[Any]) -> tuple[Any, Any, Any]:
+    """An AsyncRouter on the real clock (the waits here are real queues and tasks)."""
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    fake = FakeProvider("p0", replies=replies)
+    router = AsyncRouter(cfg, providers={"p0": fake}, metrics=registry, traces=provider,
+                         health_probes=False)
+    return router, registry, exporter
+
+
+def test_a_request_cancelled_while_queued_for_the_router_limit_is_counted() -> None:
+    cfg = config(1, routing={"limits": {"max_concurrency": 1, "max_waiting": 4}})
+    router, registry, exporter = _real_time_rig(cfg, [FakeReply(delay=0.4)])
+
+    async def go() -> dict[str, Any]:
+        async with router:
+            first = asyncio.ensure_future(router.chat.completions.create(model="m0",
+                                                                          messages=MSG))
+            await asyncio.sleep(0.05)
+            queued = asyncio.ensure_future(router.chat.completions.create(model="m0",
+                                                                           messages=MSG))
+            await asyncio.sleep(0.05)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            await first
+            return dict(router._state.limit.as_dict())
+
+    limit = asyncio.run(go())
+    assert limit["refused"] == 0 and limit["in_flight"] == 0  # it gave up; nobody refused it
+    assert registry.get_sample_value("routekit_requests_total",
+                                     {"entry_model": "m0", "outcome": "CancelledError"}) == 1
+    assert registry.get_sample_value("routekit_requests_total",
+                                     {"entry_model": "m0", "outcome": "ok"}) == 1
+    errors = [s.attributes.get("error.type") for s in exporter.get_finished_spans()
+              if s.kind is SpanKind.INTERNAL and s.attributes is not None]
+    assert errors.count("CancelledError") == 1
+
+
+def test_a_stream_closed_from_another_task_is_counted_as_the_caller_saw_it() -> None:
+    router, registry, exporter = _real_time_rig(
+        config(1), [FakeReply(text="one two three four", chunk_delay=0.8)])
+
+    async def go() -> BaseException | None:
+        async with router:
+            stream = await router.chat.completions.create(model="m0", messages=MSG,
+                                                          stream=True)
+
+            async def read() -> BaseException | None:
+                try:
+                    async for _ in stream:
+                        pass
+                except BaseException as exc:  # noqa: BLE001 - what ended it is the result
+                    return exc
+                return None
+
+            reader = asyncio.ensure_future(read())
+            await asyncio.sleep(0.1)
+            await stream.close()
+            return await reader
+
+    error = asyncio.run(go())
+    assert isinstance(error, StreamInterrupted)
+    assert error.route is not None and error.route.attempts[-1].outcome == "error"
+    assert registry.get_sample_value("routekit_requests_total",
+                                     {"entry_model": "m0", "outcome": "StreamInterrupted"}) == 1
+    assert registry.get_sample_value(
+        "routekit_attempts_total", {"model": "m0", "provider": "p0", "outcome": "error",
+                                    "error_type": "StreamInterrupted"}) == 1
+    [span] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.INTERNAL]
+    assert span.attributes is not None and span.attributes["error.type"] == "StreamInterrupted"

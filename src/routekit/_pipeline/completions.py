@@ -82,7 +82,7 @@ def run_sync(req: RequestState, stream: bool, wrap_result: Callable[[Any, Route]
     """Run a started request under the router's limit: a ``Stream``, or the wrapped answer."""
     try:
         release = _enter_limit(req)
-    except Overloaded as exc:
+    except BaseException as exc:  # Overloaded, or interrupted while queued: still counted
         req.finish(exc)
         raise
     if stream:
@@ -103,7 +103,7 @@ async def run_async(req: RequestState, stream: bool,
                     wrap_result: Callable[[Any, Route], Any]) -> Any:
     try:
         release = await _aenter_limit(req)
-    except Overloaded as exc:
+    except BaseException as exc:  # Overloaded, or cancelled while queued: still counted
         req.finish(exc)
         raise
     if stream:

@@ -16,8 +16,6 @@ committed, so routing errors (``AllCandidatesFailed``) are raised by ``create`` 
 
 from __future__ import annotations
 
-import asyncio
-from asyncio import current_task as _current_task
 from typing import (
     TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, Generator, Iterator,
 )
@@ -54,6 +52,19 @@ def _interrupted(req: RequestState, entry: ModelEntry, exc: ProviderError) -> Ro
         f"({type(exc).__name__}: {exc})",
         provider=entry.provider_name, model=entry.name, partial=req.partial_text(),
     ))
+
+
+_CLOSED_MID_READ = "the stream was closed while a read was waiting for its next chunk"
+
+
+def _closed_mid_read(req: RequestState, entry: ModelEntry) -> RouteKitError:
+    """The caller closed the stream from another task while this read waited: the attempt
+    ends in an error the caller made (its breakers hear nothing of it)."""
+    exc = StreamInterrupted(_CLOSED_MID_READ, provider=entry.provider_name, model=entry.name,
+                            partial=req.partial_text())
+    req.release_permits(entry)
+    req.record_error(entry, exc)
+    return req.with_route(exc)
 
 
 # -- sync ----------------------------------------------------------------------------------
@@ -249,10 +260,14 @@ class AsyncStream:
     def __init__(self, req: RequestState, release: Release | None = None) -> None:
         self._req = req
         self._response: Any = None
-        self._gen = _run_async(req, release)
+        self._closed_by_other = [False]  # the driver reads it: a cancellation is a close
+        self._gen = _run_async(req, release, self._closed_by_other)
         self._first: ChatCompletionChunk | None = None
         self._reader: Any = None  # the task inside __anext__, while one is
         self._closing: Any = None  # an asyncio.Event while close() stops that read
+        import asyncio  # here, not at import: `import routekit` must not load asyncio
+
+        self._asyncio = asyncio
 
     async def _prime(self) -> AsyncStream:
         self._first = await self._gen.__anext__()
@@ -278,23 +293,21 @@ class AsyncStream:
             return first
         if self._closing is not None:
             raise StopAsyncIteration
-        self._reader = _current_task()
+        self._reader = self._asyncio.current_task()
         try:
             return await self._gen.__anext__()
         except RouteKitError as exc:
+            if self._closing is not None:
+                self._uncancel()  # the driver turned close()'s cancellation into this
             to_openai(exc)
             raise
-        except asyncio.CancelledError:
-            closing = self._closing
-            if closing is None:
+        except self._asyncio.CancelledError:
+            if self._closing is None:
                 raise
-            # Cancelled by close() from another task, not by whoever runs this one.
-            uncancel = getattr(self._reader, "uncancel", None)
-            if uncancel is not None:
-                uncancel()
-            exc = self._req.with_route(StreamInterrupted(
-                "the stream was closed while a read was waiting for its next chunk",
-                partial=self._req.partial_text()))
+            # Cancelled by close() outside the driver's reach: the same error, made here.
+            self._uncancel()
+            exc = self._req.with_route(StreamInterrupted(_CLOSED_MID_READ,
+                                                         partial=self._req.partial_text()))
             to_openai(exc)
             raise exc from None
         finally:
@@ -305,15 +318,23 @@ class AsyncStream:
     async def close(self) -> None:
         self._first = None
         reader = self._reader
-        if reader is not None and reader is not _current_task():
+        if reader is not None and reader is not self._asyncio.current_task():
             # A read is waiting in another task: the generator cannot be closed under it.
             # Cancel that read; its task carries on with StreamInterrupted.
-            closing = self._closing = asyncio.Event()
+            closing = self._closing = self._asyncio.Event()
+            self._closed_by_other[0] = True
             reader.cancel()
             await closing.wait()
         await self._gen.aclose()
 
     aclose = close
+
+    def _uncancel(self) -> None:
+        """The reader's task was cancelled by close(), not by whoever runs it: take the
+        cancellation back (3.11+ counts them), so the task carries on."""
+        uncancel = getattr(self._reader, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -368,8 +389,8 @@ async def _aopen(req: RequestState, entry: ModelEntry
     return await policy.arun(first, once)
 
 
-async def _run_async(req: RequestState, release: Release | None
-                     ) -> AsyncGenerator[ChatCompletionChunk, None]:
+async def _run_async(req: RequestState, release: Release | None,
+                     closed_by_other: list[bool]) -> AsyncGenerator[ChatCompletionChunk, None]:
     error: BaseException | None = None
     usage: Any = None
     text_of = chunk_reader(req)[0]
@@ -404,6 +425,11 @@ async def _run_async(req: RequestState, release: Release | None
                     except ProviderError as exc:
                         failed = True
                         raise _interrupted(req, entry, exc) from exc
+                    except BaseException:
+                        if not closed_by_other[0]:
+                            raise
+                        failed = True  # close() from another task cancelled this read
+                        raise _closed_mid_read(req, entry) from None
                     finally:
                         await _aclose(ait)
                         if not failed:

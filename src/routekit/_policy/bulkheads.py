@@ -119,7 +119,7 @@ class Bulkhead:
         except asyncio.TimeoutError:
             pass
         except BaseException:  # cancelled: give back whatever we were granted, then go
-            if not self._settle(waiter):
+            if not self._settle(waiter, refused=False):  # it gave up; it was not refused
                 raise
             self.leave()
             raise
@@ -136,8 +136,9 @@ class Bulkhead:
                 return
         waiter.wake()
 
-    def _settle(self, waiter: _Waiter) -> bool:
-        """After a wait: granted, or leave the queue (refused)."""
+    def _settle(self, waiter: _Waiter, *, refused: bool = True) -> bool:
+        """After a wait: granted, or leave the queue (counted as refused when its wait ran
+        out, not when its caller gave up)."""
         with self._lock:
             if waiter.granted:
                 return True
@@ -145,7 +146,8 @@ class Bulkhead:
                 self._waiters.remove(waiter)
             except ValueError:  # pragma: no cover - granted between wake and lock
                 return True
-            self.refused += 1
+            if refused:
+                self.refused += 1
             return False
 
     def describe(self) -> str:
