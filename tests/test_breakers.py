@@ -648,3 +648,76 @@ def test_a_deadline_passed_in_the_bulkhead_queue_gives_the_probe_permit_back() -
     assert router.chat.completions.create(model="m0", messages=MSG).route.answered_by.model \
         == "m0"
     router.close()
+
+
+def test_an_async_router_probes_on_each_event_loop_it_is_used_from() -> None:
+    import asyncio
+
+    from routekit import AsyncRouter
+
+    cfg = config(1, routing={"health": {"interval": 0.05, "jitter": 0}})
+    fake = FakeProvider("p0")
+    router = AsyncRouter(cfg, providers={"p0": fake})
+
+    async def use() -> int:
+        before = fake.health_checks
+        await router.chat.completions.create(model="m0", messages=MSG)
+        await asyncio.sleep(0.4)
+        return fake.health_checks - before
+
+    first, second = asyncio.run(use()), asyncio.run(use())
+    asyncio.run(router.aclose())
+    assert first >= 2 and second >= 2  # the second loop's probes used to never start
+
+
+class _Malformed(FakeProvider):
+    def health(self, timeout: float = 1.0) -> Any:
+        super().health(timeout)
+        return None  # a custom provider's bug: record() cannot read it
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_probe_round_that_raises_does_not_stop_the_probes(mode: str) -> None:
+    import asyncio
+
+    from routekit import AsyncRouter
+
+    cfg = config(1, routing={"health": {"interval": 0.05, "jitter": 0}})
+    fake = _Malformed("p0")
+    if mode == "sync":
+        router = Router(cfg, providers={"p0": fake})
+        threading.Event().wait(0.5)
+        router.close()
+    else:
+        async def go() -> None:
+            async with AsyncRouter(cfg, providers={"p0": fake}):
+                await asyncio.sleep(0.5)
+
+        asyncio.run(go())
+    assert fake.health_checks >= 4
+
+
+def test_close_does_not_wait_for_a_hung_probe_and_ignores_what_it_finds() -> None:
+    import time
+
+    from conftest import http_provider
+    from faultserver import FaultServer
+
+    with FaultServer(hang_seconds=3) as server:
+        cfg = {"providers": {"p": http_provider(server.url("hang"),
+                                                health={"interval": 0.05, "jitter": 0,
+                                                        "timeout": 2.0})},
+               "models": {"m": {"provider": "p"}}}
+        router = Router(cfg)
+        for _ in range(100):
+            if server.count("hang"):
+                break
+            threading.Event().wait(0.02)
+        assert server.count("hang")  # a probe waits on the hung server
+        start = time.monotonic()
+        router.close()
+        took = time.monotonic() - start
+        breaker = router._state.board.providers["p"]
+        threading.Event().wait(2.5)  # the probe times out after close
+        assert took < 1.5  # not the probe's 2 s
+        assert breaker.state == "closed"  # its failure did not move a closed router's breaker

@@ -287,8 +287,8 @@ class AsyncCompletions(AsyncChatSurface):
                  options: ClientOptions | None = None) -> None:
         self._router = router
         self._options = options
-        # Called at each request while set (starts the health-probe task on the running
-        # loop, once); cleared after its first call.
+        # Called at each request (starts the health-probe task on the running loop, once
+        # per loop: a cheap check after that).
         self.on_request = on_request
 
     def with_client_options(self, options: ClientOptions) -> AsyncCompletions:
@@ -432,8 +432,7 @@ class AsyncCompletions(AsyncChatSurface):
                 tool_choice, tools, top_logprobs, top_p, user, verbosity, web_search_options,
             ))
             if self.on_request is not None:
-                hook, self.on_request = self.on_request, None
-                hook()
+                self.on_request()  # the probe task runs on this loop (started once per loop)
             result: RoutedChatCompletion | AsyncStream = await run_async(req, stream is True,
                                                                          wrap)
             return result

@@ -179,8 +179,7 @@ class AsyncTextCompletions(AsyncRawSurface):
                 presence_penalty, seed, stop, stream_options, suffix, temperature, top_p, user,
             ))
             if self.on_request is not None:
-                hook, self.on_request = self.on_request, None
-                hook()
+                self.on_request()  # the probe task runs on this loop (started once per loop)
             result: Completion | AsyncStream = await run_async(req, stream is True, _wrap)
             return result
         except RouteKitError as exc:

@@ -187,6 +187,8 @@ class HealthMonitor:
         return report
 
     def record(self, name: str, report: HealthReport) -> None:
+        if self._stop.is_set():
+            return  # a probe that outlived close(): the router's breakers are not its to move
         now = self._clock.now()
         with self._lock:
             self._last[name] = (report, now)
@@ -251,13 +253,17 @@ class HealthMonitor:
                 log.exception("routekit health probes failed")
 
     def start_task(self) -> None:
-        """Start the probe task on the running event loop (once)."""
-        if not self._schedules or self._task is not None or self._stop.is_set():
+        """Start the probe task on the running event loop, unless one runs there already
+        (an AsyncRouter used by one ``asyncio.run`` after another gets a task on each)."""
+        if not self._schedules or self._stop.is_set():
             return
-        import asyncio
+        import asyncio  # cached in sys.modules: this runs on every async request
 
-        self._task = asyncio.get_running_loop().create_task(self._aloop(),
-                                                            name="routekit-health")
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is not None and task.get_loop() is loop and not task.done():
+            return
+        self._task = loop.create_task(self._aloop(), name="routekit-health")
 
     async def _aloop(self) -> None:
         import asyncio
@@ -266,13 +272,18 @@ class HealthMonitor:
             await asyncio.sleep(self._nap())
             if self._stop.is_set():
                 return
-            await self.arun_due()
+            try:
+                await self.arun_due()
+            except Exception:  # aprobe() catches provider errors; anything else is logged
+                log.exception("routekit health probes failed")
 
     def stop(self) -> None:
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
+            # A probe waiting on a hung server ends by its own timeout; close() does not
+            # wait for it (record() ignores what it finds once stopped).
+            thread.join(timeout=0.5)
 
     async def astop(self) -> None:
         import asyncio

@@ -504,13 +504,15 @@ class OpenAICompatProvider:
 
     def health(self, timeout: float = 1.0) -> HealthReport:
         """GET the kind's health endpoint (Ollama ``/api/version``, vLLM and llama.cpp
-        server ``/health``, OpenAI-compatible ``/v1/models``); never raises, never takes
-        longer than ``timeout``, and builds no client once the provider is closed."""
+        server ``/health``, OpenAI-compatible ``/v1/models``); never raises, its request
+        never takes longer than ``timeout`` (nor does its latency count building the client,
+        the first time), and builds no client once the provider is closed."""
         start = time.perf_counter()
         if self._closed:
             return HealthReport(self.name, False, "provider closed", 0.0)
         try:
             self._sync_create(None)
+            start = time.perf_counter()
             lib = http_lib()
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else None
             with call_deadline(time.monotonic() + timeout):
@@ -533,6 +535,7 @@ class OpenAICompatProvider:
             return HealthReport(self.name, False, "provider closed", 0.0)
         try:
             self._async_create(None)
+            start = time.perf_counter()
             http = self._async[_running_loop_key()][2]
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else None
             lib = http_lib()
