@@ -626,3 +626,10 @@ def test_a_stream_closed_from_another_task_is_counted_as_the_caller_saw_it() -> 
                                     "error_type": "StreamInterrupted"}) == 1
     [span] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.INTERNAL]
     assert span.attributes is not None and span.attributes["error.type"] == "StreamInterrupted"
+
+
+def test_the_breaker_gauge_shows_the_breaker_not_a_stale_transition() -> None:
+    rig = Rig(config(2))
+    breaker = rig.router._state.board.models["m0"]
+    rig.router._state.board._on_change(breaker, "closed", "open")  # stale: it is closed
+    assert rig.value("routekit_model_breaker_state", model="m0", provider="p0") == 0

@@ -140,7 +140,9 @@ class Metrics:
             gauges = self._provider_gauges if breaker.level == "provider" else self._model_gauges
             gauge = gauges.get(breaker.name)
             if gauge is not None:
-                gauge.set(BREAKER_STATE_VALUES[new])
+                # The state now, not ``new``: two racing transitions' listeners may run in
+                # either order (see BreakerBoard._on_change); the last one shows the truth.
+                gauge.set(BREAKER_STATE_VALUES[breaker.state])
         except Exception:  # observing must never break routing
             log.warning("metrics: could not record a breaker change", exc_info=True)
 
