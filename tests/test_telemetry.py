@@ -633,3 +633,23 @@ def test_the_breaker_gauge_shows_the_breaker_not_a_stale_transition() -> None:
     breaker = rig.router._state.board.models["m0"]
     rig.router._state.board._on_change(breaker, "closed", "open")  # stale: it is closed
     assert rig.value("routekit_model_breaker_state", model="m0", provider="p0") == 0
+
+
+def test_an_attempt_cancelled_in_flight_is_on_record() -> None:
+    router, registry, exporter = _real_time_rig(config(1), [FakeReply(delay=5.0)])
+
+    async def go() -> None:
+        async with router:
+            task = asyncio.ensure_future(router.chat.completions.create(model="m0",
+                                                                         messages=MSG))
+            await asyncio.sleep(0.1)  # the provider is answering
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(go())
+    assert registry.get_sample_value(
+        "routekit_attempts_total", {"model": "m0", "provider": "p0", "outcome": "error",
+                                    "error_type": "CancelledError"}) == 1
+    [request] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.INTERNAL]
+    assert request.attributes is not None and request.attributes["routekit.attempts"] == 1

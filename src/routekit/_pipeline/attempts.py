@@ -38,6 +38,9 @@ def complete_sync(req: RequestState) -> ChatCompletion:
             except ProviderError as exc:
                 req.give_up(entry, exc)
                 continue
+            except BaseException as exc:  # cancelled mid-call: the route and metrics say so
+                req.record_error(entry, exc)
+                raise
             finally:
                 if bulkhead is not None:
                     bulkhead.leave()
@@ -63,6 +66,9 @@ async def complete_async(req: RequestState) -> ChatCompletion:
             except ProviderError as exc:
                 req.give_up(entry, exc)
                 continue
+            except BaseException as exc:  # cancelled mid-call: the route and metrics say so
+                req.record_error(entry, exc)
+                raise
             finally:
                 if bulkhead is not None:
                     bulkhead.leave()

@@ -324,9 +324,12 @@ class RequestState:
             # reads its response (headers, request id) from there.
             raise self.with_route(exc) from exc.__cause__
 
-    def record_error(self, entry: ModelEntry, exc: ProviderError) -> None:
+    def record_error(self, entry: ModelEntry, exc: BaseException) -> None:
+        """The candidate's turn ended in ``exc``: a provider's error, or the caller's
+        (cancelled while the call was in flight)."""
         self.attempts.append(self._attempt(entry, "error", exc))
-        self.last_error = exc
+        if isinstance(exc, ProviderError):
+            self.last_error = exc
 
     def busy(self, entry: ModelEntry, detail: str) -> None:
         self.release_permits(entry)
