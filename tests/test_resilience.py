@@ -344,3 +344,32 @@ def test_an_async_stream_closed_from_another_task_ends_the_waiting_read() -> Non
     assert "closed while a read was waiting" in str(error) and error.partial
     assert took < 2.0  # at once, not after the 4 s read timeout
     assert bulkheads["p"]["in_flight"] == 0
+
+
+def test_a_stream_read_while_its_router_closes_says_so() -> None:
+    from routekit import StreamInterrupted
+
+    async def go() -> BaseException | None:
+        with FaultServer(hang_seconds=5) as server:
+            cfg = _thinking(server.url("stall_stream"), first_byte=3.0)
+            cfg["providers"]["p"]["timeout"]["read"] = 4.0
+            router = AsyncRouter(cfg, health_probes=False)
+            stream = await router.chat.completions.create(model="m", messages=MSG,
+                                                          stream=True)
+
+            async def read() -> BaseException | None:
+                try:
+                    async for _ in stream:
+                        pass
+                except BaseException as exc:  # noqa: BLE001 - what ended it is the result
+                    return exc
+                return None
+
+            reader = asyncio.ensure_future(read())
+            await asyncio.sleep(0.2)
+            await router.aclose()
+            return await asyncio.wait_for(reader, 3.0)
+
+    error = asyncio.run(go())
+    assert isinstance(error, StreamInterrupted)
+    assert "the router was closed" in str(error) and error.partial

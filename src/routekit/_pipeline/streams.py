@@ -45,6 +45,13 @@ def _ended_early(entry: ModelEntry) -> StreamInterrupted:
 def _interrupted(req: RequestState, entry: ModelEntry, exc: ProviderError) -> RouteKitError:
     """A committed stream broke: record it, and build the error with the partial text. No
     fallback now: switching models mid-answer would splice two different answers."""
+    if req.router.closed:  # not the provider's fault: its connection was closed under it
+        req.release_permits(entry)
+        req.record_error(entry, exc)
+        return req.with_route(StreamInterrupted(
+            f"stream from {entry.name} via {entry.provider_name} stopped: the router was "
+            "closed while it was read", provider=entry.provider_name, model=entry.name,
+            partial=req.partial_text()))
     req.failed_call(entry, exc)
     req.record_error(entry, exc)
     return req.with_route(StreamInterrupted(
