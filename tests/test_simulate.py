@@ -446,6 +446,47 @@ def test_simulate_bad_input_is_one_clear_message(tmp_path: Path) -> None:
     assert "unknown model 'b'" in routekit("simulate", str(bad), code=1).stderr
 
 
+@pytest.mark.parametrize("option,value", [
+    ("rps", math.inf), ("rps", math.nan), ("hours", math.inf), ("hang_share", math.nan),
+    ("mttr_hours", math.inf), ("mttr_hours", math.nan), ("refused_ms", math.nan),
+    ("refused_ms", math.inf), ("skip_ms", math.inf), ("skip_ms", math.nan),
+])
+def test_options_must_be_finite(option: str, value: float) -> None:
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(ValueError, match=f"^{flag} must be a finite number, got {value}$"):
+        SimOptions(**{option: value}).check()
+
+
+def test_a_timeline_too_long_or_too_busy_is_refused_naming_the_option() -> None:
+    with pytest.raises(ValueError, match=r"\(--requests / --rps\).*raise --rps or give --hours"):
+        SimOptions(requests=1_000, rps=1e-300).check()
+    with pytest.raises(ValueError, match=r"\(--hours\).*lower --hours"):
+        SimOptions(requests=1_000, hours=1e7, rps=1e-9).check()
+    cfg = _config({"o": {"kind": "ollama", "mtbf_hours": 1e-12, "mttr_hours": 1e-12}}, {"a": "o"},
+                  {"a": []})
+    with pytest.raises(ValueError, match="provider 'o' would go down about .* times"):
+        simulate(cfg, SimOptions(requests=1_000))
+    # The independent pass draws no outage periods: it still runs.
+    assert simulate(cfg, SimOptions(requests=1_000, timeline=False)).independent.overall.requests
+
+
+def test_simulate_option_errors_name_the_option(tmp_path: Path) -> None:
+    seed = str(EXAMPLES / "laptop.yaml")
+    for args, said in ((["--rps", "inf"], "--rps must be a finite number, got inf"),
+                       (["--refused-ms", "nan"], "--refused-ms must be a finite number"),
+                       (["--mttr-hours", "inf"], "--mttr-hours must be a finite number"),
+                       (["--rps", "1e-300"], "raise --rps or give --hours")):
+        assert said in routekit("simulate", seed, "--requests", "1000", "--json", *args,
+                                code=2, timeout=30).stderr
+    # Values validate refuses never reach the JSON encoder.
+    inf = write(tmp_path, {"providers": {"o": {"kind": "ollama"}},
+                           "models": {"a": {"provider": "o", "price": {"input_per_1k": ".inf"}}},
+                           "fallback_chains": {"a": {"chain": []}}})
+    inf.write_text(inf.read_text().replace("'.inf'", ".inf"))
+    data = as_json(routekit("simulate", str(inf), "--json", code=1))
+    assert data["errors"][0]["path"] == 'models["a"].price.input_per_1k'
+
+
 def test_simulate_runs_on_a_config_with_a_cycle() -> None:
     # validate refuses the seed (it has a cycle); plans de-duplicate, so it can be simulated.
     data = as_json(routekit("simulate", str(EXAMPLES / "seed.yaml"), "--requests", "20000",

@@ -21,7 +21,11 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import _constants as C
-from ._config.yaml_lines import YamlProblem, parse_yaml
+from ._config.values import (MAX_COUNT, MAX_PRICE, MAX_SECONDS, MAX_TOKENS, check_base_url,
+                             default_value_ok, finite_number, has_control, looks_like_secret,
+                             whole_number, without_userinfo)
+from ._config.yaml_lines import YamlProblem, dotted_path, parse_yaml
+from ._secrets import redact
 
 __all__ = ["ImportResult", "LiteLLMImportError", "import_litellm"]
 
@@ -95,9 +99,24 @@ class _Model:
     chain: list[str] = field(default_factory=list)
 
 
+_WORD = re.compile(r"[^\s'\"`,;:()\[\]{}<>]+")
+
+
 def _clean(text: object) -> str:
-    """One comment-safe line: a newline in a user's value must not end the comment."""
-    return re.sub(r"[\x00-\x1f\x7f]", " ", str(text))
+    """One comment-safe line: a newline in a user's value must not end the comment, and a
+    key written where a name or number belongs is masked (whatever the field)."""
+    line = re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", " ", redact(str(text)))
+    return _WORD.sub(lambda m: "***" if looks_like_secret(m.group()) else m.group(), line)
+
+
+def _shown(value: Any) -> str:
+    """A user's value for a comment: short, on one line, secrets masked."""
+    try:
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else _flow(value)
+    except (yaml.YAMLError, TypeError, ValueError):
+        text = type(value).__name__
+    text = _clean(text)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _flow(value: Any) -> str:
@@ -115,7 +134,7 @@ def _flow(value: Any) -> str:
 def _env_name(value: Any) -> str | None:
     if isinstance(value, str) and value.startswith(_ENV):
         name = value[len(_ENV):].strip()
-        if name and all(ch.isalnum() or ch == "_" for ch in name):
+        if name and all(ch.isalnum() or ch == "_" for ch in name) and not looks_like_secret(name):
             return name
     return None
 
@@ -141,6 +160,25 @@ class _Importer:
     def skip(self, what: str) -> None:
         self.header.append(_clean(what))
 
+    def seconds(self, label: str, raw: Any) -> float | None:
+        """``raw`` as seconds; a value that is there but is not is said not imported."""
+        value = finite_number(raw)
+        if value is not None and 0 < value <= MAX_SECONDS:
+            return value
+        if raw is not None:
+            self.skip(f"{label} {_shown(raw)}: expected seconds, more than 0 and at most "
+                      f"{MAX_SECONDS:.0f}")
+        return None
+
+    def count(self, label: str, raw: Any, low: int, high: int) -> int | None:
+        """``raw`` as a whole number from ``low`` to ``high``; else said not imported."""
+        value = whole_number(raw)
+        if value is not None and low <= value <= high:
+            return value
+        if raw is not None:
+            self.skip(f"{label} {_shown(raw)}: expected a whole number from {low:,} to {high:,}")
+        return None
+
     # -- model_list ---------------------------------------------------------------------
 
     def deployments(self) -> None:
@@ -158,6 +196,10 @@ class _Importer:
             if not isinstance(group, str) or not group.strip():
                 self.skip(f"model_list[{i}]: no model_name")
                 continue
+            if has_control(group):
+                self.skip(f"model_list[{i}]: model_name {group!r} contains a control "
+                          "character (a newline?); routekit names may not")
+                continue
             self.listed.add(group)
             if not isinstance(params, Mapping) or not isinstance(params.get("model"), str):
                 self.skip(f"model_list[{i}] ({group}): no litellm_params.model")
@@ -170,8 +212,8 @@ class _Importer:
             info: Mapping[str, Any] = raw_info if isinstance(raw_info, Mapping) else {}
             mode = info.get("mode")
             if mode not in (None, "chat", "completion"):
-                self.skip(f"model_list[{i}] ({group}): mode {mode}; routekit routes chat "
-                          "completions only")
+                self.skip(f"model_list[{i}] ({group}): mode {_clean(mode)}; routekit routes "
+                          "chat completions only")
                 continue
             self.deployment(i, group, params, item, info)
 
@@ -180,12 +222,15 @@ class _Importer:
         target = str(params["model"])
         prefix, sep, model_id = target.partition("/")
         notes: list[str] = []
+        where = f"model_list[{i}] ({group})"
         if not sep:
             prefix, model_id = "openai", target
             notes.append(f"'{target}' has no provider prefix; taken as an OpenAI model")
         preset = _PRESETS.get(prefix)
+        if not model_id.strip():
+            return self.skip(f"{where}: litellm_params.model names no model")
         if preset is None:
-            self.skip(f"model_list[{i}] ({group}): provider '{prefix}/' speaks its own API; "
+            self.skip(f"{where}: provider '{prefix}/' speaks its own API; "
                       "routekit reaches providers through the OpenAI-compatible chat API "
                       "only (if this provider offers one, declare it as kind openai with "
                       "its base_url)")
@@ -198,15 +243,33 @@ class _Importer:
             notes.append(f"api_base comes from ${_env_name(api_base)} in LiteLLM; routekit "
                          f"needs the URL itself: set base_url (using {base_url or 'the default'})")
         elif isinstance(api_base, str) and api_base.strip():
-            base_url, added = _with_v1(api_base.strip())
+            try:
+                url, had_key = without_userinfo(api_base.strip())
+                base_url, added = _with_v1(url)
+                check_base_url(base_url)
+            except ValueError as exc:
+                why = str(exc)
+                try:  # urlsplit's own words ("Invalid IPv6 URL") -> routekit's
+                    check_base_url(api_base.strip())
+                except ValueError as named:
+                    why = str(named)
+                return self.skip(f"{where}: api_base {why}; routekit needs the server's "
+                                 "http(s) URL")
+            if had_key:
+                notes.append("api_base carried credentials (user:password@); they are not "
+                             "copied: put the key in an environment variable named by "
+                             "api_key_env")
             if added:
-                notes.append(f"base_url: added /v1 to {api_base} (the OpenAI-compatible path)")
+                notes.append(f"base_url: added /v1 to {url} (the OpenAI-compatible path)")
             host = urlsplit(base_url).hostname or ""
             if kind == "openai" and host in _LOOPBACK:
                 kind = "llama_cpp_server"
                 notes.append("an OpenAI-compatible server on this machine: kind "
                              "llama_cpp_server (local defaults: 10 s first byte, breaker "
                              "trips on a refused connection)")
+        elif api_base is not None and not (isinstance(api_base, str) and not api_base.strip()):
+            return self.skip(f"{where}: api_base {_shown(api_base)} is not a URL; routekit "
+                             "needs the server's http(s) URL")
         if kind == "openai" and base_url is None:
             base_url = C.DEFAULT_BASE_URLS["openai"]
         key = params.get("api_key")
@@ -218,34 +281,43 @@ class _Importer:
             key_env = preset.key_env or "OPENAI_API_KEY"
             notes.append(f"api_key_env: {key_env} (the variable to hold this provider's key)")
         provider = self.provider(prefix, kind, base_url, key_env)
-        self.provider_extras(provider, params, item, group)
+        self.provider_extras(provider, params, item, group, where)
 
         name = group if group not in self.models else self.unique(group)
         fields: dict[str, Any] = {"provider": provider.name}
         if model_id != name:
             fields["model_id"] = model_id
-        window = info.get("max_input_tokens", info.get("max_tokens"))
-        if isinstance(window, int) and window > 0:
+        window_key = "max_input_tokens" if "max_input_tokens" in info else "max_tokens"
+        window = self.count(f"{where}: model_info.{window_key}", info.get(window_key), 1,
+                            MAX_TOKENS)
+        if window is not None:
             fields["context_window"] = window
-        price = self.price(params, info)
+        price = self.price(params, info, where)
         if price:
             fields["price"] = price
-        defaults = {k: params[k] for k in _DEFAULTS if k in params and params[k] is not None}
+        defaults: dict[str, Any] = {}
+        for k in _DEFAULTS:
+            value = params.get(k)
+            if value is not None and default_value_ok(value):
+                defaults[k] = value
+            elif value is not None:
+                self.skip(f"{where}: {k} {_shown(value)}: expected a number, text, true/false "
+                          "or a list of strings")
         if defaults:
             fields["defaults"] = defaults
         model = _Model(name, fields, notes)
         for key_name in ("rpm", "tpm"):
             value = params.get(key_name, item.get(key_name))
             if value is not None:
-                model.comments.append(f"{key_name}: {value} not imported: routekit has no "
-                                      "per-deployment rate limit; max_concurrency on the "
+                model.comments.append(f"{key_name}: {_shown(value)} not imported: routekit has "
+                                      "no per-deployment rate limit; max_concurrency on the "
                                       "provider bounds requests in flight instead")
         if params.get("max_retries") is not None:
-            model.comments.append(f"max_retries: {params['max_retries']} not imported: "
+            model.comments.append(f"max_retries: {_shown(params['max_retries'])} not imported: "
                                   "routekit's retries are router-wide (routing.retry)")
         if params.get("stream_timeout") is not None:
-            model.comments.append(f"stream_timeout: {params['stream_timeout']} not imported: "
-                                  "use timeout.first_byte / read on the provider")
+            model.comments.append(f"stream_timeout: {_shown(params['stream_timeout'])} not "
+                                  "imported: use timeout.first_byte / read on the provider")
         rest = sorted(str(k) for k in params if k not in _HANDLED_PARAMS)
         if rest:
             model.comments.append("not imported from litellm_params: " + ", ".join(rest))
@@ -286,27 +358,41 @@ class _Importer:
         return provider
 
     def provider_extras(self, provider: _Provider, params: Mapping[str, Any],
-                        item: Mapping[str, Any], group: str) -> None:
-        timeout = params.get("timeout")
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+                        item: Mapping[str, Any], group: str, where: str) -> None:
+        timeout = self.seconds(f"{where}: timeout", params.get("timeout"))
+        if timeout is not None:
             current = provider.fields.get("timeout", {}).get("total")
             if current is None:
-                provider.fields["timeout"] = {"total": float(timeout)}
+                provider.fields["timeout"] = {"total": timeout}
             elif current != timeout:
-                provider.comments.append(f"'{group}' asked for timeout {timeout}; routekit "
-                                         f"times out per provider, kept {current}")
-        limit = params.get("max_parallel_requests", item.get("max_parallel_requests"))
-        if isinstance(limit, int) and limit > 0 and "max_concurrency" not in provider.fields:
-            provider.fields["max_concurrency"] = limit
+                provider.comments.append(f"'{group}' asked for timeout {timeout:g}; routekit "
+                                         f"times out per provider, kept {current:g}")
+        limit = self.count(f"{where}: max_parallel_requests", params.get(
+            "max_parallel_requests", item.get("max_parallel_requests")), 1, MAX_COUNT)
+        if limit is not None:
+            if "max_concurrency" not in provider.fields:
+                provider.fields["max_concurrency"] = limit
+            elif provider.fields["max_concurrency"] != limit:
+                provider.comments.append(
+                    f"'{group}' asked for max_parallel_requests {limit}; routekit bounds "
+                    f"requests per provider, kept {provider.fields['max_concurrency']}")
 
-    @staticmethod
-    def price(params: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, float]:
+    def price(self, params: Mapping[str, Any], info: Mapping[str, Any],
+              where: str) -> dict[str, float]:
         out: dict[str, float] = {}
         for src, dst in (("input_cost_per_token", "input_per_1k"),
                          ("output_cost_per_token", "output_per_1k")):
-            value = params.get(src, info.get(src))
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-                out[dst] = round(float(value) * 1000, 12)
+            raw = params.get(src, info.get(src))
+            if raw is None:
+                continue
+            value = finite_number(raw)
+            per_1k = round(value * 1000, 12) if value is not None else None
+            if per_1k is not None and 0 <= per_1k <= MAX_PRICE:
+                if per_1k > 0:
+                    out[dst] = per_1k
+            else:
+                self.skip(f"{where}: {src} {_shown(raw)}: expected US dollars per token, at "
+                          f"least 0 and at most {MAX_PRICE / 1000:g}")
         return out
 
     # -- fallbacks ------------------------------------------------------------------------
@@ -342,6 +428,8 @@ class _Importer:
         if isinstance(default, list) and default:
             for group in list(self.groups):
                 self.add_fallbacks(group, [g for g in default if g != group], "default_fallbacks")
+        elif default is not None and not isinstance(default, list):
+            self.skip(f"default_fallbacks: {_shown(default)}: expected a list of model names")
         if self.setting("content_policy_fallbacks") is not None:
             self.skip("content_policy_fallbacks: routekit does not inspect content policies")
 
@@ -397,29 +485,36 @@ class _Importer:
     # -- settings ---------------------------------------------------------------------------
 
     def settings(self) -> None:
-        retries = self.setting("num_retries")
-        if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0:
+        retries = self.count("num_retries:", self.setting("num_retries"), 0, 10**9)
+        if retries is not None:
             attempts = min(20, retries + 1)
             self.routing["retry"] = {"max_attempts": attempts,
                                      "last_candidate_attempts": attempts}
-        timeout = self.setting("timeout") or self.setting("request_timeout")
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
-            self.routing["timeout"] = {"total": float(timeout)}
+            if retries + 1 > 20:
+                self.routing_comments.append(
+                    f"num_retries: {retries} → max_attempts 20, the most routekit allows "
+                    "(per candidate)")
+        key = "timeout" if self.setting("timeout") is not None else "request_timeout"
+        timeout = self.seconds(f"{key}:", self.setting(key))
+        if timeout is not None:
+            self.routing["timeout"] = {"total": timeout}
         breaker: dict[str, Any] = {}
-        if self.setting("disable_cooldowns") is True:
+        disable = self.setting("disable_cooldowns")
+        if disable is True:
             breaker["enabled"] = False
-        fails = self.setting("allowed_fails")
-        if isinstance(fails, int) and not isinstance(fails, bool) and fails >= 0:
+        elif disable is not None and disable is not False:
+            self.skip(f"disable_cooldowns: {_shown(disable)}: expected true or false")
+        fails = self.count("allowed_fails:", self.setting("allowed_fails"), 0, MAX_COUNT - 1)
+        if fails is not None:
             breaker.update(mode="consecutive", failure_threshold=fails + 1)
             self.routing_comments.append(
                 f"allowed_fails: {fails} → a breaker that opens after {fails + 1} failures in "
                 "a row (LiteLLM counts failures per minute)")
-        cooldown = self.setting("cooldown_time")
-        if isinstance(cooldown, (int, float)) and not isinstance(cooldown, bool) and cooldown > 0:
-            breaker.update(open_initial=float(cooldown), open_multiplier=1.0,
-                           open_max=float(cooldown))
-            self.routing_comments.append(f"cooldown_time: {cooldown} → open for {cooldown} s "
-                                         "each time (LiteLLM's cooldown does not grow)")
+        cooldown = self.seconds("cooldown_time:", self.setting("cooldown_time"))
+        if cooldown is not None:
+            breaker.update(open_initial=cooldown, open_multiplier=1.0, open_max=cooldown)
+            self.routing_comments.append(f"cooldown_time: {cooldown:g} → open for {cooldown:g} "
+                                         "s each time (LiteLLM's cooldown does not grow)")
         if breaker:
             self.routing["breaker"] = breaker
         if self.groups:
@@ -468,19 +563,32 @@ class _Importer:
         out.append("providers:")
         for p in self.providers.values():
             out += [f"  # {_clean(c)}" for c in p.comments]
-            out.append(f"  {_flow(p.name)}: {_flow(p.fields)}")
+            out.append(_entry(p.name, p.fields))
         out += ["", "models:"]
         for m in self.models.values():
             out += [f"  # {_clean(c)}" for c in m.comments]
-            out.append(f"  {_flow(m.name)}: {_flow(m.fields)}")
+            out.append(_entry(m.name, m.fields))
         out += ["", "fallback_chains:"]
         for m in self.models.values():
-            out.append(f"  {_flow(m.name)}: {_flow({'chain': m.chain})}")
+            out.append(_entry(m.name, {"chain": m.chain}))
         out += ["", "routing:"]
         out += [f"  # {_clean(c)}" for c in self.routing_comments]
         for key, value in self.routing.items():
             out.append(f"  {key}: {_flow(value)}")
         return "\n".join(out) + "\n"
+
+
+def _entry(key: str, value: Any) -> str:
+    """One ``  key: value`` line of a section; a key past YAML's 1024-character limit for
+    simple keys is written as an explicit ``? key`` entry."""
+    flow_key = _flow(key)
+    if len(flow_key) > 1000:
+        return f"  ? {flow_key}\n  : {_flow(value)}"
+    return f"  {flow_key}: {_flow(value)}"
+
+
+_LITELLM_SHAPE = ("a LiteLLM config is a mapping with a 'model_list': a list of "
+                  "{model_name, litellm_params: {model: provider/name, ...}}")
 
 
 def import_litellm(text: str, *, source: str = "<litellm config>") -> ImportResult:
@@ -492,14 +600,25 @@ def import_litellm(text: str, *, source: str = "<litellm config>") -> ImportResu
     if len(text.encode("utf-8", "surrogatepass")) > _MAX_BYTES:
         raise LiteLLMImportError(f"{source} is larger than {_MAX_BYTES} bytes")
     try:
-        data = parse_yaml(text).data
+        doc = parse_yaml(text)
     except YamlProblem as exc:
-        raise LiteLLMImportError(f"{source}: {exc}") from None
-    importer = _Importer(data)
+        first = exc.issues[0]
+        if first.message.startswith(("the config is empty", "the top level must be")):
+            what = "empty" if first.message.startswith("the config is empty") else (
+                "not a mapping" + (f" (line {first.line})" if first.line else ""))
+            raise LiteLLMImportError(f"the file is {what}; {_LITELLM_SHAPE}") from None
+        raise LiteLLMImportError(str(exc)) from None
+    if doc.duplicates:
+        # LiteLLM (PyYAML) would keep the last one silently; refuse to guess, as validate does.
+        raise LiteLLMImportError("; ".join(
+            f"{_clean(dotted_path(d.path))}: duplicate key on line {d.line} (first written on line "
+            f"{d.first_line})" for d in doc.duplicates[:5])
+            + (f"; and {len(doc.duplicates) - 5} more" if len(doc.duplicates) > 5 else "")
+            + "; remove one (YAML would keep only the last, silently)")
+    importer = _Importer(doc.data)
     importer.deployments()
     if not importer.models:
-        raise LiteLLMImportError(
-            f"{source}: no deployment could be imported: " + "; ".join(importer.header))
+        raise LiteLLMImportError("no deployment could be imported: " + "; ".join(importer.header))
     importer.fallbacks()
     importer.break_cycles()
     importer.settings()
@@ -515,19 +634,13 @@ def import_litellm(text: str, *, source: str = "<litellm config>") -> ImportResu
 
 
 def read_litellm_file(path: str) -> str:
-    """The file's text, or a LiteLLMImportError that says why not."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(_MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise LiteLLMImportError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise LiteLLMImportError(f"{path} is a directory, expected a YAML file") from None
-    except OSError as exc:
-        raise LiteLLMImportError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > _MAX_BYTES:
-        raise LiteLLMImportError(f"{path} is larger than {_MAX_BYTES} bytes")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise LiteLLMImportError(f"{path} is not valid UTF-8 (byte {exc.start})") from None
+    """The file's text, or a LiteLLMImportError that says why not. Read as ``validate`` reads
+    a config: regular files only (a named pipe would block forever), size-capped, UTF-8."""
+    from pathlib import Path
+
+    from ._config.loader import read_text_file
+
+    text = read_text_file(Path(path))
+    if not isinstance(text, str):
+        raise LiteLLMImportError(str(text))
+    return text

@@ -68,6 +68,7 @@ from ._analysis import (
     availability_figures,
     chain_availability,
     chain_unavailability,
+    format_duration,
     outage_units,
     tier_of,
 )
@@ -91,6 +92,12 @@ Z95 = 1.959963984540054
 _FAIL_KIND = {"refused": 0, "error": 1, "in-process": 2}
 _CHUNK_REQUESTS = 250_000
 MAX_REQUESTS = 1_000_000_000
+# Outage periods (up + down) a timeline may draw per unit: like requests, each is a step of
+# the event loop, so tiny MTBF/MTTR over a long timeline would run for hours.
+MAX_OUTAGES = 100_000_000
+MAX_TIMELINE_S = 100 * 365.25 * 86400.0
+MAX_HOURS = 1e9  # as the config's mtbf_hours / mttr_hours
+MAX_HOP_MS = 3_600_000.0
 
 Progress = Callable[[float], None]  # fraction of the whole run done, 0..1
 
@@ -115,6 +122,14 @@ class SimOptions:
         return self.hours * 3600.0 if self.hours is not None else self.requests / self.rps
 
     def check(self) -> None:
+        # Every float must be finite first: NaN compares false both ways, so a bare
+        # ``x < 0`` lets it through, and inf turns the timeline into NaN.
+        floats = {"--rps": self.rps, "--hours": self.hours, "--hang-share": self.hang_share,
+                  "--mttr-hours": self.mttr_hours, "--refused-ms": self.refused_ms,
+                  "--skip-ms": self.skip_ms}
+        for option, value in floats.items():
+            if value is not None and not _finite(value):
+                raise ValueError(f"{option} must be a finite number, got {value!r:.40}")
         if self.requests < 1:
             raise ValueError(f"--requests must be at least 1, got {self.requests}")
         if not self.rps > 0:
@@ -125,16 +140,34 @@ class SimOptions:
             raise ValueError(f"--hang-share must be between 0 and 1, got {self.hang_share}")
         if not self.mttr_hours > 0:
             raise ValueError(f"--mttr-hours must be greater than 0, got {self.mttr_hours}")
+        if self.mttr_hours > MAX_HOURS:
+            raise ValueError(f"--mttr-hours must be at most {MAX_HOURS:g}, got {self.mttr_hours}")
         if self.prompt_tokens < 0 or self.completion_tokens < 0:
-            raise ValueError("token counts must be >= 0")
+            raise ValueError("--prompt-tokens and --completion-tokens must be >= 0")
         if self.refused_ms < 0 or self.skip_ms < 0:
-            raise ValueError("hop costs must be >= 0")
+            raise ValueError("--refused-ms and --skip-ms must be >= 0")
+        if max(self.refused_ms, self.skip_ms) > MAX_HOP_MS:
+            raise ValueError(f"--refused-ms and --skip-ms must be at most {MAX_HOP_MS:g} "
+                             "(an hour)")
         # Past this a run takes minutes and its latency samples gigabytes: split it.
         if self.requests > MAX_REQUESTS:
             raise ValueError(f"--requests must be at most {MAX_REQUESTS:,}")
         if self.timeline and self.rps * self.timeline_seconds() > MAX_REQUESTS:
             raise ValueError(f"the timeline would simulate more than {MAX_REQUESTS:,} "
                              "requests (--rps × --hours); lower one of them")
+        if self.timeline and self.timeline_seconds() > MAX_TIMELINE_S:
+            given = "--hours" if self.hours is not None else "--requests / --rps"
+            raise ValueError(f"the timeline would last {self.timeline_seconds() / 3600:.3g} "
+                             f"hours ({given}); at most {MAX_TIMELINE_S / 3600:,.0f} (about a "
+                             "century): " + ("lower --hours" if self.hours is not None
+                                             else "raise --rps or give --hours"))
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past a float's range
+        return False
 
 
 def effective_breaker(config: Config, provider: str) -> BreakerConfig:
@@ -394,6 +427,24 @@ class _Built:
             independent[e] = 1.0 - chain_availability(provs, avail)
         grouped = len(self.units.names) < len(self.providers)
         self.analytic_if_independent = independent if grouped else None
+        if options.timeline:
+            self._check_outages(options)
+
+    def _check_outages(self, options: SimOptions) -> None:
+        span = options.timeline_seconds()
+        for u, name in enumerate(self.units.names):
+            up, down = self._unit_periods(u, options)
+            if math.isinf(up):
+                continue  # never down
+            cycles = span / (up + down) if up + down > 0 else math.inf
+            if cycles > MAX_OUTAGES:
+                given = "--hours" if options.hours is not None else "--requests / --rps"
+                label = name if name.startswith("group ") else f"provider {name!r}"
+                raise ValueError(
+                    f"{label} would go down about {cycles:.3g} times on the timeline "
+                    f"(MTBF {format_duration(up)}, MTTR {format_duration(down)}, over "
+                    f"{format_duration(span)} from {given}); at most {MAX_OUTAGES:,}: "
+                    "shorten the timeline or lengthen mtbf_hours/mttr_hours (or --mttr-hours)")
 
     def _unit_periods(self, u: int, options: SimOptions) -> tuple[float, float]:
         """(mean up, mean down) seconds of unit ``u``: its least available member's."""

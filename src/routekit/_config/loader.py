@@ -2,16 +2,19 @@
 listing every problem with its field path and YAML line.
 
 This module owns reading files (strict UTF-8, safe YAML via ``_yaml_lines``), turning
-pydantic's errors into short messages with ``models["qwen"].price.input_per_1k``-style paths,
-the cross-reference checks (names that must exist), and inferring models for legacy
-chains-only configs. It does not judge the graph: cycles and self-loops load fine and are
+pydantic's errors into short messages with ``models["qwen"].price.input_per_1k``-style paths
+(never echoing a value that looks like a key), running the whole-config checks
+(``checks.py``: names that must exist, kind-specific fields, merged breakers), and inferring
+models for legacy chains-only configs. It does not judge the graph: cycles and self-loops load fine and are
 reported by ``routekit validate`` (``_analysis.py``); the plan core de-duplicates.
 """
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import json
+import math
 import os
 import stat
 import types
@@ -23,16 +26,17 @@ from typing import Any, Hashable, Literal, NamedTuple, Sequence, Union
 from pydantic import BaseModel, ValidationError
 
 from .. import _constants as C
-from .model import BreakerConfig, ChainConfig, Config, ModelConfig, ProviderKind
+from .checks import check_breakers, cross_check, get, kind_of, section
+from .model import BreakerConfig, ChainConfig, Config, HealthConfig, ModelConfig, ProviderKind
+from .values import MAX_SECONDS, looks_like_secret
 from .._exceptions import ConfigError, ConfigIssue
+from .._secrets import redact
 from .yaml_lines import YamlDocument, YamlProblem, parse_yaml
 
-__all__ = ["legacy_inferences", "load_config", "load_config_text"]
+__all__ = ["legacy_inferences", "load_config", "load_config_text", "read_text_file"]
 
 _KINDS: tuple[str, ...] = typing.get_args(ProviderKind)
 _SECTIONS = ("providers", "models", "fallback_chains", "routing")
-# ModelConfig fields that only an in-process (llama.cpp) model can use.
-_IN_PROCESS_FIELDS = ("path", "package", "n_ctx", "n_gpu_layers", "n_threads", "chat_format", "queue_size")
 # Did-you-mean costs O(candidates) per unknown name (~1.4 us each here); past this many
 # comparisons in one load we stop offering, so a huge broken config still fails fast.
 _SUGGESTION_BUDGET = 500_000
@@ -50,7 +54,7 @@ def load_config(
     (``inferred=True``); ``strict_legacy=True`` turns that off, so every model must be declared.
     """
     if isinstance(source, Mapping):
-        return _build(dict(source), None, None, strict_legacy)
+        return _build(_plain(source), None, None, strict_legacy)
     if isinstance(source, (str, os.PathLike)):
         raw = os.fspath(source)
         name = os.fsdecode(raw)
@@ -92,7 +96,7 @@ def legacy_inferences(config: Config) -> list[str]:
 
 
 def _read_text(path: Path) -> str:
-    issue = _read_problem(path)
+    issue = read_text_file(path)
     if isinstance(issue, ConfigIssue):
         raise ConfigError([issue], source=str(path))
     return issue
@@ -106,7 +110,7 @@ def _os_problem(path: Path, exc: OSError) -> ConfigIssue:
     return ConfigIssue("", f"{path}: cannot read ({exc.strerror or exc})")
 
 
-def _read_problem(path: Path) -> str | ConfigIssue:
+def read_text_file(path: Path) -> str | ConfigIssue:
     """The file's text, or the one issue that stops us from reading it. Anything that is not
     a regular file (a named pipe would block the read forever) and anything over the size
     limit is refused before a byte is read."""
@@ -166,7 +170,7 @@ def _build(data: Any, doc: YamlDocument | None, source: str | None, strict_legac
             ctx.add(dup.path, f"duplicate key {dup.path[-1]!r}; first written on line {dup.first_line}",
                     line=dup.line)
     data = {k: v for k, v in data.items() if not (k in _SECTIONS and v is None)}
-    for name, model in _section(data, "models").items():
+    for name, model in section(data, "models").items():
         if isinstance(model, Mapping) and "inferred" in model:
             ctx.add(("models", name, "inferred"), _RETIRED[(ModelConfig, "inferred")], key=True)
     if not strict_legacy and "models" not in data:
@@ -179,10 +183,29 @@ def _build(data: Any, doc: YamlDocument | None, source: str | None, strict_legac
     else:
         errors = []
     _translate(errors, ctx)
-    _cross_check(data, ctx)
+    cross_check(data, ctx)
+    if config is not None:
+        check_breakers(config, ctx)
     if ctx.issues or config is None:
         raise ConfigError(ctx.sorted_issues(), source=source)
     return config
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A caller's mapping as plain dicts and lists (strict validation takes exactly those):
+    other Mappings become dicts and tuples lists; sets and everything else stay as they are,
+    to be refused with their path."""
+
+    def conv(value: Any, depth: int) -> Any:
+        if depth > 64:  # deeper than any config: leave it for the validator to refuse
+            return value
+        if isinstance(value, Mapping):
+            return {k: conv(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [conv(v, depth + 1) for v in value]
+        return value
+
+    return {k: conv(v, 1) for k, v in data.items()}
 
 
 class _Context:
@@ -198,7 +221,17 @@ class _Context:
             line: int | None = None, path: str | None = None) -> None:
         if line is None and self.doc is not None:
             line = self.doc.line_of(raw, key=key)
-        self.issues.append(ConfigIssue(path if path is not None else _locate(raw).path, message, line))
+        # Every message passes redaction: a key written where a name belongs is never echoed
+        # (the value checks below mostly avoid echoing it; this is the backstop).
+        where = path if path is not None else _locate(raw).path
+        self.issues.append(ConfigIssue(redact(where), redact(message), line))
+
+    def append(self, message: str) -> None:
+        """An issue about the whole config (no path; line 1 of a file)."""
+        self.issues.append(ConfigIssue("", message, 1 if self.doc else None))
+
+    def path_of(self, raw: Sequence[Hashable]) -> str:
+        return _locate(raw).path
 
     def scalar_text(self, raw: Sequence[Hashable], *, key: bool = False) -> str | None:
         return self.doc.scalar_text(raw, key=key) if self.doc is not None else None
@@ -222,6 +255,9 @@ class _Context:
 
     def unknown(self, what: str, name: str, candidates: Sequence[str]) -> str:
         """``unknown model 'x'; did you mean 'y'?`` (or the short list of names there are)."""
+        if looks_like_secret(name):
+            return (f"unknown {what}: the value looks like an API key (not shown); write the "
+                    f"{what}'s name here")
         guess = self.suggest(name, candidates, what)
         if guess is not None:
             return f"unknown {what} {name!r}; did you mean {guess!r}?"
@@ -268,6 +304,10 @@ def _locate(loc: Sequence[Hashable], *, tags: bool = False) -> _Where:
             union_at, union = len(raw), tp
             tp = next((m for m in typing.get_args(tp) if _type_name(m) == item), None)
             continue
+        if _is_union(tp) and isinstance(item, str):
+            # A raw path into ``HealthConfig | Literal[False] | None`` goes through the model.
+            tp = next((m for m in typing.get_args(tp)
+                       if isinstance(m, type) and issubclass(m, BaseModel)), None)
         raw.append(item)
         origin = typing.get_origin(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -298,6 +338,8 @@ def _unwrap_optional(tp: Any) -> Any:
 
 def _type_name(tp: Any) -> str:
     """pydantic's tag for a union member: ``float``, ``list[str]``, a model's class name."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _type_name(typing.get_args(tp)[0])
     origin = typing.get_origin(tp)
     if origin is not None:
         return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
@@ -323,8 +365,9 @@ _RETIRED: dict[tuple[Any, str], str] = {
 }
 
 _TYPE_WORDS = {
-    "float": "a number", "int": "a whole number", "str": "a string", "bool": "true or false",
-    "list[str]": "a list of strings",
+    "float": "a number", "int": "a whole number", "str": "a string", "bool": "true/false",
+    "list[str]": "a list of strings", "Literal[False]": "false", "NoneType": "",
+    **{cls.__name__: "a mapping" for cls in (HealthConfig, BreakerConfig)},
 }
 _EXPECTED = {
     "float_type": "a number", "float_parsing": "a number", "int_type": "a whole number",
@@ -342,15 +385,38 @@ def _describe(value: Any) -> str:
         return "nothing (null)"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and len(str(abs(value))) > 20:
+        return f"a {len(str(abs(value)))}-digit number"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
+        if looks_like_secret(value) or redact(value) != value:
+            return "a string that looks like an API key (not shown)"
         return repr(value if len(value) <= 40 else value[:37] + "...")
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, (list, tuple)):
         return "a list"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary data (!!binary)"
+    if isinstance(value, (set, frozenset)):
+        return "a set (!!set)"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return "a date"
     return f"a {type(value).__name__}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _bound(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value} (a year, in seconds)" if value == MAX_SECONDS else str(value)
 
 
 def _translate(errors: list[Any], ctx: _Context) -> None:
@@ -373,10 +439,11 @@ def _translate(errors: list[Any], ctx: _Context) -> None:
         accepts: list[str] = []
         for member in typing.get_args(where.union):
             word = _TYPE_WORDS.get(_type_name(member), _type_name(member))
-            if word not in accepts and not (word == "a whole number" and "a number" in accepts):
-                accepts.append(word)
-        ctx.add(head, f"expected {', '.join(accepts[:-1])} or {accepts[-1]}, got "
-                f"{_describe(err['input'])}", path=_locate(head).path)
+            if not word or word in accepts or (word == "a whole number" and "a number" in accepts):
+                continue
+            accepts.append(word)
+        words = f"{', '.join(accepts[:-1])} or {accepts[-1]}" if len(accepts) > 1 else accepts[0]
+        ctx.add(head, f"expected {words}, got {_describe(err['input'])}", path=_locate(head).path)
 
 
 def _one_error(err: Any, where: _Where, ctx: _Context) -> None:
@@ -410,7 +477,7 @@ def _one_error(err: Any, where: _Where, ctx: _Context) -> None:
         return
     if kind in _BOUNDS:
         bound_key, words = _BOUNDS[kind]
-        ctx.add(raw, f"must be {words} {err_ctx.get(bound_key)}, got {_describe(value)}")
+        ctx.add(raw, f"must be {words} {_bound(err_ctx.get(bound_key))}, got {_describe(value)}")
         return
     if kind in ("value_error", "assertion_error"):
         # Validators write their own messages and never echo the value (it may be a secret).
@@ -426,113 +493,11 @@ def _one_error(err: Any, where: _Where, ctx: _Context) -> None:
         text = ctx.scalar_text(raw, key=where.key_error)
         if kind == "string_type" and text is not None and not isinstance(value, str):
             msg += f"; write it in quotes (\"{text}\") to mean the text"
+        elif kind in ("float_type", "int_type") and isinstance(value, str) and _is_number(value):
+            msg += "; write it without quotes to mean the number"
         ctx.add(raw, msg, key=where.key_error)
         return
     ctx.add(raw, str(err["msg"]), key=where.key_error)
-
-
-# --- cross references ----------------------------------------------------------------------
-
-
-def _get(obj: Any, name: str) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None) if isinstance(obj, BaseModel) else None
-
-
-def _kind(provider: Any) -> str | None:
-    kind = _get(provider, "kind")
-    return kind if isinstance(kind, str) else None
-
-
-def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = data.get(name)
-    if not isinstance(value, Mapping):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str)}
-
-
-def _cross_check(data: Mapping[str, Any], ctx: _Context) -> None:
-    """Names that must exist, and fields that only fit one kind of provider. Works on the raw
-    data, so it still reports when pydantic found other problems in the same config."""
-    providers = _section(data, "providers")
-    models = _section(data, "models")
-    chains = _section(data, "fallback_chains")
-    provider_names = list(providers)
-    model_names = list(models)
-    version = data.get("version", 1)
-    if isinstance(version, int) and not isinstance(version, bool) and version != 1:
-        ctx.add(("version",), f"unsupported version {version}; this routekit reads version 1")
-    if not data.get("models") and not data.get("fallback_chains"):
-        ctx.issues.append(ConfigIssue("", "the config names no models: add 'fallback_chains' "
-                                      "(and 'providers' and 'models')", 1 if ctx.doc else None))
-
-    for section, names in (("providers", provider_names), ("models", model_names),
-                           ("fallback_chains", list(chains))):
-        for name in names:
-            if not name.strip():
-                ctx.add((section, name), "a name must not be empty", key=True)
-
-    for name, prov in providers.items():
-        if _kind(prov) in C.CLOUD_KINDS and _get(prov, "api_key_env") is None:
-            ctx.add(("providers", name), "kind openai needs 'api_key_env': the name of the "
-                    "environment variable that holds the key", key=True)
-
-    for name, model in models.items():
-        prov_name = _get(model, "provider")
-        if not isinstance(prov_name, str):
-            continue
-        if prov_name not in providers:
-            msg = ("a provider name must not be empty" if not prov_name.strip()
-                   else ctx.unknown("provider", prov_name, provider_names))
-            ctx.add(("models", name, "provider"), msg)
-            continue
-        kind = _kind(providers[prov_name])
-        if kind in C.IN_PROCESS_KINDS:
-            if _get(model, "path") is None and _get(model, "package") is None:
-                ctx.add(("models", name), "an in-process model needs 'path' (a GGUF file) or "
-                        f"'package' (e.g. {C.DEFAULT_MODEL_PACKAGE})", key=True)
-            defaults = _get(model, "defaults")
-            if isinstance(defaults, Mapping):
-                for key in defaults:
-                    if isinstance(key, str) and key not in C.IN_PROCESS_DEFAULT_KEYS:
-                        ctx.add(("models", name, "defaults", key),
-                                f"{key!r} has no effect on an in-process model; its defaults "
-                                f"may set: {', '.join(sorted(C.IN_PROCESS_DEFAULT_KEYS))}",
-                                key=True)
-        elif kind in C.HTTP_KINDS:
-            for field in _IN_PROCESS_FIELDS:
-                if _get(model, field) is not None:
-                    ctx.add(("models", name, field), f"{field!r} applies only to in-process models "
-                            f"(kind llama_cpp or llama_cpp_native); provider {prov_name!r} is kind {kind}",
-                            key=True)
-
-    for name, entry in chains.items():
-        if name.strip() and name not in models:
-            ctx.add(("fallback_chains", name), ctx.unknown("model", name, model_names), key=True)
-        chain = _get(entry, "chain")
-        if not isinstance(chain, (list, tuple)):
-            continue
-        first_at: dict[str, int] = {}
-        for i, item in enumerate(chain):
-            if not isinstance(item, str):
-                continue
-            raw = ("fallback_chains", name, "chain", i)
-            if not item.strip():
-                ctx.add(raw, "a model name must not be empty")
-            elif item not in models:
-                ctx.add(raw, ctx.unknown("model", item, model_names))
-            if item in first_at:
-                j = first_at[item]
-                where = f" (line {ctx.doc.line_of(raw[:-1] + (j,))})" if ctx.doc else ""
-                ctx.add(raw, f"model {item!r} appears twice in this chain; first at chain[{j}]{where}")
-            else:
-                first_at[item] = i
-
-    routing = data.get("routing")
-    default = _get(routing, "default_model")
-    if isinstance(default, str) and default not in models:
-        ctx.add(("routing", "default_model"), ctx.unknown("model", default, model_names))
 
 
 # --- legacy configs ------------------------------------------------------------------------
@@ -553,7 +518,7 @@ def _legacy_guess(name: str, tier: Any) -> tuple[str, dict[str, Any], dict[str, 
 
 def _infer_legacy(data: dict[str, Any]) -> dict[str, Any]:
     """Give a chains-only config (the v1.7 shape) a model per chain key, marked inferred."""
-    chains = _section(data, "fallback_chains")
+    chains = section(data, "fallback_chains")
     if not chains:
         return data
     declared = data.get("providers")
@@ -564,11 +529,11 @@ def _infer_legacy(data: dict[str, Any]) -> dict[str, Any]:
     for name, entry in chains.items():
         if not name.strip():
             continue
-        prov_name, prov_fields, extra = _legacy_guess(name, _get(entry, "tier"))
+        prov_name, prov_fields, extra = _legacy_guess(name, get(entry, "tier"))
         if prov_name not in providers:
             providers[prov_name] = prov_fields
         model: dict[str, Any] = {"provider": prov_name, "inferred": True}
-        if _kind(providers[prov_name]) in C.IN_PROCESS_KINDS:
+        if kind_of(providers[prov_name]) in C.IN_PROCESS_KINDS:
             model.update(extra)
         models[name] = model
     out = dict(data)

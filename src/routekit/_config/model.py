@@ -1,17 +1,28 @@
 """Config data model: providers, models, fallback chains and routing policies (pydantic v2).
 
-This module owns the shape of a config and the checks that need the whole config (cross
-references). Reading files and mapping errors to YAML lines lives in ``_loader.py``; graph
+This module owns the shape of a config: strict types (no bool/number/text coercion, finite
+numbers) and per-field bounds (``values.py``). Checks that need the whole config live in
+``checks.py``; reading files and mapping errors to YAML lines in ``loader.py``; graph
 figures live in ``_analysis.py``. Nothing here touches the network or loads a model.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import _constants as C
+from .values import (
+    MAX_COUNT,
+    MAX_HOURS,
+    MAX_PRICE,
+    MAX_SECONDS,
+    MAX_TOKENS,
+    check_base_url,
+    looks_like_secret,
+)
 
 ProviderKind = Literal[
     "llama_cpp", "llama_cpp_native", "ollama", "vllm", "llama_cpp_server", "openai"
@@ -33,7 +44,12 @@ __all__ = [
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: YAML's ``true`` is not 1, ``'off'`` is not false, ``"30"`` is not 30, a
+    # ``!!binary`` value is not a name and a ``!!set`` is not a chain; each is refused with
+    # its path instead of being converted. allow_inf_nan=False: no duration, price, rate or
+    # MTBF means anything at ``.inf`` or ``.nan``.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              strict=True, allow_inf_nan=False, hide_input_in_errors=True)
 
 
 class TimeoutConfig(_Strict):
@@ -47,19 +63,30 @@ class TimeoutConfig(_Strict):
     ``total``: the whole attempt.
     """
 
-    connect: float = Field(default=C.DEFAULT_CONNECT_TIMEOUT, gt=0)
+    connect: float = Field(default=C.DEFAULT_CONNECT_TIMEOUT, gt=0, le=MAX_SECONDS)
     first_byte: float | Literal[False] | None = None
-    read: float = Field(default=C.DEFAULT_READ_TIMEOUT, gt=0)
-    total: float = Field(default=C.DEFAULT_TOTAL_TIMEOUT, gt=0)
+    read: float = Field(default=C.DEFAULT_READ_TIMEOUT, gt=0, le=MAX_SECONDS)
+    total: float = Field(default=C.DEFAULT_TOTAL_TIMEOUT, gt=0, le=MAX_SECONDS)
 
-    @field_validator("first_byte")
+    @field_validator("first_byte", mode="before")
     @classmethod
-    def _positive(cls, v: float | Literal[False] | None) -> float | Literal[False] | None:
-        if v is True:
+    def _seconds_or_off(cls, v: Any) -> Any:
+        # Checked before pydantic's union, which would read 0 as false (off) and ``true`` as
+        # "not a number, not false" without saying what is accepted.
+        if v is None or v is False:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError("must be a number of seconds, or false to turn it off")
-        if v is not None and v is not False and not v > 0:
+        if isinstance(v, int) and v > MAX_SECONDS:  # float() of a huge int would overflow
+            raise ValueError(f"must be at most {MAX_SECONDS:.0f} seconds (a year)")
+        if not math.isfinite(v):
+            raise ValueError(f"must be a finite number of seconds (or false to turn it off), "
+                             f"got {v!r}")
+        if not v > 0:
             raise ValueError(f"must be greater than 0 (or false to turn it off), got {v!r}")
-        return v
+        if v > MAX_SECONDS:
+            raise ValueError(f"must be at most {MAX_SECONDS:.0f} seconds (a year), got {v!r}")
+        return float(v)
 
 
 class BreakerConfig(_Strict):
@@ -77,19 +104,23 @@ class BreakerConfig(_Strict):
 
     enabled: bool = True
     mode: Literal["auto", "consecutive", "rate"] = "auto"
-    failure_threshold: int = Field(default=C.DEFAULT_BREAKER_FAILURES, ge=1)
+    failure_threshold: int = Field(default=C.DEFAULT_BREAKER_FAILURES, ge=1, le=MAX_COUNT)
     trip_on_refused: bool = True
-    window: float = Field(default=C.DEFAULT_BREAKER_WINDOW, gt=0)
-    window_min_calls: int = Field(default=C.DEFAULT_BREAKER_MIN_CALLS, ge=1)
+    window: float = Field(default=C.DEFAULT_BREAKER_WINDOW, gt=0, le=MAX_SECONDS)
+    window_min_calls: int = Field(default=C.DEFAULT_BREAKER_MIN_CALLS, ge=1, le=MAX_COUNT)
     failure_rate: float = Field(default=C.DEFAULT_BREAKER_FAILURE_RATE, gt=0, le=1)
-    open_initial: float = Field(default=C.DEFAULT_BREAKER_OPEN_INITIAL, gt=0)
-    open_multiplier: float = Field(default=C.DEFAULT_BREAKER_OPEN_MULTIPLIER, ge=1)
-    open_max: float = Field(default=C.DEFAULT_BREAKER_OPEN_MAX, gt=0)
-    half_open_probes: int = Field(default=1, ge=1)
+    open_initial: float = Field(default=C.DEFAULT_BREAKER_OPEN_INITIAL, gt=0, le=MAX_SECONDS)
+    open_multiplier: float = Field(default=C.DEFAULT_BREAKER_OPEN_MULTIPLIER, ge=1, le=1000)
+    open_max: float = Field(default=C.DEFAULT_BREAKER_OPEN_MAX, gt=0, le=MAX_SECONDS)
+    half_open_probes: int = Field(default=1, ge=1, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _ordered(self) -> BreakerConfig:
-        if self.open_max < self.open_initial:
+        # Only when this block writes both: a provider's block is laid over routing.breaker,
+        # so its open_max may rely on routing's open_initial. The loader checks the effective
+        # (merged) values of each provider and of routing.breaker with its defaults.
+        both = {"open_initial", "open_max"} <= self.model_fields_set
+        if both and self.open_max < self.open_initial:
             raise ValueError(
                 f"open_max ({self.open_max:g}) must be at least open_initial "
                 f"({self.open_initial:g})"
@@ -102,9 +133,9 @@ class HealthConfig(_Strict):
     no probing), spread by up to ``jitter`` (a fraction of the interval); each probe may take
     ``timeout`` seconds. ``path`` replaces the kind's probe path (for example ``/health``)."""
 
-    interval: float | None = Field(default=None, gt=0)
+    interval: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     jitter: float = Field(default=C.DEFAULT_HEALTH_JITTER, ge=0, le=1)
-    timeout: float = Field(default=C.DEFAULT_HEALTH_TIMEOUT, gt=0)
+    timeout: float = Field(default=C.DEFAULT_HEALTH_TIMEOUT, gt=0, le=MAX_SECONDS)
     path: str | None = None
 
     @field_validator("path")
@@ -123,8 +154,8 @@ class ProviderConfig(_Strict):
     timeout: TimeoutConfig | None = None
     # Bulkhead: at most this many requests in flight on this provider, and this many waiting
     # for a slot (past that, the attempt spills to the next candidate as busy).
-    max_concurrency: int | None = Field(default=None, ge=1)
-    max_waiting: int | None = Field(default=None, ge=0)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_waiting: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     # Send non-streaming requests as streams and assemble the answer (default: on for local
     # HTTP kinds, off for cloud), so first-byte and stall deadlines can tell a hung server
     # from a slow answer.
@@ -136,23 +167,31 @@ class ProviderConfig(_Strict):
     # For validate and simulate: the share of time the provider is up, or MTBF/MTTR (hours)
     # from which it follows; providers in one correlation_group fail together.
     availability: float | None = Field(default=None, gt=0, le=1)
-    mtbf_hours: float | None = Field(default=None, gt=0)
-    mttr_hours: float | None = Field(default=None, gt=0)
+    mtbf_hours: float | None = Field(default=None, gt=0, le=MAX_HOURS)
+    mttr_hours: float | None = Field(default=None, gt=0, le=MAX_HOURS)
     correlation_group: str | None = None
 
     @field_validator("api_key_env")
     @classmethod
     def _looks_like_env_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v or not all(ch.isalnum() or ch == "_" for ch in v)):
+        # Never echo the value: it may be the key itself.
+        if v is not None and (not v or not all(ch.isalnum() or ch == "_" for ch in v)
+                              or looks_like_secret(v)):
             raise ValueError(
-                "must be the name of an environment variable (letters, digits, '_'), "
-                "not the key itself"
+                "must be the name of an environment variable (letters, digits, '_', like "
+                "OPENAI_API_KEY), not the key itself: put the key in an environment variable "
+                "and name that variable here"
             )
         return v
 
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return v if v is None else check_base_url(v)
+
     @property
     def effective_base_url(self) -> str | None:
-        return self.base_url or C.DEFAULT_BASE_URLS.get(self.kind)
+        return self.base_url if self.base_url is not None else C.DEFAULT_BASE_URLS.get(self.kind)
 
     @model_validator(mode="after")
     def _consistent(self) -> ProviderConfig:
@@ -169,7 +208,8 @@ class ProviderConfig(_Strict):
         if self.availability is not None:
             return self.availability
         if self.mtbf_hours is not None and self.mttr_hours is not None:
-            return self.mtbf_hours / (self.mtbf_hours + self.mttr_hours)
+            # mtbf / (mtbf + mttr), written so that the sum cannot overflow.
+            return 1.0 / (1.0 + self.mttr_hours / self.mtbf_hours)
         return C.DEFAULT_AVAILABILITY[self.kind]
 
     @property
@@ -190,29 +230,36 @@ class ProviderConfig(_Strict):
 class PriceConfig(_Strict):
     """US dollars per 1,000 tokens."""
 
-    input_per_1k: float = Field(default=0.0, ge=0)
-    output_per_1k: float = Field(default=0.0, ge=0)
+    input_per_1k: float = Field(default=0.0, ge=0, le=MAX_PRICE)
+    output_per_1k: float = Field(default=0.0, ge=0, le=MAX_PRICE)
 
 
 class ModelConfig(_Strict):
     provider: str
     # The provider's own id for this model (defaults to the config name).
     model_id: str | None = None
-    context_window: int | None = Field(default=None, ge=1)
+    context_window: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     price: PriceConfig = PriceConfig()
     # Generation defaults merged under each request's own parameters.
     defaults: dict[str, float | int | str | bool | list[str]] = Field(default_factory=dict)
     # In-process (llama_cpp) parameters.
     path: str | None = None
     package: str | None = None
-    n_ctx: int | None = Field(default=None, ge=16)
-    n_gpu_layers: int | None = Field(default=None, ge=-1)
-    n_threads: int | None = Field(default=None, ge=1)
+    n_ctx: int | None = Field(default=None, ge=16, le=MAX_TOKENS)
+    n_gpu_layers: int | None = Field(default=None, ge=-1, le=MAX_COUNT)
+    n_threads: int | None = Field(default=None, ge=1, le=4096)
     chat_format: str | None = None
     warm: bool | None = None  # load at router start; default: True for chain terminals
-    queue_size: int | None = Field(default=None, ge=0)
+    queue_size: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     # Set by the loader for models a legacy (chains-only) config names but never declares.
     inferred: bool = False
+
+    @field_validator("model_id")
+    @classmethod
+    def _named(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty; omit model_id to send the model's own name")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -225,14 +272,21 @@ class ChainConfig(_Strict):
     chain: list[str] = Field(default_factory=list)
     tier: str | None = None
 
+    @field_validator("chain", mode="before")
+    @classmethod
+    def _ordered(cls, v: Any) -> Any:
+        # A tuple is an ordered list to a Python caller; a set has no order, so strict
+        # validation refuses it.
+        return list(v) if isinstance(v, tuple) else v
+
 
 class RetryConfig(_Strict):
     max_attempts: int = Field(default=C.DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
     last_candidate_attempts: int = Field(default=C.DEFAULT_LAST_CANDIDATE_ATTEMPTS, ge=1, le=20)
-    backoff_initial: float = Field(default=C.DEFAULT_BACKOFF_INITIAL, ge=0)
-    backoff_max: float = Field(default=C.DEFAULT_BACKOFF_MAX, ge=0)
-    jitter: float = Field(default=C.DEFAULT_BACKOFF_JITTER, ge=0)
-    retry_after_cap: float = Field(default=C.DEFAULT_RETRY_AFTER_CAP, ge=0)
+    backoff_initial: float = Field(default=C.DEFAULT_BACKOFF_INITIAL, ge=0, le=MAX_SECONDS)
+    backoff_max: float = Field(default=C.DEFAULT_BACKOFF_MAX, ge=0, le=MAX_SECONDS)
+    jitter: float = Field(default=C.DEFAULT_BACKOFF_JITTER, ge=0, le=MAX_SECONDS)
+    retry_after_cap: float = Field(default=C.DEFAULT_RETRY_AFTER_CAP, ge=0, le=MAX_SECONDS)
 
 
 class LimitsConfig(_Strict):
@@ -240,8 +294,8 @@ class LimitsConfig(_Strict):
     is closed) and ``max_waiting`` waiting for a slot; past that, ``create`` raises
     ``Overloaded`` at once."""
 
-    max_concurrency: int | None = Field(default=None, ge=1)
-    max_waiting: int | None = Field(default=None, ge=0)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_waiting: int | None = Field(default=None, ge=0, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _paired(self) -> LimitsConfig:
@@ -255,7 +309,7 @@ class RoutingConfig(_Strict):
     max_depth: int = Field(default=C.DEFAULT_MAX_DEPTH, ge=0, le=256)
     # Whole-request budget across every candidate and retry (seconds); create(timeout=)
     # overrides it per request. Unset: timeout.total.
-    deadline: float | None = Field(default=None, gt=0)
+    deadline: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     # While later candidates remain, one candidate may wait at most this share of the
     # remaining budget for its first byte, so a hung server leaves time for the fallback.
     first_byte_share: float = Field(default=C.DEFAULT_FIRST_BYTE_SHARE, gt=0, le=1)

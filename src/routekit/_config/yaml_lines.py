@@ -9,6 +9,7 @@ It must never construct arbitrary Python objects: only the safe loader is used.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Hashable, NamedTuple, Sequence
 
 import yaml
@@ -28,7 +29,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
     _C_PARSER = False
 
-__all__ = ["Duplicate", "YamlDocument", "YamlProblem", "parse_yaml"]
+__all__ = ["Duplicate", "YamlDocument", "YamlProblem", "dotted_path", "parse_yaml"]
 
 RawPath = Sequence[Hashable]
 
@@ -38,6 +39,16 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 class _Loader(_SafeBase):
     """The safe loader, and nothing else: no Python object tags can be constructed."""
+
+
+# YAML 1.1 (PyYAML) reads ``1e3`` and ``1.0e308`` as text: its floats need a dot and a signed
+# exponent. Configs are validated strictly (text is not a number), so unquoted scalars in
+# YAML 1.2's exponent form are numbers here too, as their writer meant. Quoted, they stay text.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 class YamlProblem(Exception):
@@ -154,6 +165,15 @@ class _KeyReader:
             except (yaml.YAMLError, ValueError, TypeError):
                 return str(node.value)
         return object()  # a list or mapping as a key: construction reports it, never equal
+
+
+def dotted_path(path: RawPath) -> str:
+    """A raw path as ``model_list[0].litellm_params.model`` (for files that are not routekit
+    configs; the loader writes its own schema-aware paths)."""
+    out = ""
+    for seg in path:
+        out += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if out else str(seg))
+    return out
 
 
 def parse_yaml(text: str) -> YamlDocument:
