@@ -115,6 +115,8 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 
 # Anything else would be accepted and dropped, so the loader refuses it.
 LLAMA_OPENAI_SAMPLING: frozenset[str] = frozenset(
     {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"})
-LLAMA_OWN_SAMPLING: frozenset[str] = frozenset({"top_k", "min_p", "typical_p", "repeat_penalty"})
+LLAMA_OWN_SAMPLING: frozenset[str] = frozenset(
+    {"top_k", "min_p", "typical_p", "repeat_penalty", "mirostat_mode", "mirostat_tau",
+     "mirostat_eta", "grammar"})
 IN_PROCESS_DEFAULT_KEYS: frozenset[str] = (
     LLAMA_OPENAI_SAMPLING | LLAMA_OWN_SAMPLING | {"max_tokens", "max_completion_tokens"})

@@ -173,7 +173,13 @@ class RequestState:
     def chat_request(self, entry: ModelEntry) -> ChatRequest:
         params = self.params
         if entry.defaults:
-            merged: Any = {**entry.defaults, **params}
+            defaults = entry.defaults
+            if ("max_tokens" in params or "max_completion_tokens" in params) and (
+                    "max_tokens" in defaults or "max_completion_tokens" in defaults):
+                # One cap, two names: the caller's (either name) replaces the model's.
+                defaults = {k: v for k, v in defaults.items()
+                            if k not in ("max_tokens", "max_completion_tokens")}
+            merged: Any = {**defaults, **params}
             params = merged
         return ChatRequest(entry.name, entry.model_id, self.messages, params, self.extra_body,
                            self.extra_headers, self.extra_query, self.prompt)

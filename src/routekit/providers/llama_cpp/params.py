@@ -4,14 +4,20 @@ Owns the mapping and its refusals, nothing else (no loading, no decoding, no lla
 import). Passed on: ``temperature``, ``top_p``, ``stop``, ``seed``, ``presence_penalty``,
 ``frequency_penalty``, ``max_tokens`` / ``max_completion_tokens`` (the latter wins),
 ``response_format`` (``json_object``, and ``json_schema`` as a grammar-constrained
-``json_object``), llama.cpp's own ``top_k``, ``min_p``, ``typical_p`` and
-``repeat_penalty`` (from ``extra_body``, or from a model's ``defaults``), and for text
-completions (``create_completion``) ``echo`` and ``suffix``. Empty stop strings are
-dropped (``_stops``).
+``json_object``), llama.cpp's own ``top_k``, ``min_p``, ``typical_p``, ``repeat_penalty``,
+``mirostat_mode`` / ``_tau`` / ``_eta`` and ``grammar`` (GBNF text, as llama.cpp's server
+takes it) from ``extra_body`` or a model's ``defaults``, and for text completions
+(``create_completion``) ``echo``. ``extra_body`` is read as an HTTP server reads it, part
+of the body: an OpenAI parameter there counts as one (``max_tokens`` caps, ``n=2`` is
+refused), over the same key given as an argument, as openai's client merges it. Empty
+stop strings are dropped (``_stops``); a seed becomes llama.cpp's 32-bit seed without
+landing on its "pick a random seed" value (``_seed``).
 Requests this model cannot honour without changing their meaning — ``n`` > 1, ``tools`` /
 ``functions`` (unless ``tool_choice="none"``), ``logprobs``, ``logit_bias`` (token ids of
 another vocabulary), ``best_of`` > 1, audio output (``audio``, ``modalities`` other than
-text), ``web_search_options`` — raise a plain ``ProviderError`` (neither fatal nor
+text), ``web_search_options``, ``suffix`` (llama-cpp-python 0.3.36 puts token 0 where the
+infill tokens belong), legacy ``logprobs`` (0 included), a ``tool_choice`` that requires a
+tool with no tools given — raise a plain ``ProviderError`` (neither fatal nor
 retryable): the request is fine, another candidate may serve it. Parameters that do not
 change the text (``user``, ``metadata``, ...) and unknown ones are ignored with a debug
 log. ``stream_options`` is not llama's: the providers' streams honour its ``include_usage``
@@ -38,8 +44,8 @@ _PASSED = C.LLAMA_OPENAI_SAMPLING
 # llama.cpp's own sampling knobs: from extra_body (as HTTP requests carry them), or from a
 # model's ``defaults`` (which arrive among the request's params).
 _EXTRA_BODY_PASSED = C.LLAMA_OWN_SAMPLING
-# Text completions only (create_completion takes them; chat has no such arguments).
-_TEXT_PASSED = frozenset({"echo", "suffix"})
+# Text completions only (create_completion takes it; chat has no such argument).
+_TEXT_PASSED = frozenset({"echo"})
 # Accepted and dropped: they do not change the generated text.
 _IGNORED = frozenset(
     {
@@ -56,16 +62,26 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
     unsupported: list[str] = []
     tools = False
     tool_choice: Any = None
-    for key, value in request.params.items():
+    text = request.prompt is not None
+    params: Mapping[str, Any] = request.params
+    if request.extra_body:
+        params = {**params, **request.extra_body}
+    for key, value in params.items():
         if value is None:
             continue
         if key == "stop":
             stops = _stops(value)
             if stops:
                 out["stop"] = stops
-        elif key in _PASSED or key in _EXTRA_BODY_PASSED or (
-                key in _TEXT_PASSED and request.prompt is not None):
+        elif key == "seed":
+            out["seed"] = _seed(value)
+        elif key == "grammar":
+            out["grammar"] = _grammar(value, slot)
+        elif key in _PASSED or key in _EXTRA_BODY_PASSED or (key in _TEXT_PASSED and text):
             out[key] = value
+        elif key == "suffix" and text:
+            unsupported.append("suffix (llama-cpp-python 0.3.36 has no working infill: it "
+                               "puts token 0 where the model's infill tokens belong)")
         elif key == "best_of":
             if value != 1:
                 unsupported.append(f"best_of={value} (one candidate per request)")
@@ -87,7 +103,8 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
         elif key in ("tool_choice", "function_call"):
             tool_choice = value
         elif key in ("logprobs", "top_logprobs"):
-            if value:
+            # A text completion's logprobs=0 still asks for the sampled tokens' logprobs.
+            if value or (text and key == "logprobs" and value is not False):
                 unsupported.append(f"{key} (the model is loaded without logits_all)")
         elif key == "logit_bias":
             if value:
@@ -106,12 +123,8 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
             log.debug("ignoring unknown parameter %r for in-process model %r", key, slot.name)
     if tools and tool_choice != "none":
         unsupported.append("tools / function calling")
-    if request.extra_body:
-        for key, value in request.extra_body.items():
-            if key in _EXTRA_BODY_PASSED and value is not None:
-                out[key] = value
-            else:
-                log.debug("ignoring extra_body[%r] for in-process model %r", key, slot.name)
+    elif not tools and tool_choice not in (None, "none", "auto"):
+        unsupported.append(f"tool_choice {tool_choice!r} without tools (nothing to call)")
     if unsupported:
         raise ProviderError(
             f"in-process model {slot.name!r} does not support {', '.join(unsupported)}",
@@ -128,6 +141,35 @@ def include_usage(request: ChatRequest) -> bool:
     flag = (options.get("include_usage") if isinstance(options, Mapping)
             else getattr(options, "include_usage", None))
     return bool(flag)
+
+
+# llama.cpp's LLAMA_DEFAULT_SEED: a sampler given it picks a random seed.
+_RANDOM_SEED = 0xFFFFFFFF
+
+
+def _seed(value: Any) -> int:
+    """An OpenAI seed (any int: -1 is a valid one) as llama.cpp's 32-bit seed. Seeds that
+    fit are kept as they are; others are folded, so -1 and 2**32 + 7 are seeds of their own
+    rather than "random" and 7; the one value llama.cpp reads as "random" moves by one."""
+    seed = int(value)
+    if not 0 <= seed < 2**32:
+        x = seed & 0xFFFFFFFFFFFFFFFF
+        seed = (x ^ (x >> 32)) & 0xFFFFFFFF
+    return seed - 1 if seed == _RANDOM_SEED else seed
+
+
+def _grammar(value: Any, slot: ModelSlot) -> Any:
+    """A GBNF grammar (text, as llama.cpp's server takes it) as llama-cpp-python's
+    ``LlamaGrammar``; refused with the parser's reason when it does not parse."""
+    if not isinstance(value, str):
+        return value  # already a LlamaGrammar (a caller in-process)
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_string(value, verbose=False)
+    except Exception as exc:
+        raise ProviderError(f"in-process model {slot.name!r}: grammar does not parse: {exc}",
+                            provider=slot.provider, model=slot.name) from None
 
 
 def _stops(value: Any) -> list[str]:

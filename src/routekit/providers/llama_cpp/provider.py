@@ -339,6 +339,9 @@ class LlamaCppProvider(InProcessProvider):
         t_end = clock.t_end
         llm = load(slot, progress=None, translate_config=True)
         text = request.prompt is not None
+        # llama-cpp-python's text stream drops echo (its non-stream answer has it): the
+        # prompt goes out with the first chunk.
+        echo = request.prompt if text and kwargs.get("echo") else None
         model = request.model
         sent: list[str] = []  # text already yielded, for StreamInterrupted.partial
         emitted = False
@@ -377,8 +380,11 @@ class LlamaCppProvider(InProcessProvider):
                         + ("provider closed" if slot.closing else "cancelled"),
                         provider=slot.provider, model=slot.name, partial="".join(sent),
                     )
-                chunk = text_from_llama(raw, model) if text else from_llama(raw, model)
                 choices = raw["choices"]
+                if echo is not None and choices:
+                    choices[0]["text"] = echo + (choices[0].get("text") or "")
+                    echo = None
+                chunk = text_from_llama(raw, model) if text else from_llama(raw, model)
                 if choices:
                     content = (choices[0].get("text") if text
                                else choices[0]["delta"].get("content"))
