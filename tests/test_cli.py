@@ -390,6 +390,9 @@ def test_health_ok_and_refused(tmp_path: Path) -> None:
     assert p["breaker"]["state"] == "open"  # a failing probe opens the breaker
     out = routekit("health", "--config", str(refused), code=1).stdout
     assert "no" in out and "open" in out
+    for bad in ("0", "-1", "nan", "inf", "soon"):  # a usage error, not a failed probe
+        err = routekit("health", "--config", str(refused), "--timeout", bad, code=2).stderr
+        assert "--timeout" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------- the command itself

@@ -36,6 +36,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A probe timeout: a finite number of seconds above 0 (0, -1, nan and inf would fail
+    every probe or never end one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (0 < value <= 3600):  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, "
+                                         f"got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="routekit", description="Route LLM requests through "
                                 "fallback chains that end inside your own process.")
@@ -63,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("health", help="probe every provider of a config")
     h.add_argument("--config")
-    h.add_argument("--timeout", type=float, default=1.0)
+    h.add_argument("--timeout", type=_seconds, default=1.0,
+                   help="seconds each probe may take (1)")
     h.add_argument("--json", action="store_true")
     from ._cli_bench import add_bench_parser
     from ._cli_simulate import add_simulate_parser
