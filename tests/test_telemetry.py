@@ -244,6 +244,8 @@ def test_interrupted_stream_counts_its_error_and_no_failover(mode: str) -> None:
     assert rig.value("routekit_failovers_total", entry_model="m0", model="m0",
                      error_type="ConnectionFailed") is None
     assert len(rig.fakes["p1"].calls) == 0
+    # Its first chunk reached the caller: that time to first byte is on record too.
+    assert rig.value("routekit_time_to_first_byte_seconds_count", entry_model="m0") == 1
     [req] = rig.request_spans()
     assert req.status.status_code is StatusCode.ERROR
     assert req.attributes is not None and req.attributes["error.type"] == "StreamInterrupted"

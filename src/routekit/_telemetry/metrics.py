@@ -198,11 +198,13 @@ class Metrics:
             child = self._duration[dkey] = fam.duration.labels(*dkey)
         child.observe(req.clock.now() - req.started)
 
-        if answered is not None and answered.ttfb_ms is not None:
+        # The first chunk reached the caller: the answer's, or a stream's that broke later.
+        first = answered if answered is not None else last_called
+        if first is not None and first.ttfb_ms is not None:
             child = self._ttfb.get(entry)
             if child is None:
                 child = self._ttfb[entry] = fam.ttfb.labels(entry)
-            child.observe((answered.started_ms + answered.ttfb_ms) / 1000.0)
+            child.observe((first.started_ms + first.ttfb_ms) / 1000.0)
 
         # Usage belongs to the model that produced it: the answer's, or the last one called
         # (a stream that reported usage and then broke).
