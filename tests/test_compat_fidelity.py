@@ -199,7 +199,7 @@ def test_text_assembly_keeps_logprobs_and_extras() -> None:
 # --- results and the client surface ----------------------------------------------------------
 
 
-def _fake(mode: str, default: Any = "one two three") -> Any:
+def _fake(mode: str, default: Any = "one two three — été") -> Any:
     cls = Router if mode == "sync" else AsyncRouter
     provider = FakeProvider("a", default=default)
     return cls({"providers": {"a": {"kind": "ollama"}}, "models": {"m": {"provider": "a"}}},
@@ -272,17 +272,21 @@ def test_streaming_response_reads_a_stream_as_server_sent_events() -> None:
         lines = list(response.iter_lines())
         assert response.read().startswith(b"data: {")  # what was read is kept
     assert lines[-2:] == ["data: [DONE]", ""] and lines[1] == ""
+    with surface.create(model="m", messages=MSG, stream=True) as response:
+        # Two-byte pieces cut the answer's non-ASCII characters; the text comes out whole.
+        assert "".join(response.iter_text(2)) == response.read().decode()
+        assert "été" in response.read().decode()
     events = [ChatCompletionChunk.model_validate_json(line[6:]) for line in lines
               if line.startswith("data: {")]
     assert "".join(e.choices[0].delta.content or "" for e in events if e.choices) == \
-        "one two three"
+        "one two three — été"
     with surface.create(model="m", messages=MSG) as response:
         body = response.json()
         assert response.text() == response.read().decode()
         assert b"".join(response.iter_bytes(7)) == response.read()
         assert response.parse(to=dict) == body and isinstance(response.parse(to=str), str)
         assert isinstance(response.parse(to=ChatCompletion), ChatCompletion)
-    assert body["choices"][0]["message"]["content"] == "one two three"
+    assert body["choices"][0]["message"]["content"] == "one two three — été"
 
 
 def test_async_streaming_response_reads_and_iterates() -> None:
@@ -298,7 +302,7 @@ def test_async_streaming_response_reads_and_iterates() -> None:
 
     lines, body, text = asyncio.run(go())
     assert lines[-2:] == ["data: [DONE]", ""]
-    assert body["choices"][0]["message"]["content"] == "one two three"
+    assert body["choices"][0]["message"]["content"] == "one two three — été"
     assert text.startswith("{")
 
 

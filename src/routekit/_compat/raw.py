@@ -53,6 +53,12 @@ def _sse(chunk: Any) -> bytes:
 _DONE = b"data: [DONE]\n\n"
 
 
+def _utf8() -> Any:
+    import codecs
+
+    return codecs.getincrementaldecoder("utf-8")("replace")
+
+
 def _rechunk(pieces: Iterator[bytes], size: int | None) -> Iterator[bytes]:
     if not size:
         yield from pieces
@@ -266,8 +272,11 @@ class StreamingResponse(_ResponseBase):
         yield from _rechunk(self._pieces(), chunk_size)
 
     def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        decoder = _utf8()  # a character split between two byte chunks comes out whole
         for piece in self.iter_bytes(chunk_size):
-            yield piece.decode("utf-8", "replace")
+            text = decoder.decode(piece)
+            if text:
+                yield text
 
     def iter_lines(self) -> Iterator[str]:
         """The body line by line, without line ends (a stream's events and their blank
@@ -350,8 +359,11 @@ class AsyncStreamingResponse(_ResponseBase):
             yield buf
 
     async def iter_text(self, chunk_size: int | None = None) -> AsyncIterator[str]:
+        decoder = _utf8()
         async for piece in self.iter_bytes(chunk_size):
-            yield piece.decode("utf-8", "replace")
+            text = decoder.decode(piece)
+            if text:
+                yield text
 
     async def iter_lines(self) -> AsyncIterator[str]:
         buf = ""
