@@ -721,3 +721,31 @@ def test_close_does_not_wait_for_a_hung_probe_and_ignores_what_it_finds() -> Non
         threading.Event().wait(2.5)  # the probe times out after close
         assert took < 1.5  # not the probe's 2 s
         assert breaker.state == "closed"  # its failure did not move a closed router's breaker
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_turn_that_opens_a_breaker_stops_retrying_and_opens_it_once(stream: bool) -> None:
+    # A retry on a candidate whose breaker the same request had just opened used to call
+    # the failing server again and, failing, trip it again: 10 s open instead of 5.
+    cfg = config(2, routing={"breaker": {"failure_threshold": 1},
+                             "retry": {"max_attempts": 3, "jitter": 0, "backoff_initial": 0.01}})
+    rig = Rig(cfg, p0=[err503()] * 5)
+    reply = rig.stream_text()[1] if stream else rig.ask().route
+    assert [(a.model, a.outcome, a.tries) for a in reply.attempts] == \
+        [("m0", "error", 1), ("m1", "ok", 1)]
+    snap = rig.router._state.board.models["m0"].snapshot(rig.clock.now())
+    assert snap.state == "open" and snap.trips == 1 and snap.reopens_in == 5.0
+
+
+def test_the_last_candidate_keeps_its_tries_but_opens_its_breaker_once() -> None:
+    cfg = config(1, routing={"breaker": {"failure_threshold": 1},
+                             "retry": {"last_candidate_attempts": 3, "jitter": 0,
+                                       "backoff_initial": 0.01}})
+    rig = Rig(cfg, p0=[err503()] * 3)
+    from routekit import AllCandidatesFailed
+
+    with pytest.raises(AllCandidatesFailed):
+        rig.ask()
+    assert rig.calls("p0") == 3  # nothing follows it: its tries are worth making
+    snap = rig.router._state.board.models["m0"].snapshot(rig.clock.now())
+    assert snap.trips == 1 and snap.reopens_in is not None and snap.reopens_in <= 5.0

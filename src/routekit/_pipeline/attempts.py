@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ProviderError
 from .endpoints import acomplete_call, complete_call
-from .request import worth_retrying
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
@@ -101,12 +100,13 @@ def _call_sync(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> ChatComp
     try:
         return once()  # most calls succeed: no tenacity machinery on the fast path
     except ProviderError as exc:
-        if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
+        if not req.worth_another_try(exc):
             raise
         first = exc
     from .retry import policy_for  # tenacity, on the first retry only
 
-    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
+    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock,
+                        worth=req.worth_another_try)
     return policy.run(first, once)
 
 
@@ -131,10 +131,11 @@ async def _call_async(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> C
     try:
         return await once()
     except ProviderError as exc:
-        if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
+        if not req.worth_another_try(exc):
             raise
         first = exc
     from .retry import policy_for  # tenacity, on the first retry only
 
-    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
+    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock,
+                        worth=req.worth_another_try)
     return await policy.arun(first, once)

@@ -80,7 +80,7 @@ class RequestState:
         "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
         "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
         "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
-        "wall_start_ns", "retry", "prompt", "last_error", "permits",
+        "wall_start_ns", "retry", "prompt", "last_error", "permits", "tripped",
     )
 
     def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
@@ -109,6 +109,7 @@ class RequestState:
         self.attempts: list[Attempt] = []
         self.last_error: ProviderError | None = None  # the last failed attempt's error
         self.permits = 0  # half-open permits held for the candidate: 1 provider, 2 model
+        self.tripped = False  # this candidate's turn opened one of its breakers
         self.partial: list[str] = []  # text a committed stream has delivered so far
         self.candidate: ModelEntry | None = None
         self.last = False  # is the current candidate the last one of the plan?
@@ -247,6 +248,7 @@ class RequestState:
             self.candidate = entry
             self.last = name == last_name
             self.tries = 0
+            self.tripped = False
             self.first_byte_at = None
             self.attempt_started = self.clock.now()
             yield entry
@@ -302,6 +304,10 @@ class RequestState:
         if scope is None:
             self.release_permits(entry)
             return
+        if self.tripped:
+            # A retry of this turn failed after the turn's own failure opened the breaker:
+            # one request opens a breaker once (its open time doubles only across requests).
+            return
         refused = isinstance(exc, ConnectionFailed) and exc.refused
         self.router.board.record_failure(
             entry.name, entry.provider_name, scope, self.clock.now(),
@@ -310,6 +316,17 @@ class RequestState:
         held, self.permits = self.permits, 0  # the failure reopened what it tried
         if scope == "model" and held & 1:
             entry.provider_breaker.release()  # the server answered; only the model failed
+        if entry.provider_breaker.state == "open" or entry.model_breaker.state == "open":
+            self.tripped = True
+
+    def worth_another_try(self, exc: BaseException) -> bool:
+        """Call the same candidate again? ``worth_retrying``, and not once this turn's own
+        failure opened its breaker while another candidate remains: the breaker says move
+        on (retrying anyway cost a call to a failing server and, failing, doubled the
+        breaker's open time)."""
+        if self.tripped and not self.last:
+            return False
+        return worth_retrying(exc, self.retry.retry_after_cap, self.last)
 
     def succeeded_call(self, entry: ModelEntry) -> None:
         self.permits = 0  # the success closes what it tried

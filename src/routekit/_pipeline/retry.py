@@ -11,9 +11,10 @@ The policy for one candidate, as tenacity objects (``policy_for``)::
 
 * ``retry_if_worth_it`` retries what may pass on a second try (connection reset, 408, 409,
   429, 5xx, timeouts, busy) only when that is cheaper than moving on: never a refused
-  connection (nothing listens), never a ``Retry-After`` longer than ``retry_after_cap``, and a
+  connection (nothing listens), never a ``Retry-After`` longer than ``retry_after_cap``, a
   timeout or a full bulkhead only on the last candidate (while another candidate remains, it
-  gets the time instead).
+  gets the time instead), and not once the request's own failure opened the candidate's
+  breaker while another candidate remains (``RequestState.worth_another_try``).
 * ``wait_retry_after`` waits what the server asked for; otherwise exponential backoff from
   ``backoff_initial`` (the first retry waits ``backoff_initial``, the next twice that, ...)
   plus up to ``jitter`` seconds at random.
@@ -69,13 +70,22 @@ def _exception(state: tenacity.RetryCallState) -> BaseException | None:
 
 
 class retry_if_worth_it(retry_base):  # noqa: N801 - tenacity's naming, composed with its own
-    def __init__(self, retry_after_cap: float, last: bool) -> None:
+    """``worth(exc)``: the request's own judgement (``RequestState.worth_another_try``), or
+    ``worth_retrying`` with ``retry_after_cap`` and ``last``."""
+
+    def __init__(self, retry_after_cap: float, last: bool,
+                 worth: Callable[[BaseException], bool] | None = None) -> None:
         self.retry_after_cap = retry_after_cap
         self.last = last
+        self.worth = worth
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         exc = _exception(retry_state)
-        return exc is not None and worth_retrying(exc, self.retry_after_cap, self.last)
+        if exc is None:
+            return False
+        if self.worth is not None:
+            return self.worth(exc)
+        return worth_retrying(exc, self.retry_after_cap, self.last)
 
 
 class wait_retry_after(wait_base):  # noqa: N801
@@ -158,15 +168,17 @@ class Policy:
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
 
-def policy_for(config: RetryConfig, *, last: bool, deadline_at: float, clock: Clock) -> Policy:
-    """The retry policy for one candidate: more tries on the last one (nothing follows it)."""
+def policy_for(config: RetryConfig, *, last: bool, deadline_at: float, clock: Clock,
+               worth: Callable[[BaseException], bool] | None = None) -> Policy:
+    """The retry policy for one candidate: more tries on the last one (nothing follows it).
+    ``worth``: the request's retry predicate, when it knows more than the error."""
     tries = config.last_candidate_attempts if last else config.max_attempts
     backoff = wait_exponential(multiplier=config.backoff_initial, min=0,
                                max=config.backoff_max, exp_base=2)
     wait = _memo(wait_retry_after(backoff + wait_random(0, config.jitter)))
     return Policy(
         retry=retry_if_exception_type(ProviderError)
-        & retry_if_worth_it(config.retry_after_cap, last),
+        & retry_if_worth_it(config.retry_after_cap, last, worth),
         stop=stop_after_attempt(tries) | stop_before_deadline(deadline_at, wait, clock),
         wait=wait,
         clock=clock,

@@ -23,7 +23,6 @@ from typing import (
 from .._compat.errors import to_openai
 from .._exceptions import ProviderError, RouteKitError, StreamInterrupted
 from .endpoints import astream_call, chunk_reader, stream_call
-from .request import worth_retrying
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -181,12 +180,13 @@ def _open_sync(req: RequestState, entry: ModelEntry
     try:
         return once()
     except ProviderError as exc:
-        if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
+        if not req.worth_another_try(exc):
             raise
         first = exc
     from .retry import policy_for  # tenacity, on the first retry only
 
-    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
+    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock,
+                        worth=req.worth_another_try)
     return policy.run(first, once)
 
 
@@ -387,12 +387,13 @@ async def _aopen(req: RequestState, entry: ModelEntry
     try:
         return await once()
     except ProviderError as exc:
-        if not worth_retrying(exc, retry_cfg.retry_after_cap, req.last):
+        if not req.worth_another_try(exc):
             raise
         first = exc
     from .retry import policy_for  # tenacity, on the first retry only
 
-    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock)
+    policy = policy_for(retry_cfg, last=req.last, deadline_at=req.deadline_at, clock=req.clock,
+                        worth=req.worth_another_try)
     return await policy.arun(first, once)
 
 
