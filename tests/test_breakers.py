@@ -513,9 +513,12 @@ def test_a_cancelled_probe_gives_its_permit_back() -> None:
 
     from routekit import AsyncRouter
 
+    from routekit._clock import SYSTEM_CLOCK
+
     clock = FakeClock()
+    # The probe's delay is real time (a FakeProvider without clock= would take the router's).
     p0 = FakeProvider("p0", replies=[ConnectionFailed("refused", refused=True),
-                                     FakeReply(delay=0.5)])
+                                     FakeReply(delay=0.5)], clock=SYSTEM_CLOCK)
     p1 = FakeProvider("p1")
 
     async def go() -> Any:

@@ -226,7 +226,9 @@ class StreamInterrupted(ProviderError):
 
 
 class StatusError(ProviderError):
-    """The provider answered with an HTTP error status."""
+    """The provider answered with an HTTP error status. Retryable as its status is (408,
+    409, 429, 5xx), whichever class carries it: HTTP providers raise the subclass for it,
+    a test script may raise this one."""
 
     def __init__(
         self,
@@ -240,6 +242,9 @@ class StatusError(ProviderError):
         super().__init__(message, provider=provider, model=model)
         self.status_code = status_code
         self.body = body
+        if type(self) is StatusError and (status_code in (408, 409, 429)
+                                          or status_code >= 500):
+            self.retryable = True
 
 
 class BadRequest(StatusError):

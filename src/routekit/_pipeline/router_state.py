@@ -112,7 +112,13 @@ class RouterState:
         used = {m.provider for m in cfg.models.values()}
         for name in sorted(used):
             if name in given:
-                self.providers[name] = given[name]
+                provider = given[name]
+                # A test double built without a clock takes the router's (FakeProvider):
+                # its delays then run on the FakeClock the router was given.
+                adopt = getattr(provider, "adopt_clock", None)
+                if adopt is not None:
+                    adopt(self.clock)
+                self.providers[name] = provider
                 continue
             pcfg = cfg.providers[name]
             if pcfg.in_process:

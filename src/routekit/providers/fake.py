@@ -46,8 +46,10 @@ class FakeReply:
     """One scripted answer.
 
     ``delay``: seconds before the first byte (on the clock). ``error``: raised instead of
-    answering (after ``delay``), or, for streams with ``fail_after`` set, after that many
-    text chunks. ``chunk_delay``: seconds between stream chunks.
+    answering (after ``delay``), or, for streams with ``fail_after`` set (which needs it),
+    after that many text chunks. ``chunk_delay``: seconds between stream chunks; past the
+    ``read`` or ``total`` of the deadline the provider was handed, the stream is cut there
+    with ``RequestTimeout``, as a real server's stall is.
     """
 
     text: str = "ok"
@@ -57,6 +59,11 @@ class FakeReply:
     chunk_delay: float = 0.0
     finish_reason: str = "stop"
     role_chunk: bool = True  # streams start with a role-only chunk, as OpenAI's do
+
+    def __post_init__(self) -> None:
+        if self.fail_after is not None and self.error is None:
+            raise ValueError("FakeReply(fail_after=...) needs error=: the error the stream "
+                             "breaks with after that many text chunks")
 
 
 Reply = Union[str, ProviderError, FakeReply, Callable[[ChatRequest], Any]]
@@ -74,7 +81,8 @@ _ids = itertools.count(1)
 
 
 class FakeProvider:
-    """A provider that plays ``replies`` in order, then ``default`` forever."""
+    """A provider that plays ``replies`` in order, then ``default`` forever. Without
+    ``clock=`` it takes the clock of the router it is given to (``adopt_clock``)."""
 
     def __init__(self, name: str = "fake", kind: str = "ollama", *,
                  replies: Iterable[Reply] = (), default: Reply = "ok",
@@ -93,12 +101,21 @@ class FakeProvider:
 
     # -- script -------------------------------------------------------------------------
 
+    def adopt_clock(self, clock: Clock) -> None:
+        """Run on ``clock`` unless built with a clock of its own (a router calls this)."""
+        with self._lock:
+            if self._clock is None:
+                self._clock = clock
+
+    def _now(self) -> float:
+        return self._clock.now() if self._clock is not None else time.monotonic()
+
     def push(self, *replies: Reply) -> None:
         with self._lock:
             self._replies.extend(replies)
 
     def _next(self, request: ChatRequest, deadline: Deadline, stream: bool) -> FakeReply:
-        now = self._clock.now() if self._clock is not None else time.monotonic()
+        now = self._now()
         with self._lock:
             if self.closed:
                 raise ProviderError(f"fake provider {self.name!r} is closed",
@@ -136,6 +153,23 @@ class FakeProvider:
         fb = deadline.first_byte
         return deadline.total if fb is None or fb > deadline.total else fb
 
+    def _stall(self, request: ChatRequest, deadline: Deadline, end: float, gap: float
+               ) -> tuple[float, RequestTimeout] | None:
+        """A gap of ``gap`` seconds before the next chunk: None when the deadline allows it,
+        else (how long until it cuts the stream, the error), as a real server's stall ends:
+        at ``read`` of silence, or at the attempt's ``total``."""
+        left = end - self._now()
+        if gap > deadline.read and deadline.read <= left:
+            return deadline.read, RequestTimeout(
+                f"fake provider {self.name!r}: no chunk within {deadline.read:g} s (read)",
+                provider=self.name, model=request.model)
+        if gap > left:
+            return max(0.0, left), RequestTimeout(
+                f"fake provider {self.name!r}: the attempt's deadline "
+                f"({deadline.total:g} s) passed while streaming",
+                provider=self.name, model=request.model)
+        return None
+
     def _timeout(self, request: ChatRequest, what: str, limit: float) -> RequestTimeout:
         return RequestTimeout(f"fake provider {self.name!r}: {what} within {limit:g} s",
                               provider=self.name, model=request.model)
@@ -159,6 +193,7 @@ class FakeProvider:
 
     def _stream(self, request: ChatRequest, deadline: Deadline, reply: FakeReply
                 ) -> Iterator[ChatCompletionChunk]:
+        end = self._now() + deadline.total
         limit = self._first_byte_limit(deadline)
         if reply.delay > limit:
             self._wait(limit)
@@ -168,6 +203,10 @@ class FakeProvider:
             raise reply.error
         for i, chunk in enumerate(_chunks(request, reply)):
             if i and reply.chunk_delay:
+                cut = self._stall(request, deadline, end, reply.chunk_delay)
+                if cut is not None:
+                    self._wait(cut[0])
+                    raise cut[1]
                 self._wait(reply.chunk_delay)
             yield chunk
 
@@ -189,6 +228,7 @@ class FakeProvider:
 
     async def _astream(self, request: ChatRequest, deadline: Deadline, reply: FakeReply
                        ) -> AsyncIterator[ChatCompletionChunk]:
+        end = self._now() + deadline.total
         limit = self._first_byte_limit(deadline)
         if reply.delay > limit:
             await self._await(limit)
@@ -198,6 +238,10 @@ class FakeProvider:
             raise reply.error
         for i, chunk in enumerate(_chunks(request, reply)):
             if i and reply.chunk_delay:
+                cut = self._stall(request, deadline, end, reply.chunk_delay)
+                if cut is not None:
+                    await self._await(cut[0])
+                    raise cut[1]
                 await self._await(reply.chunk_delay)
             yield chunk
 
@@ -279,12 +323,20 @@ def _chunks(request: ChatRequest, reply: FakeReply) -> Iterator[ChatCompletionCh
     words = reply.text.split(" ")
     for i, word in enumerate(words):
         if reply.fail_after is not None and i >= reply.fail_after:
-            assert reply.error is not None
-            raise reply.error
+            raise reply.error  # type: ignore[misc]  # FakeReply checks it is set
         yield chunk({"content": word if i == 0 else " " + word}, None)
     if reply.fail_after is not None and reply.error is not None:
         raise reply.error
     yield chunk({}, reply.finish_reason)
+    options = request.params.get("stream_options")
+    wants = (options.get("include_usage") if isinstance(options, dict)
+             else getattr(options, "include_usage", None))
+    if wants:  # the last chunk carries the usage and no choice, as OpenAI's does
+        yield ChatCompletionChunk.model_validate({
+            "id": cid, "object": "chat.completion.chunk", "created": created,
+            "model": request.model_id, "choices": [],
+            "usage": _usage(request, reply.text),
+        })
 
 
 def _as_text(completion: ChatCompletion) -> Completion:
@@ -310,4 +362,6 @@ def _as_text_chunk(chunk: ChatCompletionChunk) -> Completion:
                      "logprobs": None, "finish_reason": c.finish_reason or None}
                     for c in chunk.choices],
     }
+    if chunk.usage is not None:
+        fields["usage"] = chunk.usage
     return Completion.construct(**fields)
