@@ -107,3 +107,22 @@ def test_the_callers_cap_replaces_a_models_default_cap_under_either_name(
         assert sent.get("temperature") == 0.3  # the other defaults stay
         router.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         assert fake.calls[-1].request.params.get("max_completion_tokens") == 12
+
+
+def test_requests_a_model_cannot_do_never_open_its_breaker(tiny_path: Path) -> None:
+    cfg = {"providers": {"local": {"kind": "llama_cpp"}},
+           "models": {"m": {"provider": "local", "path": str(tiny_path), "chat_format": "chatml",
+                            "n_ctx": 256, "n_threads": 1}},
+           "routing": {"breaker": {"failure_threshold": 2},
+                       "retry": {"last_candidate_attempts": 1}}}
+    from routekit import AllCandidatesFailed
+
+    with Router(cfg, health_probes=False) as router:
+        for _ in range(4):
+            with pytest.raises(AllCandidatesFailed, match="UnsupportedRequest"):
+                router.chat.completions.create(model="m", n=2, max_tokens=2, messages=[
+                    {"role": "user", "content": "x"}])
+        assert router.health(probe=False)["local"].breaker.state == "closed"
+        reply = router.chat.completions.create(model="m", max_tokens=2, messages=[
+            {"role": "user", "content": "x"}])
+        assert reply.route.answered_by.model == "m"

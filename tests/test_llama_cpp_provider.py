@@ -43,6 +43,7 @@ from routekit._exceptions import (  # noqa: E402
     ProviderError,
     RequestTimeout,
     StreamInterrupted,
+    UnsupportedRequest,
 )
 from routekit.providers.llama_cpp.model_files import (  # noqa: E402
     check_gguf_file,
@@ -854,7 +855,8 @@ def test_unsupported_parameters_move_on(make_tiny: Callable[..., LlamaCppProvide
     with pytest.raises(ProviderError) as info:
         provider.complete(_request(**params), LONG)
     err = info.value
-    assert type(err) is ProviderError and not err.fatal and not err.retryable
+    assert type(err) is UnsupportedRequest and not err.fatal and not err.retryable
+    assert err.breaker_scope is None  # the model is fine: no breaker hears of it
     assert "does not support" in str(err)
     assert not provider.is_loaded("m")  # rejected before touching the model
 

@@ -35,6 +35,7 @@ from routekit._exceptions import (  # noqa: E402
     ProviderError,
     RequestTimeout,
     StreamInterrupted,
+    UnsupportedRequest,
 )
 from routekit.providers._base import Deadline, Provider  # noqa: E402
 from routekit.providers.llama_cpp import LlamaCppNativeProvider, LlamaCppProvider  # noqa: E402
@@ -562,12 +563,12 @@ def test_async_waits_for_a_busy_model_off_the_loop(make_tiny: Callable[..., Any]
     {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
     {"n": 3},
 ])
-def test_unsupported_requests_are_plain_provider_errors(make_tiny: Callable[..., Any],
-                                                        params: dict[str, Any]) -> None:
+def test_unsupported_requests_are_unsupported_request_errors(make_tiny: Callable[..., Any],
+                                                             params: dict[str, Any]) -> None:
     provider = make_tiny()
     with pytest.raises(ProviderError) as info:
         provider.complete(_request(**params), LONG)
-    assert type(info.value) is ProviderError
+    assert type(info.value) is UnsupportedRequest and info.value.breaker_scope is None
     assert not info.value.fatal and not info.value.retryable
     assert not provider.is_loaded("m")  # refused before touching the model
     assert provider.queue_depth("m") == 0

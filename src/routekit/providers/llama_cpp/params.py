@@ -17,8 +17,8 @@ Requests this model cannot honour without changing their meaning — ``n`` > 1, 
 another vocabulary), ``best_of`` > 1, audio output (``audio``, ``modalities`` other than
 text), ``web_search_options``, ``suffix`` (llama-cpp-python 0.3.36 puts token 0 where the
 infill tokens belong), legacy ``logprobs`` (0 included), a ``tool_choice`` that requires a
-tool with no tools given — raise a plain ``ProviderError`` (neither fatal nor
-retryable): the request is fine, another candidate may serve it. Parameters that do not
+tool with no tools given — raise ``UnsupportedRequest`` (neither fatal nor retryable, and
+no breaker hears of it): the request is fine, another candidate may serve it. Parameters that do not
 change the text (``user``, ``metadata``, ...) and unknown ones are ignored with a debug
 log. ``stream_options`` is not llama's: the providers' streams honour its ``include_usage``
 (``include_usage``) with a last chunk that carries the usage, as OpenAI's do.
@@ -30,7 +30,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ... import _constants as C
-from ..._exceptions import ProviderError
+from ..._exceptions import UnsupportedRequest
 
 if TYPE_CHECKING:
     from .._base import ChatRequest
@@ -126,7 +126,8 @@ def llama_kwargs(request: ChatRequest, slot: ModelSlot) -> dict[str, Any]:
     elif not tools and tool_choice not in (None, "none", "auto"):
         unsupported.append(f"tool_choice {tool_choice!r} without tools (nothing to call)")
     if unsupported:
-        raise ProviderError(
+        # Not a health signal: the model is fine, this request asks what it cannot do.
+        raise UnsupportedRequest(
             f"in-process model {slot.name!r} does not support {', '.join(unsupported)}",
             provider=slot.provider, model=slot.name,
         )
@@ -168,8 +169,9 @@ def _grammar(value: Any, slot: ModelSlot) -> Any:
     try:
         return LlamaGrammar.from_string(value, verbose=False)
     except Exception as exc:
-        raise ProviderError(f"in-process model {slot.name!r}: grammar does not parse: {exc}",
-                            provider=slot.provider, model=slot.name) from None
+        raise UnsupportedRequest(
+            f"in-process model {slot.name!r}: grammar does not parse: {exc}",
+            provider=slot.provider, model=slot.name) from None
 
 
 def _stops(value: Any) -> list[str]:
