@@ -414,6 +414,15 @@ def test_control_characters_in_names_are_refused(name: str) -> None:
     assert all("control characters" in i.message for i in info.value.issues)
 
 
+def test_empty_group_and_tier_names_are_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"providers": {"a": {"kind": "ollama", "correlation_group": ""}},
+                     "models": {"m": {"provider": "a"}},
+                     "fallback_chains": {"m": {"chain": [], "tier": ""}}})
+    paths = sorted(i.path for i in info.value.issues)
+    assert paths == ['fallback_chains["m"].tier', 'providers["a"].correlation_group']
+
+
 @pytest.mark.parametrize("text", [
     "providers:\n  o: {kind: sk-proj-SECRETSECRETSECRET123}\n",
     "providers:\n  o: {kind: ollama}\nmodels:\n  a: {provider: sk-proj-SECRETSECRETSECRET123}\n",

@@ -169,7 +169,7 @@ class ProviderConfig(_Strict):
     availability: float | None = Field(default=None, gt=0, le=1)
     mtbf_hours: float | None = Field(default=None, gt=0, le=MAX_HOURS)
     mttr_hours: float | None = Field(default=None, gt=0, le=MAX_HOURS)
-    correlation_group: str | None = None
+    correlation_group: str | None = Field(default=None, min_length=1)
 
     @field_validator("api_key_env")
     @classmethod
@@ -270,7 +270,7 @@ class ModelConfig(_Strict):
 
 class ChainConfig(_Strict):
     chain: list[str] = Field(default_factory=list)
-    tier: str | None = None
+    tier: str | None = Field(default=None, min_length=1)
 
     @field_validator("chain", mode="before")
     @classmethod
