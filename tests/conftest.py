@@ -124,3 +124,14 @@ def routekit_path() -> str:
     import routekit
 
     return str(Path(routekit.__file__).resolve().parent.parent)
+
+
+async def read_to_the_end(stream: Any) -> BaseException | None:
+    """Iterate an async stream to its end: the exception that ended it, or None. Run as
+    its own task, so another task can close the stream (or its router) meanwhile."""
+    try:
+        async for _ in stream:
+            pass
+    except BaseException as exc:  # noqa: BLE001 - what ended it is the result
+        return exc
+    return None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import http_provider, routekit_path
+from conftest import http_provider, read_to_the_end, routekit_path
 from faultserver import FaultServer
 from procserver import ProcServer
 
@@ -322,15 +322,7 @@ def test_an_async_stream_closed_from_another_task_ends_the_waiting_read() -> Non
                 stream = await router.chat.completions.create(model="m", messages=MSG,
                                                               stream=True)
 
-                async def read() -> BaseException | None:
-                    try:
-                        async for _ in stream:
-                            pass
-                    except BaseException as exc:  # noqa: BLE001 - what ended it is the result
-                        return exc
-                    return None
-
-                reader = asyncio.ensure_future(read())
+                reader = asyncio.ensure_future(read_to_the_end(stream))
                 await asyncio.sleep(0.2)  # the reader waits for a chunk that never comes
                 start = time.monotonic()
                 await stream.aclose()  # a watchdog, in another task
@@ -357,15 +349,7 @@ def test_a_stream_read_while_its_router_closes_says_so() -> None:
             stream = await router.chat.completions.create(model="m", messages=MSG,
                                                           stream=True)
 
-            async def read() -> BaseException | None:
-                try:
-                    async for _ in stream:
-                        pass
-                except BaseException as exc:  # noqa: BLE001 - what ended it is the result
-                    return exc
-                return None
-
-            reader = asyncio.ensure_future(read())
+            reader = asyncio.ensure_future(read_to_the_end(stream))
             await asyncio.sleep(0.2)
             await router.aclose()
             return await asyncio.wait_for(reader, 3.0)

@@ -26,6 +26,7 @@ from routekit import (  # noqa: E402
     RouteKitError, Router, ServerError, StreamInterrupted,
 )
 from routekit.testing import FakeClock, FakeProvider, FakeReply  # noqa: E402
+from conftest import read_to_the_end  # noqa: E402
 
 MSG = [{"role": "user", "content": "hello there"}]
 MODES = ["sync", "async"]
@@ -605,15 +606,7 @@ def test_a_stream_closed_from_another_task_is_counted_as_the_caller_saw_it() -> 
             stream = await router.chat.completions.create(model="m0", messages=MSG,
                                                           stream=True)
 
-            async def read() -> BaseException | None:
-                try:
-                    async for _ in stream:
-                        pass
-                except BaseException as exc:  # noqa: BLE001 - what ended it is the result
-                    return exc
-                return None
-
-            reader = asyncio.ensure_future(read())
+            reader = asyncio.ensure_future(read_to_the_end(stream))
             await asyncio.sleep(0.1)
             await stream.close()
             return await reader

@@ -59,18 +59,35 @@ def _utf8() -> Any:
     return codecs.getincrementaldecoder("utf-8")("replace")
 
 
-def _rechunk(pieces: Iterator[bytes], size: int | None) -> Iterator[bytes]:
-    if not size:
-        yield from pieces
-        return
-    buf = b""
-    for piece in pieces:
-        buf += piece
+class _Cut:
+    """Re-cuts a body's pieces, fed in order: into ``size``-byte chunks (``size`` None:
+    as they come), or into lines without their ends (``lines``), as httpx's iterators do."""
+
+    __slots__ = ("size", "bytes_", "text")
+
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size
+        self.bytes_ = b""
+        self.text = ""
+
+    def chunks(self, piece: bytes) -> list[bytes]:
+        if not self.size:
+            return [piece]
+        buf, size, out = self.bytes_ + piece, self.size, []
         while len(buf) >= size:
-            yield buf[:size]
+            out.append(buf[:size])
             buf = buf[size:]
-    if buf:
-        yield buf
+        self.bytes_ = buf
+        return out
+
+    def lines(self, piece: bytes) -> list[str]:
+        *out, self.text = (self.text + piece.decode("utf-8")).split("\n")
+        return out
+
+    def rest(self) -> list[Any]:
+        """What is left once the body ended: a last short chunk, or a last line."""
+        left = self.bytes_ or self.text
+        return [left] if left else []
 
 
 def _parse_to(response: _ResponseBase, to: Any) -> Any:
@@ -216,12 +233,9 @@ class AsyncRawNamespace:
         return RawResponse(await self._owner.parse(**kwargs), path=self._path)
 
 
-class StreamingResponse(_ResponseBase):
-    """Yielded by ``with_streaming_response.create(...)``'s ``with`` block (openai's
-    ``APIResponse``): ``read()`` / ``text()`` / ``json()`` and ``iter_bytes`` /
-    ``iter_text`` / ``iter_lines``. For a stream the body is the server-sent events an
-    OpenAI-compatible server writes (``data: {chunk}`` ... ``data: [DONE]``), produced as
-    the stream yields; what was read is kept, so a later ``read()`` has all of it."""
+class _ReadOnce(_ResponseBase):
+    """What both streaming responses keep: a stream's body as server-sent events, recorded
+    as it is read (``_event`` / ``_end``), so a later ``read()`` has all of it."""
 
     def __init__(self, result: Any, *, path: str = "/chat/completions") -> None:
         super().__init__(result, path=path)
@@ -229,31 +243,49 @@ class StreamingResponse(_ResponseBase):
         self._seen: list[bytes] = []  # a stream's events read so far
         self._closed = False
 
-    def parse(self, *, to: Any = None) -> Any:
-        return self._result if to is None else _parse_to(self, to)
-
     @property
     def is_closed(self) -> bool:
         return self._closed or not _is_stream(self._result)
 
-    def _pieces(self) -> Iterator[bytes]:
-        """The body, piece by piece: what earlier reads took first (kept), then the rest of
-        the stream as it comes."""
+    def _ready(self) -> bytes | None:
+        """The whole body when no stream is left to read (read already, or not a stream)."""
         if self._body is not None:
-            yield self._body
-            return
-        if not _is_stream(self._result):
-            yield bytes(self.http_response.content)
-            return
-        yield from list(self._seen)
-        for chunk in self._result:
-            piece = _sse(chunk)
-            self._seen.append(piece)
-            yield piece
+            return self._body
+        return None if _is_stream(self._result) else bytes(self.http_response.content)
+
+    def _event(self, chunk: Any) -> bytes:
+        piece = _sse(chunk)
+        self._seen.append(piece)
+        return piece
+
+    def _end(self) -> bytes:
         if self._body is None:
             self._seen.append(_DONE)
             self._body = b"".join(self._seen)
-            yield _DONE
+        return _DONE
+
+
+class StreamingResponse(_ReadOnce):
+    """Yielded by ``with_streaming_response.create(...)``'s ``with`` block (openai's
+    ``APIResponse``): ``read()`` / ``text()`` / ``json()`` and ``iter_bytes`` /
+    ``iter_text`` / ``iter_lines``. For a stream the body is the server-sent events an
+    OpenAI-compatible server writes (``data: {chunk}`` ... ``data: [DONE]``), produced as
+    the stream yields; what was read is kept, so a later ``read()`` has all of it."""
+
+    def parse(self, *, to: Any = None) -> Any:
+        return self._result if to is None else _parse_to(self, to)
+
+    def _pieces(self) -> Iterator[bytes]:
+        """The body, piece by piece: what earlier reads took first (kept), then the rest of
+        the stream as it comes."""
+        ready = self._ready()
+        if ready is not None:
+            yield ready
+            return
+        yield from list(self._seen)
+        for chunk in self._result:
+            yield self._event(chunk)
+        yield self._end()
 
     def read(self) -> bytes:
         if self._body is None:
@@ -269,7 +301,10 @@ class StreamingResponse(_ResponseBase):
         return json.loads(self.read())
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        yield from _rechunk(self._pieces(), chunk_size)
+        cut = _Cut(chunk_size)
+        for piece in self._pieces():
+            yield from cut.chunks(piece)
+        yield from cut.rest()
 
     def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
         decoder = _utf8()  # a character split between two byte chunks comes out whole
@@ -281,13 +316,10 @@ class StreamingResponse(_ResponseBase):
     def iter_lines(self) -> Iterator[str]:
         """The body line by line, without line ends (a stream's events and their blank
         separator lines, as ``httpx`` gives them)."""
-        buf = ""
+        cut = _Cut()
         for piece in self._pieces():
-            buf += piece.decode("utf-8")
-            *lines, buf = buf.split("\n")
-            yield from lines
-        if buf:
-            yield buf
+            yield from cut.lines(piece)
+        yield from cut.rest()
 
     def close(self) -> None:
         self._closed = True
@@ -296,41 +328,24 @@ class StreamingResponse(_ResponseBase):
             close()
 
 
-class AsyncStreamingResponse(_ResponseBase):
+class AsyncStreamingResponse(_ReadOnce):
     """``StreamingResponse`` for async routers (openai's ``AsyncAPIResponse``): ``parse``,
     ``read``, ``text``, ``json`` and ``close`` are awaited; ``iter_*`` are async
     iterators."""
 
-    def __init__(self, result: Any, *, path: str = "/chat/completions") -> None:
-        super().__init__(result, path=path)
-        self._body: bytes | None = None  # the whole body, once read to its end
-        self._seen: list[bytes] = []  # a stream's events read so far
-        self._closed = False
-
     async def parse(self, *, to: Any = None) -> Any:
         return self._result if to is None else _parse_to(self, to)
 
-    @property
-    def is_closed(self) -> bool:
-        return self._closed or not _is_stream(self._result)
-
     async def _pieces(self) -> AsyncIterator[bytes]:
-        if self._body is not None:
-            yield self._body
-            return
-        if not _is_stream(self._result):
-            yield bytes(self.http_response.content)
+        ready = self._ready()
+        if ready is not None:
+            yield ready
             return
         for piece in list(self._seen):
             yield piece
         async for chunk in self._result:
-            piece = _sse(chunk)
-            self._seen.append(piece)
-            yield piece
-        if self._body is None:
-            self._seen.append(_DONE)
-            self._body = b"".join(self._seen)
-            yield _DONE
+            yield self._event(chunk)
+        yield self._end()
 
     async def read(self) -> bytes:
         if self._body is None:
@@ -346,17 +361,12 @@ class AsyncStreamingResponse(_ResponseBase):
         return json.loads(await self.read())
 
     async def iter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
-        buf = b""
+        cut = _Cut(chunk_size)
         async for piece in self._pieces():
-            if not chunk_size:
-                yield piece
-                continue
-            buf += piece
-            while len(buf) >= chunk_size:
-                yield buf[:chunk_size]
-                buf = buf[chunk_size:]
-        if buf:
-            yield buf
+            for chunk in cut.chunks(piece):
+                yield chunk
+        for chunk in cut.rest():
+            yield chunk
 
     async def iter_text(self, chunk_size: int | None = None) -> AsyncIterator[str]:
         decoder = _utf8()
@@ -366,14 +376,12 @@ class AsyncStreamingResponse(_ResponseBase):
                 yield text
 
     async def iter_lines(self) -> AsyncIterator[str]:
-        buf = ""
+        cut = _Cut()
         async for piece in self._pieces():
-            buf += piece.decode("utf-8")
-            *lines, buf = buf.split("\n")
-            for line in lines:
+            for line in cut.lines(piece):
                 yield line
-        if buf:
-            yield buf
+        for line in cut.rest():
+            yield line
 
     async def close(self) -> None:
         self._closed = True
