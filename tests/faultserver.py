@@ -16,6 +16,8 @@ Modes:
   cut           SSE chunks, then the body ends cleanly: no finish_reason, no ``[DONE]``
   cut_reset     SSE chunks, then a TCP reset mid-body
   think         "ok" after ``think_seconds`` of silence (a stream's headers first)
+  slow_probe    "ok" at once for requests; health GETs answer after ``think_seconds`` (a
+                server too busy for its probe endpoint while it serves traffic)
   stall_stream  SSE first chunks, then silence (up to ``hang_seconds``); when the client
                 hangs up meanwhile, ``server.hangups`` (a semaphore) is released
   hang          reads the request, then silence (up to ``hang_seconds``)
@@ -204,6 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
         mode, rest = self.server.owner._route(self.path)
         self.server.owner._record("GET", self.path, mode, None, self.client_address[1])
         try:
+            if mode == "slow_probe":
+                owner = self.server.owner
+                self._wait(min(owner.think_seconds, owner.hang_seconds))
             if mode == "hang":
                 self._wait(self.server.owner.hang_seconds)
                 self.close_connection = True
@@ -245,7 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, mode: str, body: Any, wants_stream: bool) -> None:
         self._answer(mode, body, wants_stream)
         owner = self.server.owner
-        if mode in ("ok", "stream") and owner.served_log is not None:
+        if mode in ("ok", "stream", "slow_probe") and owner.served_log is not None:
             # Which request was answered here (the client's "user" field), logged once the
             # whole answer is written: tests count answers across servers (a request
             # answered by two servers is a bug).
@@ -255,9 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, mode: str, body: Any, wants_stream: bool) -> None:
         owner = self.server.owner
         model = body.get("model", "fault-model") if isinstance(body, dict) else "fault-model"
-        if mode == "ok" and not wants_stream:
+        if mode in ("ok", "slow_probe") and not wants_stream:
             self._send_json(200, owner.completion(model))
-        elif mode in ("ok", "stream"):
+        elif mode in ("ok", "stream", "slow_probe"):
             self._start_sse()
             for chunk in owner.chunks(model, finish=True):
                 self._event(chunk)

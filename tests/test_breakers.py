@@ -36,6 +36,32 @@ def test_consecutive_failures_trip_and_a_success_resets_the_count() -> None:
     assert b.state == "open" and "3 consecutive failures" in b.reason
 
 
+def test_a_failed_probe_opens_only_when_nothing_was_answered_while_it_was_out() -> None:
+    b = Breaker("p", "provider", BreakerConfig(failure_threshold=3), cloud=False)
+    before = b.successes
+    b.on_success(0.0)  # a request through it was answered while the probe was out
+    assert b.probe_failed(1.0, "health probe failed: refused", before) is False
+    assert b.state == "closed" and b.trips == 0 and b.failures == 0
+    # A timed-out probe counts as one failure: three in a row open it ...
+    for k in range(2):
+        assert b.probe_failed(2.0 + k, "health probe failed: read timeout", b.successes,
+                              timed_out=True) is False
+    assert b.state == "closed" and b.failures == 2
+    assert b.probe_failed(4.0, "health probe failed: read timeout", b.successes,
+                          timed_out=True) is True
+    assert b.state == "open" and "3 consecutive failures" in b.reason
+    # ... a wrong answer or a refused connection opens it at once.
+    c = Breaker("p", "provider", BreakerConfig(failure_threshold=3), cloud=False)
+    assert c.probe_failed(2.0, "health probe failed: HTTP 503", c.successes) is True
+    assert c.state == "open" and "health probe failed" in c.reason
+    # Open, nothing answered since: another failing probe, even a timeout, keeps it open
+    # and only ever moves the reopen time later.
+    reopen = c.reopen_at
+    assert c.probe_failed(3.0, "health probe failed: read timeout", c.successes,
+                          timed_out=True) is True
+    assert c.state == "open" and c.reopen_at >= reopen
+
+
 def test_refused_trips_local_kinds_at_once_but_not_cloud() -> None:
     local = Breaker("p", "provider", BreakerConfig(), cloud=False)
     local.on_failure(0.0, "refused", refused=True)

@@ -6,6 +6,7 @@ router builds nothing; keys stay out of third-party logs; odd config paths fail 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import http_provider, read_to_the_end, routekit_path
-from faultserver import FaultServer
+from faultserver import FaultServer, closed_port
 from procserver import ProcServer
 
 from routekit import AllCandidatesFailed, AsyncRouter, ConfigError, Router, load_config
@@ -96,6 +97,72 @@ def test_async_router_probes_a_restarted_provider_back() -> None:
 
     with ProcServer() as first, FaultServer() as second:
         assert asyncio.run(scenario(first, second.url("ok"))) == ["m0", "m1", "m1", "m0"]
+
+
+@pytest.mark.parametrize("flavour", ["Router", "AsyncRouter"])
+def test_a_probe_that_times_out_while_requests_are_answered_opens_nothing(flavour: str) -> None:
+    # A server too busy for its /health (or a caller whose event loop is too busy to read
+    # the answer in time) while it answers every request: the answers win. Before, the
+    # first timed-out probe opened the breaker and sent live traffic to the fallback (the
+    # soak lost 30 requests that way on a loaded CI machine).
+    with FaultServer() as busy, FaultServer() as spare:  # think_seconds 1.0 > timeout
+        cfg = chain([busy.url("slow_probe"), spare.url("ok")],
+                    health={"interval": 0.1, "jitter": 0, "timeout": 0.2})
+
+        def probes_failed(snap: Any) -> bool:
+            last = snap["p0"].probe
+            gets = sum(1 for r in busy.received if r.method == "GET")
+            return last is not None and not last.ok and gets >= 2
+
+        seen: list[str] = []
+        if flavour == "Router":
+            with Router(cfg) as router:
+                end = time.monotonic() + 10
+                while time.monotonic() < end and not probes_failed(router.health(probe=False)):
+                    seen.append(answered(router))
+                last = router.health(probe=False)
+                done, snap = probes_failed(last), last["p0"]
+        else:
+            async def scenario() -> tuple[bool, Any]:
+                async with AsyncRouter(cfg) as router:
+                    end = time.monotonic() + 10
+                    while (time.monotonic() < end
+                           and not probes_failed(await router.health(probe=False))):
+                        r = await router.chat.completions.create(model="m0", messages=MSG)
+                        seen.append(str(r.route.answered_by.model))
+                    last = await router.health(probe=False)
+                    return probes_failed(last), last["p0"]
+
+            done, snap = asyncio.run(scenario())
+    assert done, snap  # the probes did time out ...
+    assert "timeout" in snap.probe.detail or "deadline" in snap.probe.detail, snap.probe
+    # ... and still no request left the provider that was answering them.
+    assert set(seen) == {"m0"}, collections.Counter(seen)
+    assert snap.breaker.state == "closed" and snap.breaker.trips == 0, snap.breaker
+
+
+def test_a_probe_that_times_out_counts_as_one_failure_not_an_open_breaker() -> None:
+    # No traffic at all: a probe that got no answer in time is one failure toward
+    # failure_threshold; a refused one (nothing listening) opens the breaker at once.
+    with FaultServer() as busy:
+        cfg = chain([busy.url("slow_probe"), f"http://127.0.0.1:{closed_port()}/v1"],
+                    breaker={"failure_threshold": 2})
+
+        async def twice_async() -> list[Any]:
+            async with AsyncRouter(cfg, health_probes=False) as router:
+                return [await router.health(timeout=0.2) for _ in range(2)]
+
+        with Router(cfg, health_probes=False) as router:
+            sync_snaps = [router.health(timeout=0.2) for _ in range(2)]
+        for first, second in (sync_snaps, asyncio.run(twice_async())):
+            probe = first["p0"].probe
+            assert probe is not None and not probe.ok and probe.timed_out, probe
+            assert first["p0"].breaker.state == "closed", first["p0"].breaker
+            assert first["p0"].breaker.failures == 1
+            assert second["p0"].breaker.state == "open", second["p0"].breaker
+            refused = first["p1"]
+            assert refused.probe is not None and not refused.probe.timed_out, refused.probe
+            assert refused.breaker.state == "open", refused.breaker
 
 
 def test_a_hung_server_stops_costing_time_once_its_breaker_opens() -> None:

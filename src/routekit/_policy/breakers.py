@@ -78,8 +78,8 @@ class Breaker:
 
     __slots__ = (
         "name", "level", "config", "rate_mode", "trip_on_refused", "state", "reason",
-        "reopen_at", "trips", "failures", "probes", "closed_since", "_lock", "_buckets",
-        "_bucket_width", "_on_change",
+        "reopen_at", "trips", "failures", "probes", "closed_since", "successes", "_lock",
+        "_buckets", "_bucket_width", "_on_change",
     )
 
     def __init__(self, name: str, level: str, config: BreakerConfig, *, cloud: bool,
@@ -97,6 +97,9 @@ class Breaker:
         self.failures = 0  # consecutive
         self.probes = 0  # permits held in half-open
         self.closed_since = float("-inf")
+        # Calls answered, ever: a health probe compares it before and after (``probe_failed``).
+        # Bumped without a lock; a racing bump lost still leaves the count changed.
+        self.successes = 0
         self._lock = threading.Lock()
         # rate mode: [bucket start, calls, failures] per bucket
         self._buckets: list[list[float]] = [[float("-inf"), 0.0, 0.0] for _ in range(_BUCKETS)]
@@ -106,6 +109,7 @@ class Breaker:
     # -- outcomes ---------------------------------------------------------------------------
 
     def on_success(self, now: float) -> None:
+        self.successes += 1
         if self.state is CLOSED and not self.rate_mode:
             self.failures = 0  # the hot path: one store, no lock (a racing failure may be lost)
             return
@@ -140,6 +144,23 @@ class Breaker:
             old = self.state
             self._trip_locked(now, reason)
         self._changed(old, OPEN)
+
+    def probe_failed(self, now: float, reason: str, successes_before: int, *,
+                     timed_out: bool = False) -> bool:
+        """A health probe failed; ``successes_before`` is ``successes`` as the probe began.
+        Nothing happens if a call through this breaker was answered while the probe was out:
+        live answers outweigh a probe that timed out because the server, or the caller's
+        own event loop, was busy serving them. Otherwise a probe that got a wrong answer or
+        a refused connection opens it at once (``trip``), and one that timed out counts as
+        one failure (``on_failure``: ``failure_threshold`` of them in a row open a closed
+        breaker; one is enough while open or half-open). Returns whether it is open now."""
+        if self.successes != successes_before:
+            return False
+        if timed_out:
+            self.on_failure(now, reason)
+        else:
+            self.trip(now, reason)
+        return self.state is OPEN
 
     def probe_passed(self, now: float) -> None:
         """A health probe saw the provider answer: an open breaker may take a request now

@@ -2,9 +2,11 @@
 
 Owns ``HealthMonitor`` — per provider, a probe schedule (``interval`` seconds, spread by up to
 ``jitter`` of it, from ``routing.health`` with the provider's ``health`` over it), the last
-probe result, and the hand-off of results to the provider's breaker: a failing probe opens
-it; a passing probe turns an open breaker half-open (the next request tries it) and closes
-a half-open one that has no request in flight. Probes run on one daemon thread for
+probe result, and the hand-off of results to the provider's breaker: a probe that fails
+opens it (one that timed out counts as one failure toward ``failure_threshold``; neither
+counts while requests through the provider were answered during the probe); a passing
+probe turns an open breaker half-open (the next request tries it) and closes a half-open
+one that has no request in flight. Probes run on one daemon thread for
 ``Router`` and one asyncio task for ``AsyncRouter``; closing the router stops them. Also
 ``HealthSnapshot``, what ``router.health()`` returns.
 
@@ -161,11 +163,12 @@ class HealthMonitor:
         if self._stop.is_set():
             return HealthReport(name, False, "router closed", 0.0)
         t = timeout if timeout is not None else (self._timeouts.get(name) or 1.0)
+        before = self._successes(name)
         try:
             report = self._providers[name].health(t)
         except Exception as exc:  # a probe must never take the monitor down
             report = HealthReport(name, False, f"probe failed: {type(exc).__name__}: {exc}", 0.0)
-        self.record(name, report)
+        self.record(name, report, before)
         return report
 
     async def aprobe(self, name: str, timeout: float | None = None) -> HealthReport:
@@ -175,6 +178,7 @@ class HealthMonitor:
             return HealthReport(name, False, "router closed", 0.0)
         t = timeout if timeout is not None else (self._timeouts.get(name) or 1.0)
         provider = self._providers[name]
+        before = self._successes(name)
         try:
             ahealth = getattr(provider, "ahealth", None)
             if ahealth is not None:
@@ -183,10 +187,18 @@ class HealthMonitor:
                 report = await asyncio.to_thread(provider.health, t)
         except Exception as exc:
             report = HealthReport(name, False, f"probe failed: {type(exc).__name__}: {exc}", 0.0)
-        self.record(name, report)
+        self.record(name, report, before)
         return report
 
-    def record(self, name: str, report: HealthReport) -> None:
+    def _successes(self, name: str) -> int | None:
+        breaker = self._board.providers.get(name)
+        return None if breaker is None else breaker.successes
+
+    def record(self, name: str, report: HealthReport,
+               successes_before: int | None = None) -> None:
+        """Keep a probe's result and hand it to the provider's breaker. ``successes_before``:
+        the breaker's ``successes`` as the probe began (None: open it on failure whatever
+        happened meanwhile)."""
         if self._stop.is_set():
             return  # a probe that outlived close(): the router's breakers are not its to move
         now = self._clock.now()
@@ -201,7 +213,17 @@ class HealthMonitor:
         if report.ok:
             breaker.probe_passed(now)
         else:
-            breaker.trip(now, f"health probe failed: {report.detail}")
+            why = f"health probe failed: {report.detail}"
+            if successes_before is None:
+                breaker.trip(now, why)
+            elif not breaker.probe_failed(now, why, successes_before,
+                                          timed_out=report.timed_out):
+                log.info("provider %r: health probe failed (%s); its breaker is %s (%s)", name,
+                         report.detail, breaker.state,
+                         "requests through it were answered meanwhile"
+                         if breaker.successes != successes_before
+                         else "a timeout counts as one failure")
+                return
             log.info("provider %r: health probe failed (%s); its breaker is open", name,
                      report.detail)
 

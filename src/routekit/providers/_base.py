@@ -163,3 +163,6 @@ class HealthReport:
     ok: bool
     detail: str
     latency_ms: float
+    # The probe got no answer in time (rather than a wrong one, or a refused connection):
+    # the provider's breaker counts it as one failure instead of opening at once.
+    timed_out: bool = False

@@ -51,6 +51,7 @@ from .._base import ChatRequest, Deadline, HealthReport
 from .assemble import Assembler, TextAssembler
 from .call_args import call_kwargs
 from .errors import translate
+from .probe import failed as failed_probe
 from .probe import judge, probe_url
 from .transport import call_deadline, http_lib, install_deadlines
 
@@ -524,8 +525,7 @@ class OpenAICompatProvider:
                 finally:
                     response.close()
         except Exception as exc:
-            err = translate(exc, provider=self.name, model=None)
-            return HealthReport(self.name, False, err.message, _ms_since(start))
+            return failed_probe(self.name, exc, _ms_since(start))
         return judge(self.name, self._probe_url, status, body, _ms_since(start))
 
     async def ahealth(self, timeout: float = 1.0) -> HealthReport:
@@ -545,8 +545,7 @@ class OpenAICompatProvider:
                 status = response.status_code
                 body = response.content if status == 200 else b""
         except Exception as exc:
-            err = translate(exc, provider=self.name, model=None)
-            return HealthReport(self.name, False, err.message, _ms_since(start))
+            return failed_probe(self.name, exc, _ms_since(start))
         return judge(self.name, self._probe_url, status, body, _ms_since(start))
 
     def close(self) -> None:

@@ -12,9 +12,11 @@ import json
 from urllib.parse import urlsplit
 
 from ... import _constants as C
+from ..._exceptions import RequestTimeout
 from .._base import HealthReport
+from .errors import translate
 
-__all__ = ["judge", "probe_url"]
+__all__ = ["failed", "judge", "probe_url"]
 
 
 def probe_url(base_url: str, kind: str, path: str | None) -> str:
@@ -41,3 +43,11 @@ def judge(provider: str, url: str, status: int, body: bytes, latency_ms: float) 
         except Exception:  # a health answer, not a contract: any 200 is up
             pass
     return HealthReport(provider, True, detail, latency_ms)
+
+
+def failed(provider: str, exc: BaseException, latency_ms: float) -> HealthReport:
+    """Down: the probe's request raised. A timeout says so (``timed_out``): no answer in time
+    is weaker evidence than a wrong answer or a refused connection."""
+    err = translate(exc, provider=provider, model=None)
+    return HealthReport(provider, False, err.message, latency_ms,
+                        timed_out=isinstance(err, RequestTimeout))
