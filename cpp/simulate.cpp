@@ -242,7 +242,8 @@ void Simulation::arrive(double t) {
             }
         }
         if (!any) {
-            // Every candidate is open: the one that reopens soonest is tried anyway.
+            // Every candidate is open: the one that reopens soonest is tried anyway (the
+            // last resort of walk(), decided at arrival as the router decides it).
             std::size_t best = 0;
             double soonest = std::numeric_limits<double>::infinity();
             for (std::size_t k = 0; k < plan.size(); ++k) {
@@ -275,6 +276,17 @@ void Simulation::walk(std::size_t slot, double t) {
         if (breakers_ && !r.forced) {
             const int a = admit(p, t);
             if (a == 0) {
+                const std::size_t resort = last_resort(plan, r.k, t);
+                if (resort != plan.size()) {
+                    // Nothing after this hop would be admitted: the open one that reopens
+                    // soonest is tried anyway, the hops before it skipped.
+                    st.skipped_hops += static_cast<std::int64_t>(resort - r.k);
+                    t += spec_.skip_cost * static_cast<double>(resort - r.k);
+                    r.k = resort;
+                    r.forced = true;
+                    ++st.forced;
+                    continue;
+                }
                 ++st.skipped_hops;
                 t += spec_.skip_cost;
                 ++r.k;
@@ -343,6 +355,26 @@ void Simulation::fail(std::size_t slot, double t) {
 }
 
 // ---------------------------------------------------------------- breakers
+
+std::size_t Simulation::last_resort(const std::vector<int>& plan, std::size_t k,
+                                    double t) const {
+    // As the router's walk: when no hop after ``k`` would be admitted now, the hop from
+    // ``k`` on whose breaker is open (not half-open) and reopens soonest; else plan.size().
+    for (std::size_t j = k + 1; j < plan.size(); ++j) {
+        if (would_admit(spec_.model_provider[plan[j]], t)) return plan.size();
+    }
+    std::size_t best = plan.size();
+    double soonest = std::numeric_limits<double>::infinity();
+    for (std::size_t j = k; j < plan.size(); ++j) {
+        const int p = spec_.model_provider[plan[j]];
+        const Breaker& b = breaker_[p];
+        if (spec_.provider_breaker[p].enabled && b.state == 1 && b.until < soonest) {
+            soonest = b.until;
+            best = j;
+        }
+    }
+    return best;
+}
 
 bool Simulation::would_admit(int p, double t) const {
     const BreakerSpec& spec = spec_.provider_breaker[p];

@@ -84,7 +84,7 @@ struct EntryStats {
     std::int64_t refused_hops = 0;
     std::int64_t hung_hops = 0;
     std::int64_t skipped_hops = 0;
-    std::int64_t forced = 0;               // every candidate open: soonest tried anyway
+    std::int64_t forced = 0;               // an open candidate tried as the last resort
     std::int64_t zero_delay = 0;           // answered with nothing added
     std::vector<double> delays;            // added seconds of the other answered requests
     std::vector<double> failure_times;     // seconds until a failed request gave up
@@ -148,6 +148,7 @@ private:
     const Unit& unit_at(int u, double t);
     int admit(int p, double t);  // 0 no, 1 yes, 2 yes as a half-open probe
     bool would_admit(int p, double t) const;
+    std::size_t last_resort(const std::vector<int>& plan, std::size_t k, double t) const;
     double reopens_at(int p, double t) const;
     void on_success(int p, double t, int mode);
     void on_failure(int p, double t, bool refused, int mode);

@@ -282,6 +282,14 @@ class Simulation:
             if self.breakers and not req.forced:
                 a = self._admit(p, t)
                 if a == 0:
+                    resort = self._last_resort(plan, req.k, t)
+                    if resort is not None:
+                        st.skipped_hops += resort - req.k
+                        t += self.skip_cost * (resort - req.k)
+                        req.k = resort
+                        req.forced = True
+                        st.forced += 1
+                        continue
                     st.skipped_hops += 1
                     t += self.skip_cost
                     req.k += 1
@@ -326,6 +334,19 @@ class Simulation:
         self._walk(req, t)
 
     # -- breakers
+
+    def _last_resort(self, plan: list[int], k: int, t: float) -> int | None:
+        """The router's last resort: with no later hop admitted now, the open hop from k on
+        that reopens soonest."""
+        if any(self._would_admit(self.model_provider[m], t) for m in plan[k + 1:]):
+            return None
+        best, soonest = None, INF
+        for j in range(k, len(plan)):
+            p = self.model_provider[plan[j]]
+            b = self.breaker[p]
+            if self.bspec[p]["enabled"] and b.state == 1 and b.until < soonest:
+                best, soonest = j, b.until
+        return best
 
     def _would_admit(self, p: int, t: float) -> bool:
         spec, b = self.bspec[p], self.breaker[p]

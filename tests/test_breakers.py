@@ -379,6 +379,63 @@ def test_when_every_candidate_is_open_the_soonest_to_reopen_is_tried() -> None:
     assert rig.router.plan("m0") == ["m0"]  # the success closed m0's breakers
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_open_fallback_is_the_last_resort_once_the_rest_of_the_chain_failed(
+        mode: str) -> None:
+    # The soak's failure: the fallback's breaker was open (a probe had timed out), the
+    # primary died under requests in flight, and they failed with the fallback skipped.
+    rig = Rig(breaker_cfg(), mode=mode, p0=[err503()] * 2 + ["after two retries"])
+    rig.router._state.board.providers["p1"].trip(rig.clock.now(), "health probe failed")
+    assert rig.router.plan("m0") == ["m0"]
+    # The primary keeps the last candidate's retries (the open fallback may be down) ...
+    reply = rig.ask()
+    assert reply.choices[0].message.content == "after two retries"
+    assert rig.calls("p1") == 0
+    # ... and once they are spent, the open fallback is tried rather than nothing.
+    rig.fakes["p0"].push(*[err503()] * 3)
+    reply = rig.ask()
+    outcomes = [(a.model, a.outcome, a.tries) for a in reply.route.attempts]
+    assert outcomes == [("m0", "error", 3), ("m1", "ok", 1)]
+    # Its answer closed the fallback's breaker; the primary's three failures opened its own.
+    assert rig.router.plan("m0") == ["m1"]
+    rig.clock.advance(60.0)
+    assert rig.ask().route.answered_by.model == "m0"  # half-open, then closed again
+    # While the primary answers, the open fallback is never called.
+    rig.router._state.board.providers["p1"].trip(rig.clock.now(), "health probe failed")
+    calls = rig.calls("p1")
+    assert rig.ask().route.answered_by.model == "m0"
+    assert rig.calls("p1") == calls
+
+
+def test_the_last_resort_is_the_open_tail_only_and_never_one_marked_down_by_hand() -> None:
+    from routekit import AllCandidatesFailed
+
+    board_of = lambda rig: rig.router._state.board  # noqa: E731
+    # m1 open in the middle, m2 failing behind it: m1 stays skipped (the request fails).
+    rig = Rig(breaker_cfg(3), p0=[err503()], p2=[err503()] * 5)
+    board_of(rig).providers["p1"].trip(rig.clock.now(), "x")
+    with pytest.raises(AllCandidatesFailed) as info:
+        rig.ask()
+    outcomes = [(a.model, a.outcome) for a in info.value.attempts]
+    assert outcomes == [("m0", "error"), ("m1", "skipped"), ("m2", "error")]
+    assert rig.calls("p1") == 0
+    # m1 marked down by hand and m2 open: the tail is m1, m2; only m2 may be forced.
+    rig = Rig(breaker_cfg(3), p0=[err503()] * 3)
+    rig.router.graph.set_model_available("m1", False)
+    board_of(rig).providers["p2"].trip(rig.clock.now(), "x")
+    reply = rig.ask()
+    outcomes = [(a.model, a.outcome) for a in reply.route.attempts]
+    assert outcomes == [("m0", "error"), ("m1", "skipped"), ("m2", "ok")]
+    assert rig.calls("p1") == 0
+    # Marked down by hand with every breaker open elsewhere: nothing hand-marked is tried.
+    rig = Rig(breaker_cfg(2))
+    rig.router.graph.set_model_available("m1", False)
+    board_of(rig).providers["p0"].trip(rig.clock.now(), "x")
+    reply = rig.ask()
+    assert [(a.model, a.outcome) for a in reply.route.attempts] == [("m0", "ok")]
+    assert rig.calls("p1") == 0
+
+
 def test_half_open_under_100_concurrent_callers_lets_exactly_one_probe_through() -> None:
     cfg = breaker_cfg()
     clock = FakeClock()

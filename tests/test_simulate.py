@@ -101,6 +101,34 @@ def test_core_matches_the_python_twin_exactly(timeline: bool, breakers: bool) ->
         assert sum(row[6] for row in core) > 0 and sum(row[7] for row in core) > 0
 
 
+def _twin_at(up: list[bool], open_until: dict[int, float]) -> Any:
+    """The twin of ``_spec()`` frozen in one state: unit u up or down (refused), and the
+    providers in ``open_until`` open until then. The core matches the twin exactly on
+    random specs (below), so the twin's walk is the core's."""
+    sim = ref.Simulation(**_spec(hang_share=0.0), timeline=True, breakers=True, rps=2.0)
+    for u, unit in enumerate(sim.units):
+        unit.up, unit.hung, unit.next_change = up[u], False, float("inf")
+    for p, until in open_until.items():
+        sim.breaker[p].state, sim.breaker[p].until = 1, until
+    return sim
+
+
+def test_the_last_resort_is_the_open_tail_that_reopens_soonest() -> None:
+    # Plan [0, 1, 2] of entry 0; provider 0 refuses (unit 0 down).
+    sim = _twin_at([False, True, True], {1: 50.0})  # 1 open, 2 admitted behind it
+    sim._walk(ref._Request(0, 0.0), 0.0)
+    st = sim.st[0]
+    assert st.answered_at == [0, 0, 1] and st.forced == 0 and st.skipped_hops == 1
+    sim = _twin_at([False, True, True], {1: 50.0, 2: 40.0})  # the tail 1, 2 open: 2 sooner
+    sim._walk(ref._Request(0, 0.0), 0.0)
+    st = sim.st[0]
+    assert st.answered_at == [0, 0, 1] and st.forced == 1 and st.skipped_hops == 1
+    assert sim.breaker[2].state == 0  # its answer closed it
+    sim = _twin_at([False, True, False], {1: 50.0, 2: 60.0})  # 1 sooner, and it answers
+    sim._walk(ref._Request(0, 0.0), 0.0)
+    assert sim.st[0].answered_at == [0, 1, 0] and sim.st[0].forced == 1
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_core_matches_the_twin_on_random_specs(data: st.DataObject) -> None:

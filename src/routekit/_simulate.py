@@ -45,9 +45,10 @@ discrete-event loop). Breakers follow ``routing.breaker`` with each provider's o
 ``consecutive`` otherwise, ``trip_on_refused`` opens a local HTTP provider's breaker on its
 first refused connection, open time starts at ``open_initial`` and grows by
 ``open_multiplier`` per trip up to ``open_max``, then ``half_open_probes`` requests probe at
-a time, a success closes it and a failed probe reopens it. A request whose candidates are
-all open tries the one that reopens soonest anyway (its failure changes nothing, its
-success closes that breaker). Per-model breakers are not simulated: outages here are whole
+a time, a success closes it and a failed probe reopens it. A request that meets an open
+candidate with no candidate after it admitted tries the open one of those that reopens
+soonest anyway, as the router does (its failure changes nothing, its success closes that
+breaker). Per-model breakers are not simulated: outages here are whole
 providers, so a model's breaker would trip with (never before) its provider's. The same
 timeline (same outages, same arrivals) runs twice, with and without breakers.
 
@@ -301,7 +302,7 @@ class EntryFigures:
             "answered_by_provider_entropy_bits": self.entropy_bits(),
             "hops": {"refused_or_error": self.refused_hops, "hung": self.hung_hops,
                      "skipped_open_breaker": self.skipped_hops,
-                     "all_open_forced": self.forced},
+                     "last_resort": self.forced},
             "median_time_to_failure_ms": (
                 1000.0 * sorted(self.failure_times)[len(self.failure_times) // 2]
                 if self.failure_times else None),

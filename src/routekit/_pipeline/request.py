@@ -191,8 +191,10 @@ class RequestState:
         """The candidates to attempt, in plan order; the others are recorded as skipped.
 
         A candidate is yielded holding its half-open probe permits (``release_permits``
-        gives them back). If breakers have taken every candidate out of the plan, the one
-        that reopens soonest is tried anyway: a request never fails without an attempt.
+        gives them back). If breakers have taken the chain's last candidates out of the plan
+        (every candidate, possibly), the one of those that reopens soonest is tried anyway
+        when the walk reaches it: a request does not fail while a fallback was only skipped
+        for an open breaker.
         """
         router = self.router
         board = router.board
@@ -221,11 +223,18 @@ class RequestState:
             plan = graph.plan(self.requested, max_depth=router.max_depth)
             up = set(plan)
             down = {n for n in names if n not in up}
-            if not plan and names:
-                # Every candidate is open: try the one whose breakers reopen soonest.
-                forced = min(names, key=lambda n: board.reopen_at(n, entries[n].provider_name))
+            # The last resort: when the chain ends in candidates whose breakers are open (all
+            # of it, when every candidate is open), the one that reopens soonest is tried
+            # after the others have failed, rather than failing the request while a
+            # fallback was only skipped. (Envoy's "panic mode" does the like for hosts.)
+            # A candidate marked unavailable by hand, with no breaker open, is never forced.
+            tail = names[names.index(plan[-1]) + 1:] if plan else names
+            reopen = {n: board.reopen_at(n, entries[n].provider_name) for n in tail
+                      if n in down}
+            reopen = {n: at for n, at in reopen.items() if at > float("-inf")}
+            if reopen:
+                forced = min(reopen, key=reopen.__getitem__)
                 down.discard(forced)
-                plan = [forced]
         if not names:
             raise NoRouteError(f"no candidate is available for model {self.requested!r}")
         last_name = plan[-1] if plan else None
@@ -246,7 +255,9 @@ class RequestState:
                 self.skip(entry, reason, "CircuitOpen")
                 continue
             self.candidate = entry
-            self.last = name == last_name
+            # The plan's last candidate keeps the last one's retries with a last resort
+            # behind it: that resort may well be down.
+            self.last = name == last_name or name is forced
             self.tries = 0
             self.tripped = False
             self.first_byte_at = None
