@@ -375,6 +375,41 @@ def test_an_httpx_timeout_keeps_openais_meaning_read_bounds_the_first_byte() -> 
                  timeout=httpx.Timeout(5.0, read=0.3))
 
 
+def test_an_async_router_used_by_one_asyncio_run_after_another_keeps_no_old_sockets() -> None:
+    # Each event loop gets its own HTTP client; a finished loop's client used to stay open
+    # (two sockets per loop) until the router was collected, one ResourceWarning each.
+    import gc
+    import warnings
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with FaultServer() as server:
+        router = AsyncRouter(chain([server.url("ok")]), health_probes=False)
+
+        async def work() -> str:
+            reply = await router.chat.completions.create(model="m0", messages=MSG)
+            s = await router.chat.completions.create(model="m0", messages=MSG, stream=True)
+            async with s:
+                streamed = await s.text()
+            return f"{reply.choices[0].message.content}|{streamed}"
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            asyncio.run(work())
+            gc.collect()
+            base = open_fds()
+            answers = [asyncio.run(work()) for _ in range(5)]
+            gc.collect()
+            grown = open_fds() - base
+            asyncio.run(router.aclose())
+            gc.collect()
+    assert all(a == answers[0] and a for a in answers)
+    assert grown <= 0, f"{grown} descriptors more after 5 loops"
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
 def test_an_async_stream_closed_from_another_task_ends_the_waiting_read() -> None:
     import openai
 

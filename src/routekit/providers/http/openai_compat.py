@@ -126,9 +126,11 @@ class OpenAICompatProvider:
         self._create: Callable[..., Any] | None = None  # bound chat.completions.create
         self._create_text: Callable[..., Any] | None = None  # bound completions.create
         self._client: openai.OpenAI | None = None
-        # event loop -> (openai.AsyncOpenAI, bound chat create, http client, bound text create)
+        # event loop -> (openai.AsyncOpenAI, bound chat create, http client, bound text create,
+        # the loop's closer: see _loop_closer)
         self._async: weakref.WeakKeyDictionary[
-            object, tuple[openai.AsyncOpenAI, Callable[..., Any], Any, Callable[..., Any]]
+            object, tuple[openai.AsyncOpenAI, Callable[..., Any], Any, Callable[..., Any],
+                          AsyncGenerator[None, None] | None]
         ] = weakref.WeakKeyDictionary()
         self._timeout_cache: dict[tuple[float, float], Any] = {}
 
@@ -234,7 +236,7 @@ class OpenAICompatProvider:
                     http_client=http,
                 )
                 entry = (client, client.chat.completions.create, http,
-                         client.completions.create)
+                         client.completions.create, _start_closer(self, loop))
                 self._async[loop] = entry
             return entry[3] if text else entry[1]
 
@@ -549,12 +551,12 @@ class OpenAICompatProvider:
         return judge(self.name, self._probe_url, status, body, _ms_since(start))
 
     def close(self) -> None:
-        """Close the sync client and forget the async ones (``aclose`` closes those). No
-        client is built again afterwards."""
+        """Close the sync client. No client is built again afterwards. The async clients
+        cannot be closed from here (each belongs to its event loop): ``aclose`` closes the
+        running loop's, and each loop's closer the rest as ``asyncio.run`` ends that loop."""
         with self._lock:
             self._closed = True
             client, self._client, self._create, self._http = self._client, None, None, None
-            self._async = weakref.WeakKeyDictionary()
         if client is not None:
             client.close()
 
@@ -562,6 +564,15 @@ class OpenAICompatProvider:
         """Close the async client of the running event loop only; the provider stays usable
         (for applications that run several event loops in turn)."""
         loop = _running_loop_key()
+        with self._lock:
+            entry = self._async.pop(loop, None)
+        if entry is not None:
+            await entry[0].close()
+            closer = entry[4]
+            if closer is not None:
+                await closer.aclose()  # its client is closed: it has nothing left to do
+
+    async def _aclose_for(self, loop: object) -> None:
         with self._lock:
             entry = self._async.pop(loop, None)
         if entry is not None:
@@ -595,6 +606,37 @@ class _NoLoop:
 
 
 _NO_LOOP = _NoLoop()
+
+
+async def _loop_closer(provider: weakref.ref[OpenAICompatProvider],
+                       loop: object) -> AsyncGenerator[None, None]:
+    """Suspended at its ``yield`` while ``loop``'s async client lives. ``asyncio.run`` ends
+    a loop by finalising its async generators (``loop.shutdown_asyncgens``) while the loop
+    still runs: this one's ``finally`` then closes that client, so a router used by one
+    ``asyncio.run`` after another keeps no sockets of finished loops (they piled up, two
+    per loop, each a ResourceWarning when collected)."""
+    try:
+        yield
+    finally:
+        owner = provider()
+        if owner is not None:
+            await owner._aclose_for(loop)
+
+
+def _start_closer(provider: OpenAICompatProvider, loop: object
+                  ) -> AsyncGenerator[None, None] | None:
+    """A started ``_loop_closer`` for the running asyncio loop (None elsewhere: trio)."""
+    if loop is _NO_LOOP:
+        return None
+    closer = _loop_closer(weakref.ref(provider), loop)
+    # __anext__ registers the generator with the running loop (its firstiter hook); the
+    # generator reaches its yield without awaiting anything, so one send() starts it.
+    step = closer.__anext__()
+    try:
+        step.send(None)
+    except StopIteration:
+        pass
+    return closer
 
 
 def _running_loop_key() -> object:
