@@ -440,6 +440,54 @@ def test_an_async_stream_closed_from_another_task_ends_the_waiting_read() -> Non
     assert bulkheads["p"]["in_flight"] == 0
 
 
+def test_two_watchdogs_closing_one_async_stream_both_return() -> None:
+    # Two close() calls at once: the second used to wait forever for an event the first
+    # had replaced, and the reader's task was left with a cancellation pending.
+    from routekit import StreamInterrupted
+
+    async def go() -> tuple[BaseException | None, int, int]:
+        with FaultServer(hang_seconds=5) as server:
+            cfg = _thinking(server.url("stall_stream"), first_byte=3.0)
+            async with AsyncRouter(cfg, health_probes=False) as router:
+                stream = await router.chat.completions.create(model="m", messages=MSG,
+                                                              stream=True)
+                cancelling: list[int] = []
+
+                async def reader() -> BaseException | None:
+                    error = await read_to_the_end(stream)
+                    task = asyncio.current_task()
+                    cancelling.append(getattr(task, "cancelling", lambda: 0)())
+                    return error
+
+                reading = asyncio.ensure_future(reader())
+                await asyncio.sleep(0.2)
+                closers = [asyncio.ensure_future(stream.close()) for _ in range(2)]
+                done, _ = await asyncio.wait(closers, timeout=3.0)
+                error = await asyncio.wait_for(reading, 3.0)
+                await stream.close()  # and once more, after the fact
+                return error, len(done), cancelling[0]
+
+    error, closed, cancelling = asyncio.run(go())
+    assert closed == 2
+    assert isinstance(error, StreamInterrupted)
+    assert cancelling == 0
+
+
+def test_an_async_raw_streaming_response_closes_with_await() -> None:
+    async def go(server: FaultServer) -> bool:
+        cfg = _thinking(server.url("stall_stream"), first_byte=3.0)
+        async with AsyncRouter(cfg, health_probes=False) as router:
+            raw = await router.chat.completions.with_raw_response.create(
+                model="m", messages=MSG, stream=True)
+            stream = raw.parse()
+            await stream.__anext__()
+            await raw.close()  # was a plain method that dropped the stream's close()
+            return await asyncio.to_thread(server.hangups.acquire, True, 2.0)
+
+    with FaultServer(hang_seconds=5) as server:
+        assert asyncio.run(go(server)) is True  # the server saw the hang-up at once
+
+
 def test_a_stream_read_while_its_router_closes_says_so() -> None:
     from routekit import StreamInterrupted
 
@@ -459,3 +507,102 @@ def test_a_stream_read_while_its_router_closes_says_so() -> None:
     error = asyncio.run(go())
     assert isinstance(error, StreamInterrupted)
     assert "the router was closed" in str(error) and error.partial
+    assert error.route is not None and error.route.attempts[-1].error_type == "StreamInterrupted"
+
+
+def test_a_sync_stream_closed_from_another_thread_ends_the_waiting_read() -> None:
+    # A watchdog thread's close() raised "ValueError: generator already executing", closed
+    # nothing, and the reader waited out its 4 s read timeout, blamed on the provider.
+    import openai
+
+    from routekit import StreamInterrupted
+    from routekit.testing import FakeProvider, FakeReply
+
+    with FaultServer(hang_seconds=10) as server:
+        cfg = _thinking(server.url("stall_stream"), first_byte=3.0)
+        cfg["providers"]["p"]["timeout"]["read"] = 4.0
+        with Router(cfg, health_probes=False) as router:
+            stream = router.chat.completions.create(model="m", messages=MSG, stream=True)
+            outcome: dict[str, Any] = {}
+
+            def read() -> None:
+                try:
+                    for _ in stream:
+                        pass
+                except BaseException as exc:  # noqa: BLE001 - what ended it is the result
+                    outcome["error"] = exc
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            time.sleep(0.3)  # the reader waits for a chunk that never comes
+            start = time.monotonic()
+            stream.close()  # the watchdog
+            took = time.monotonic() - start
+            reader.join(10)
+            assert server.hangups.acquire(timeout=2.0)  # the connection was let go
+            health = router.health(probe=False)["p"]
+    error = outcome["error"]
+    assert isinstance(error, StreamInterrupted) and isinstance(error, openai.APIConnectionError)
+    assert "closed while a read was waiting" in str(error) and error.partial
+    assert took < 2.0 and not reader.is_alive()
+    assert stream.route.attempts[-1].error_type == "StreamInterrupted"
+    assert health.breaker.failures == 0 and health.models[0].failures == 0
+
+    # No socket to shut down (an in-process model, here a fake one): the read ends at its
+    # next chunk, and the stream stops there.
+    fake = FakeProvider("p", replies=[FakeReply(text="one two three four five six",
+                                                chunk_delay=0.2)])
+    cfg = {"providers": {"p": {"kind": "ollama"}}, "models": {"m": {"provider": "p"}}}
+    with Router(cfg, providers={"p": fake}, health_probes=False) as router:
+        stream = router.chat.completions.create(model="m", messages=MSG, stream=True)
+        got: list[Any] = []
+        outcome.clear()
+
+        def read_fake() -> None:
+            try:
+                for chunk in stream:
+                    got.append(chunk)
+            except BaseException as exc:  # noqa: BLE001
+                outcome["error"] = exc
+
+        reader = threading.Thread(target=read_fake)
+        reader.start()
+        time.sleep(0.3)
+        stream.close()
+        reader.join(10)
+    assert isinstance(outcome["error"], StreamInterrupted)
+    assert 1 <= len(got) < 6
+
+
+def test_a_sync_stream_read_while_its_router_closes_in_another_thread_ends_at_once() -> None:
+    # close() alone did not wake the reading thread's recv(): it waited out its 4 s read
+    # timeout, and the route blamed the provider (ConnectionFailed).
+    from routekit import StreamInterrupted
+
+    with FaultServer(hang_seconds=10) as server:
+        cfg = _thinking(server.url("stall_stream"), first_byte=3.0)
+        cfg["providers"]["p"]["timeout"]["read"] = 4.0
+        router = Router(cfg, health_probes=False)
+        stream = router.chat.completions.create(model="m", messages=MSG, stream=True)
+        outcome: dict[str, Any] = {}
+
+        def read() -> None:
+            try:
+                for _ in stream:
+                    pass
+            except BaseException as exc:  # noqa: BLE001 - what ended it is the result
+                outcome["error"] = exc
+            outcome["at"] = time.monotonic()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.3)  # the reader waits for a chunk that never comes
+        start = time.monotonic()
+        router.close()
+        reader.join(10)
+        assert server.hangups.acquire(timeout=2.0)  # the server saw the connection go
+    error = outcome["error"]
+    assert isinstance(error, StreamInterrupted) and "the router was closed" in str(error)
+    assert outcome["at"] - start < 2.0  # at once, not after the 4 s read timeout
+    assert stream.route.attempts[-1].error_type == "StreamInterrupted"
+    assert router.health(probe=False)["p"].breaker.failures == 0

@@ -207,6 +207,15 @@ class RawResponse(_ResponseBase):
             close()
 
 
+class AsyncRawResponse(RawResponse):
+    """``RawResponse`` of ``AsyncRouter``: its stream closes with ``await close()``."""
+
+    async def close(self) -> None:  # type: ignore[override]
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            await close()
+
+
 class RawNamespace:
     """``completions.with_raw_response``: each method returns a ``RawResponse``."""
 
@@ -226,11 +235,11 @@ class AsyncRawNamespace:
         self._owner = owner
         self._path = path
 
-    async def create(self, **kwargs: Any) -> RawResponse:
-        return RawResponse(await self._owner.create(**kwargs), path=self._path)
+    async def create(self, **kwargs: Any) -> AsyncRawResponse:
+        return AsyncRawResponse(await self._owner.create(**kwargs), path=self._path)
 
-    async def parse(self, **kwargs: Any) -> RawResponse:
-        return RawResponse(await self._owner.parse(**kwargs), path=self._path)
+    async def parse(self, **kwargs: Any) -> AsyncRawResponse:
+        return AsyncRawResponse(await self._owner.parse(**kwargs), path=self._path)
 
 
 class _ReadOnce(_ResponseBase):

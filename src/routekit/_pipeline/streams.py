@@ -16,6 +16,8 @@ committed, so routing errors (``AllCandidatesFailed``) are raised by ``create`` 
 
 from __future__ import annotations
 
+import threading
+from threading import get_ident as _thread_id
 from typing import (
     TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, Generator, Iterator,
 )
@@ -46,11 +48,12 @@ def _interrupted(req: RequestState, entry: ModelEntry, exc: ProviderError) -> Ro
     fallback now: switching models mid-answer would splice two different answers."""
     if req.router.closed:  # not the provider's fault: its connection was closed under it
         req.release_permits(entry)
-        req.record_error(entry, exc)
-        return req.with_route(StreamInterrupted(
+        closed = StreamInterrupted(
             f"stream from {entry.name} via {entry.provider_name} stopped: the router was "
             "closed while it was read", provider=entry.provider_name, model=entry.name,
-            partial=req.partial_text()))
+            partial=req.partial_text())
+        req.record_error(entry, closed)  # the route says so, not the closed socket's error
+        return req.with_route(closed)
     req.failed_call(entry, exc)
     req.record_error(entry, exc)
     return req.with_route(StreamInterrupted(
@@ -83,13 +86,17 @@ class Stream:
     ``httpx.Response`` standing for the stream, as openai's ``Stream.response`` is (status 200,
     ``x-routekit-*`` headers naming the candidate that answers). Legacy text completions
     (``completions.create(stream=True)``) stream openai ``Completion`` chunks through the same
-    class. Not thread-safe: one consumer.
+    class. One consumer; ``close()`` may come from another thread while it waits for a
+    chunk (a watchdog's): that read ends at once with ``StreamInterrupted``.
     """
 
     def __init__(self, req: RequestState, release: Release | None = None) -> None:
         self._req = req
         self._response: Any = None
-        self._gen = _run_sync(req, release)
+        self._closed_by_other = [False]  # the driver reads it: close() from another thread
+        self._gen = _run_sync(req, release, self._closed_by_other)
+        self._reader: int | None = None  # the thread inside __next__, while one is
+        self._read_done: Any = None  # a threading.Event while close() waits for that read
         # Prime: fail over until the stream commits, so create() raises routing errors.
         self._first: ChatCompletionChunk | None = next(self._gen)
 
@@ -111,14 +118,37 @@ class Stream:
         if first is not None:
             self._first = None
             return first
+        self._reader = _thread_id()
         try:
             return next(self._gen)
         except RouteKitError as exc:
             to_openai(exc)
             raise
+        finally:
+            self._reader = None
+            done = self._read_done
+            if done is not None:
+                done.set()
 
     def close(self) -> None:
+        """End the stream. From another thread while a read waits (a watchdog's close):
+        that read ends at once with ``StreamInterrupted`` (an HTTP read: its socket is shut
+        down; an in-process one at its next token), and close() returns once it has."""
         self._first = None
+        reader = self._reader
+        if reader is not None and reader != _thread_id():
+            from ..providers.http.transport import interrupt_read
+
+            done = self._read_done = threading.Event()
+            self._closed_by_other[0] = True
+            if self._reader is None:
+                return  # the read ended meanwhile; it saw the flag or will at its next
+            # Again every 50 ms: the reader may be between two reads at the first try.
+            for _ in range(100):
+                interrupt_read(reader)
+                if done.wait(0.05):
+                    break
+            return
         self._gen.close()
 
     def __enter__(self) -> Stream:
@@ -190,7 +220,11 @@ def _open_sync(req: RequestState, entry: ModelEntry
     return policy.run(first, once)
 
 
-def _run_sync(req: RequestState, release: Release | None
+class _ClosedByOther(Exception):
+    """Raised in the sync driver after a chunk when close() came from another thread."""
+
+
+def _run_sync(req: RequestState, release: Release | None, closed_by_other: list[bool]
               ) -> Generator[ChatCompletionChunk, None, None]:
     error: BaseException | None = None
     usage: Any = None
@@ -218,13 +252,20 @@ def _run_sync(req: RequestState, release: Release | None
                             if chunk.usage is not None:
                                 usage = chunk.usage
                             yield chunk
+                            if closed_by_other[0]:
+                                raise _ClosedByOther
                         for chunk in it:
                             partial.append(text_of(chunk))
                             if chunk.usage is not None:
                                 usage = chunk.usage
                             yield chunk
-                    except ProviderError as exc:
+                            if closed_by_other[0]:
+                                raise _ClosedByOther
+                    except (ProviderError, _ClosedByOther) as exc:
                         failed = True
+                        if closed_by_other[0]:  # its read was ended by that close()
+                            raise _closed_mid_read(req, entry) from None
+                        assert isinstance(exc, ProviderError)
                         raise _interrupted(req, entry, exc) from exc
                     finally:
                         _close(it)
@@ -272,6 +313,7 @@ class AsyncStream:
         self._first: ChatCompletionChunk | None = None
         self._reader: Any = None  # the task inside __anext__, while one is
         self._closing: Any = None  # an asyncio.Event while close() stops that read
+        self._closed: Any = None  # an asyncio.Event: set once the first close() is done
         import asyncio  # here, not at import: `import routekit` must not load asyncio
 
         self._asyncio = asyncio
@@ -324,15 +366,23 @@ class AsyncStream:
 
     async def close(self) -> None:
         self._first = None
-        reader = self._reader
-        if reader is not None and reader is not self._asyncio.current_task():
-            # A read is waiting in another task: the generator cannot be closed under it.
-            # Cancel that read; its task carries on with StreamInterrupted.
-            closing = self._closing = self._asyncio.Event()
-            self._closed_by_other[0] = True
-            reader.cancel()
-            await closing.wait()
-        await self._gen.aclose()
+        done = self._closed
+        if done is not None:  # another close() is at work, or done: wait for it
+            await done.wait()
+            return
+        done = self._closed = self._asyncio.Event()
+        try:
+            reader = self._reader
+            if reader is not None and reader is not self._asyncio.current_task():
+                # A read is waiting in another task: the generator cannot be closed under
+                # it. Cancel that read (once); its task carries on with StreamInterrupted.
+                closing = self._closing = self._asyncio.Event()
+                self._closed_by_other[0] = True
+                reader.cancel()
+                await closing.wait()
+            await self._gen.aclose()
+        finally:
+            done.set()
 
     aclose = close
 

@@ -19,6 +19,7 @@ Must not import openai or either HTTP library at module import time.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 import time
@@ -97,6 +98,22 @@ def _bounded(timeout: float | None, timeout_exc: type[BaseException]) -> float |
     return left if timeout is None or left < timeout else timeout
 
 
+# The network stream each thread is reading from right now (thread id -> _Stream), so
+# that another thread can end that read at once (``interrupt_read``).
+_reading: dict[int, _Stream] = {}
+
+
+def interrupt_read(thread_id: int) -> bool:
+    """End the read thread ``thread_id`` is blocked in, if any, by shutting its socket down
+    (the read then fails as a lost connection). For ``Stream.close()`` from a watchdog
+    thread. Returns whether there was such a read."""
+    stream = _reading.get(thread_id)
+    if stream is None:
+        return False
+    stream._shutdown()
+    return True
+
+
 class _Stream:
     """A network stream whose every operation also respects the thread's call deadline."""
 
@@ -105,13 +122,31 @@ class _Stream:
         self._core = core
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data: bytes = self._inner.read(max_bytes, _bounded(timeout, self._core.ReadTimeout))
+        me = threading.get_ident()
+        _reading[me] = self
+        try:
+            data: bytes = self._inner.read(max_bytes,
+                                           _bounded(timeout, self._core.ReadTimeout))
+        finally:
+            del _reading[me]
         return data
+
+    def _shutdown(self) -> None:
+        try:
+            sock = self._inner.get_extra_info("socket")
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass  # already closed or never connected
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _bounded(timeout, self._core.WriteTimeout))
 
     def close(self) -> None:
+        # Shut the socket down first: on Linux, close() alone does not wake a recv()
+        # blocked in another thread (a stream being read while its router is closed), so
+        # that read would last until its timeout.
+        self._shutdown()
         self._inner.close()
 
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
