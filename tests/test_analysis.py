@@ -133,6 +133,8 @@ def test_nines_and_downtime_are_shown_not_rounded_away() -> None:
     ollama_only = entries["x"]
     assert ollama_only["availability_text"] == "0.99" and ollama_only["nines"] == 2.0
     assert format_duration(ollama_only["downtime_per_year_s"]) == "3.65 d"  # 87.7 h
+    # An availability so small that 1 - a rounds to 1: 0 nines, not "-0.0".
+    assert str(nines(1.0)) == "0.0" and str(nines(1 - 1e-320)) == "0.0"
     assert format_duration(seed["downtime_per_year_s"]) == "15.8 s"
 
 

@@ -43,3 +43,17 @@ def test_bench_needs_a_model_and_says_what_is_wrong(tmp_path: Path) -> None:
     assert "one of the arguments --model --package is required" in proc.stderr
     proc = routekit("bench", "--model", str(tmp_path / "missing.gguf"), code=1)
     assert "missing.gguf" in proc.stderr
+
+
+def test_bench_refuses_bad_options_before_loading_anything(tmp_path: Path) -> None:
+    # These used to pass argparse and fail after the model had loaded, with a traceback.
+    model = str(tmp_path / "never-loaded.gguf")
+    for args, said in ((["--settle", "-1"], "--settle: must be 0 to 60 seconds"),
+                       (["--settle", "nan"], "--settle: must be 0 to 60 seconds"),
+                       (["--settle", "1e9"], "--settle: must be 0 to 60 seconds"),
+                       (["--n-gpu-layers", "-7"], "--n-gpu-layers: must be -1 (all) or more"),
+                       (["--plot", str(tmp_path / "no-such" / "b.png")], "no such folder"),
+                       (["--plot", str(tmp_path / "chart")], "ending in .png, .svg or .pdf"),
+                       (["--plot", str(tmp_path)], "ending in .png, .svg or .pdf")):
+        proc = routekit("bench", "--model", model, *args, code=2)
+        assert said in proc.stderr, (args, proc.stderr)

@@ -346,6 +346,12 @@ def test_chat_argument_errors(tmp_path: Path) -> None:
     path = write(tmp_path, config)
     proc = routekit("chat", "hi", "--config", str(path), code=2)
     assert "no --model given" in proc.stderr
+    data = as_json(routekit("chat", "hi", "--config", str(path), "--json", code=2))
+    assert data["ok"] is False and "no --model given" in data["message"]
+    # --model "" is a name (no model's), not a request for the default.
+    proc = routekit("chat", "hi", "--config", str(write(tmp_path, chat_config(None), "d.yaml")),
+                    "--model", "", code=1)
+    assert proc.stderr.startswith("NoRouteError: unknown model ''"), proc.stderr
     # llama.cpp reads max_tokens <= 0 as "until the context is full": refuse it up front.
     for bad in ("0", "-3", "x"):
         proc = routekit("chat", "hi", "--config", str(path), "--max-tokens", bad, code=2)
@@ -356,12 +362,30 @@ def test_chat_argument_errors(tmp_path: Path) -> None:
     assert "invalid YAML" in proc.stderr
 
 
+def test_chat_stream_cut_mid_answer_keeps_the_partial_text_and_its_own_line(
+        tmp_path: Path) -> None:
+    with FaultServer() as server:
+        config = {"providers": {"p": http_provider(server.url("cut"))},
+                  "models": {"m": {"provider": "p"}},
+                  "routing": {**fast_retry(), "default_model": "m"}}
+        path = write(tmp_path, config)
+        proc = routekit("chat", "hi", "--config", str(path), "--stream", code=1)
+        data = as_json(routekit("chat", "hi", "--config", str(path), "--stream", "--json",
+                                code=1))
+    assert proc.stdout == "Hello from\n"  # the text, then the error on a line of its own
+    assert proc.stderr.startswith("StreamInterrupted:"), proc.stderr
+    assert data["error"] == "StreamInterrupted" and data["partial"] == "Hello from"
+
+
 # ---------------------------------------------------------------- plan / health
 
 def test_plan_text_json_and_unknown(tmp_path: Path) -> None:
     path = write(tmp_path, chat_config(Path("/nonexistent/never-loaded.gguf")))
     text = routekit("plan", "m0", "--config", str(path), code=0)
     assert text.stdout.strip() == "m0: m0 (p0) → m1 (p1) → gemma (local)"
+    # One plan, one line, in a narrow terminal too (was hard-wrapped when piped).
+    narrow = routekit("plan", "--config", str(path), env={"COLUMNS": "20"}, code=0)
+    assert len(narrow.stdout.splitlines()) == 3
     data = as_json(routekit("plan", "--config", str(path), "--json", code=0))
     assert data == {"m0": ["m0", "m1", "gemma"], "m1": ["m1"], "gemma": ["gemma"]}
     env = {"ROUTEKIT_CONFIG": str(path)}

@@ -466,8 +466,8 @@ def test_simulate_bad_input_is_one_clear_message(tmp_path: Path) -> None:
                                       code=1).stderr
     assert "--group takes NAME=PROVIDER" in routekit("simulate", seed, "--group", "x",
                                                     code=2).stderr
-    assert "no such provider" in routekit("simulate", seed, "--group", "g=nope",
-                                          code=2).stderr
+    assert "--group g: no provider 'nope'" in routekit("simulate", seed, "--group", "g=nope",
+                                                       code=2).stderr
     assert "--rps must be greater than 0" in routekit("simulate", seed, "--rps", "0",
                                                       code=2).stderr
     bad = write(tmp_path, {"fallback_chains": {"a": {"chain": ["b"]}}})
@@ -504,8 +504,9 @@ def test_simulate_option_errors_name_the_option(tmp_path: Path) -> None:
                        (["--refused-ms", "nan"], "--refused-ms must be a finite number"),
                        (["--mttr-hours", "inf"], "--mttr-hours must be a finite number"),
                        (["--rps", "1e-300"], "raise --rps or give --hours")):
-        assert said in routekit("simulate", seed, "--requests", "1000", "--json", *args,
-                                code=2, timeout=30).stderr
+        data = as_json(routekit("simulate", seed, "--requests", "1000", "--json", *args,
+                                code=2, timeout=30))
+        assert data["ok"] is False and said in data["message"]
     # Values validate refuses never reach the JSON encoder.
     inf = write(tmp_path, {"providers": {"o": {"kind": "ollama"}},
                            "models": {"a": {"provider": "o", "price": {"input_per_1k": ".inf"}}},
@@ -513,6 +514,24 @@ def test_simulate_option_errors_name_the_option(tmp_path: Path) -> None:
     inf.write_text(inf.read_text().replace("'.inf'", ".inf"))
     data = as_json(routekit("simulate", str(inf), "--json", code=1))
     assert data["errors"][0]["path"] == 'models["a"].price.input_per_1k'
+
+
+def test_simulate_refuses_what_it_would_get_wrong(tmp_path: Path) -> None:
+    single = str(EXAMPLES / "v1.7-single-terminal.yaml")
+    quick = ("--requests", "2000", "--no-timeline")
+    # A bare name: matplotlib would have written NAME.png and said NAME.
+    proc = routekit("simulate", single, *quick, "--plot", str(tmp_path / "fig"), code=2)
+    assert "ending in .png, .svg or .pdf" in proc.stderr
+    proc = routekit("simulate", single, *quick, "--plot", str(tmp_path / "x" / "f.png"), code=2)
+    assert "no such folder" in proc.stderr
+    # A typo among a group's members was dropped silently.
+    proc = routekit("simulate", single, *quick, "--group", "g=ollama,nope", code=2)
+    assert "--group g: no provider 'nope'" in proc.stderr
+    # Weights whose sum overflows sent all traffic to the last entry; and a usage error of
+    # a --json run is JSON too.
+    data = as_json(routekit("simulate", single, *quick, "--entry", "phi3:mini=1e308",
+                            "--entry", "gemma2:9b=1e308", "--json", code=2))
+    assert data["ok"] is False and "too large to add up" in data["message"]
 
 
 def test_simulate_runs_on_a_config_with_a_cycle() -> None:

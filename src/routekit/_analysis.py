@@ -136,7 +136,8 @@ def chain_availability(providers: list[str], availability: dict[str, float]) -> 
 
 def nines(unavailability: float) -> float:
     """−log10(1 − a): 0.99 → 2, 0.9999995 → 6.3; ``inf`` when nothing can fail."""
-    return math.inf if unavailability <= 0 else -math.log10(unavailability)
+    # + 0.0: an availability so small that 1 − a rounds to 1 has 0 nines, not -0.0.
+    return math.inf if unavailability <= 0 else -math.log10(unavailability) + 0.0
 
 
 def availability_text(unavailability: float) -> str:

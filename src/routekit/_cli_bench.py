@@ -26,7 +26,18 @@ quiet (--settle); round 0 warms up and is not counted. Medians are printed; --js
 every round."""
 
 
-def add_bench_parser(sub: Any, *, positive_int: Callable[[str], int]) -> None:
+def _gpu_layers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"must be -1 (all) or more, got {value}")
+    return value
+
+
+def add_bench_parser(sub: Any, *, positive_int: Callable[[str], int],
+                     plot_path: Callable[[str], str], settle: Callable[[str], float]) -> None:
     b = sub.add_parser("bench", help="in-process vs server TTFB and tokens/s on your GGUF",
                        description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = b.add_mutually_exclusive_group(required=True)
@@ -36,15 +47,17 @@ def add_bench_parser(sub: Any, *, positive_int: Callable[[str], int]) -> None:
     b.add_argument("--server", action="store_true",
                    help="also start llama_cpp.server (needs routekit[server])")
     b.add_argument("--no-native", action="store_true", help="skip llama_cpp_native")
-    b.add_argument("--n-gpu-layers", type=int, default=None,
+    b.add_argument("--n-gpu-layers", type=_gpu_layers, default=None,
                    help="layers to offload (-1: all; default: all when the build can offload)")
     b.add_argument("--threads", type=positive_int, default=None)
     b.add_argument("--n-ctx", type=positive_int, default=1024)
     b.add_argument("--rounds", type=positive_int, default=8)
     b.add_argument("--max-tokens", type=positive_int, default=32)
-    b.add_argument("--settle", type=float, default=0.2, help="seconds of quiet before a call")
+    b.add_argument("--settle", type=settle, default=0.2,
+                   help="seconds of quiet before a call (0 to 60; 0.2)")
     b.add_argument("--json", action="store_true")
-    b.add_argument("--plot", help="write a bar chart (PNG) here (needs routekit[plot])")
+    b.add_argument("--plot", type=plot_path, help="write a bar chart here, .png, .svg or "
+                   ".pdf (needs routekit[plot])")
 
 
 def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -72,15 +85,22 @@ def run_bench_command(args: argparse.Namespace, out: Console, err: Console) -> i
             task = bar.add_task("bench", total=1.0)
             result = run_bench(opts, lambda what, f: bar.update(task, description=what,
                                                                 completed=f))
-    if args.plot:
-        _plot(result, args.plot)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         _table(result, out)
-        if args.plot:
-            out.print(f"wrote {args.plot}")
-    return 1 if any(p.error and not p.ttfb_ms for p in result.paths) else 0
+    failed = any(p.error and not p.ttfb_ms for p in result.paths)
+    if args.plot:  # after the figures are out: a figure that cannot be written loses none
+        try:
+            _plot(result, args.plot)
+        except (OSError, RuntimeError, ValueError) as exc:
+            from .cli import _say
+
+            _say(err, "error:", "bold red", f"--plot {args.plot}: {exc}")
+            return 1
+        if not args.json:
+            out.print(f"wrote {args.plot}", markup=False, highlight=False, soft_wrap=True)
+    return 1 if failed else 0
 
 
 def _table(result: Any, out: Console) -> None:

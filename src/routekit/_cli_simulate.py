@@ -35,7 +35,8 @@ models' price with --prompt-tokens / --completion-tokens. Per-model breakers and
 are not simulated (see routekit/_simulate.py)."""
 
 
-def add_simulate_parser(sub: Any, *, positive_int: Callable[[str], int]) -> None:
+def add_simulate_parser(sub: Any, *, positive_int: Callable[[str], int],
+                        plot_path: Callable[[str], str]) -> None:
     s = sub.add_parser("simulate", help="Monte Carlo of outages: availability, failover "
                        "latency, cost, who answered", description=_SIMULATE_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,8 +63,8 @@ def add_simulate_parser(sub: Any, *, positive_int: Callable[[str], int]) -> None
                    help="what if these providers went down together (repeat)")
     s.add_argument("--no-timeline", action="store_true", help="independent draws only")
     s.add_argument("--json", action="store_true", help="everything, machine-readable")
-    s.add_argument("--plot", metavar="OUT.png", help="availability and latency CDF figure "
-                   "(needs routekit[plot])")
+    s.add_argument("--plot", metavar="OUT.png", type=plot_path, help="availability and "
+                   "latency CDF figure, .png, .svg or .pdf (needs routekit[plot])")
 
 
 
@@ -71,22 +72,30 @@ def run_simulate(args: argparse.Namespace, out: Console, err: Console) -> int:
     from ._config.loader import load_config
     from ._simulate import SimOptions, simulate
     from ._simulate_report import plot, print_comparison, print_result
-    from .cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE, _say
+    from .cli import EXIT_FAIL, EXIT_OK, _say, _usage
 
+    if args.plot:  # before minutes of simulation, not after
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _say(err, "error:", "bold red", "--plot needs matplotlib: pip install "
+                 "'routekit[plot]'")
+            return EXIT_FAIL
     try:
         entries = dict(_entry_weight(e) for e in args.entry) or None
         groups = dict(_group(g) for g in args.group) or None
     except ValueError as exc:
-        _say(err, "error:", "bold red", str(exc))
-        return EXIT_USAGE
+        return _usage(args, err, str(exc))
     paths = [args.config] + ([args.compare] if args.compare else [])
     configs = [load_config(path) for path in paths]
     if groups:
+        # With --compare a member may exist in one layout only; in neither is a typo.
         for name, members in groups.items():
-            if not any(m in c.providers for c in configs for m in members):
-                _say(err, "error:", "bold red", f"--group {name}: no such provider in "
-                     + " or ".join(paths))
-                return EXIT_USAGE
+            unknown = [m for m in members if not any(m in c.providers for c in configs)]
+            if unknown:
+                return _usage(args, err, f"--group {name}: no provider "
+                              + ", ".join(repr(m) for m in unknown) + " in "
+                              + " or ".join(paths))
     if entries is None and len(configs) == 2:
         # Side by side means the same traffic: the entry models both layouts declare.
         common = [e for e in _chain_keys(configs[0]) if e in set(_chain_keys(configs[1]))]
@@ -105,14 +114,7 @@ def run_simulate(args: argparse.Namespace, out: Console, err: Console) -> int:
                     timeline=not args.no_timeline)
                 results.append(simulate(config, options, source=path, progress=progress))
             except ValueError as exc:
-                _say(err, "error:", "bold red", str(exc))
-                return EXIT_USAGE
-    if args.plot:
-        try:
-            plot(results, args.plot)
-        except (RuntimeError, OSError, ValueError) as exc:
-            _say(err, "error:", "bold red", str(exc))
-            return EXIT_FAIL
+                return _usage(args, err, str(exc))
     if args.json:
         data = [r.as_dict() for r in results]
         print(json.dumps(data[0] if len(data) == 1 else {"layouts": data}, indent=2,
@@ -121,8 +123,15 @@ def run_simulate(args: argparse.Namespace, out: Console, err: Console) -> int:
         print_result(results[0], out)
     else:
         print_comparison(results, out)
-    if args.plot and not args.json:
-        out.print(f"plot written to {args.plot}", markup=False, highlight=False, soft_wrap=True)
+    if args.plot:  # after the figures are out: a figure that cannot be written loses none
+        try:
+            plot(results, args.plot)
+        except (RuntimeError, OSError, ValueError) as exc:
+            _say(err, "error:", "bold red", f"--plot {args.plot}: {exc}")
+            return EXIT_FAIL
+        if not args.json:
+            out.print(f"plot written to {args.plot}", markup=False, highlight=False,
+                      soft_wrap=True)
     return EXIT_OK
 
 

@@ -406,6 +406,9 @@ class _Built:
                 raise ValueError(f"traffic weight of {name!r} must be >= 0, got {w}")
         if not sum(wanted.values()) > 0:
             raise ValueError("the traffic weights sum to zero")
+        if not math.isfinite(sum(wanted.values())):
+            raise ValueError("the traffic weights are too large to add up (their sum "
+                             "overflows); use smaller numbers in the same proportions")
         self.entries = list(wanted)
         self.weights = wanted
         depth = config.routing.max_depth

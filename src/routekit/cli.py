@@ -49,6 +49,38 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _settle(text: str) -> float:
+    """Seconds of quiet: finite, 0 to 60 (time.sleep refuses nan and negatives only after
+    the model has loaded; a huge value would look like a hang)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (0 <= value <= 60):  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be 0 to 60 seconds, got {text}")
+    return value
+
+
+_PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _plot_path(text: str) -> str:
+    """Where a figure goes, checked before any work: a file name ending in .png, .svg or
+    .pdf (matplotlib would add .png to a bare name and write somewhere else than said) in
+    a folder that exists."""
+    from pathlib import Path
+
+    path = Path(text)
+    if path.suffix.lower() not in _PLOT_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"needs a file name ending in .png, .svg or .pdf, "
+                                         f"got {text!r}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {str(path.parent)!r}")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="routekit", description="Route LLM requests through "
                                 "fallback chains that end inside your own process.")
@@ -82,9 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     from ._cli_bench import add_bench_parser
     from ._cli_simulate import add_simulate_parser
 
-    add_simulate_parser(sub, positive_int=_positive_int)
+    add_simulate_parser(sub, positive_int=_positive_int, plot_path=_plot_path)
 
-    add_bench_parser(sub, positive_int=_positive_int)
+    add_bench_parser(sub, positive_int=_positive_int, plot_path=_plot_path, settle=_settle)
 
     g = sub.add_parser("graph", help="the chains as a Mermaid or Graphviz graph",
                        description="Print a config's fallback chains as text to paste into a "
@@ -128,6 +160,17 @@ def _say(console: Console, label: str, style: str, message: str) -> None:
     console.print(Text.assemble((label, style), " ", message), soft_wrap=True, highlight=False)
 
 
+def _usage(args: argparse.Namespace, err: Console, problem: str) -> int:
+    """A usage problem found after parsing: one line, or under ``--json`` one JSON object
+    on stdout, as every other failure of a ``--json`` command. Exit 2."""
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": "usage", "message": problem}, indent=2,
+                         ensure_ascii=False))
+    else:
+        _say(err, "error:", "bold red", problem)
+    return EXIT_USAGE
+
+
 def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         if args.command == "validate":
@@ -161,8 +204,11 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise
         route = getattr(exc, "route", None)
         if getattr(args, "json", False):
+            partial = getattr(exc, "partial", None)  # what a broken stream had said
             print(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc),
-                              "route": route.as_dict() if route else None}, indent=2))
+                              **({"partial": partial} if partial else {}),
+                              "route": route.as_dict() if route else None}, indent=2,
+                             ensure_ascii=False))
         else:
             _say(err, f"{type(exc).__name__}:", "bold red", str(exc))
             # AllCandidatesFailed's message already lists every hop.
@@ -247,7 +293,8 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
 
 def entry_model(config: Any, given: str | None) -> str | None:
     """The model a command asks for: ``--model``, else the config's routing.default_model."""
-    return given or config.routing.default_model
+    # Only an absent --model means the default: --model "" is a name, and no model's.
+    return given if given is not None else config.routing.default_model
 
 
 def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -257,9 +304,8 @@ def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
     config = _load(args.config)
     model = entry_model(config, args.model)
     if model is None:
-        _say(err, "error:", "bold red",
-             "no --model given and the config has no routing.default_model")
-        return EXIT_USAGE
+        return _usage(args, err, "no --model given and the config has no "
+                      "routing.default_model")
     # An unknown model fails here, before the router loads any in-process model.
     CompiledGraph.from_config(config).plan(model, max_depth=config.routing.max_depth)
     messages: list[dict[str, Any]] = []
@@ -276,14 +322,18 @@ def _chat(args: argparse.Namespace, out: Console, err: Console) -> int:
                 temperature=args.temperature,
             )
             parts = []
-            with stream:
-                for chunk in stream:
-                    text = chunk.choices[0].delta.content if chunk.choices else None
-                    if text:
-                        parts.append(text)
-                        if not args.json:
-                            out.print(text, end="", markup=False, highlight=False)
-            if not args.json:
+            try:
+                with stream:
+                    for chunk in stream:
+                        text = chunk.choices[0].delta.content if chunk.choices else None
+                        if text:
+                            parts.append(text)
+                            if not args.json:
+                                out.print(text, end="", markup=False, highlight=False)
+            finally:  # a broken stream's error goes on a line of its own
+                if not args.json and parts:
+                    out.print()
+            if not args.json and not parts:
                 out.print()
             content, route = "".join(parts), stream.route
         else:
@@ -394,7 +444,8 @@ def _plan(args: argparse.Namespace, out: Console) -> int:
         return EXIT_OK
     for m, plan in plans.items():
         out.print(f"{m}: " + " → ".join(
-            f"{c} ({config.models[c].provider})" for c in plan), markup=False, highlight=False)
+            f"{c} ({config.models[c].provider})" for c in plan), markup=False, highlight=False,
+            soft_wrap=True)  # one plan, one line, whatever the terminal's width
     return EXIT_OK
 
 
