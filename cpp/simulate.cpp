@@ -267,6 +267,15 @@ void Simulation::walk(std::size_t slot, double t) {
         const auto& plan = spec_.plans[r.entry];
         EntryStats& st = stats_[r.entry];
         if (r.k >= plan.size() || t - r.arrival >= spec_.budget) {
+            if (r.k >= plan.size() && !r.forced && r.skipped != 0 &&
+                t - r.arrival < spec_.budget) {
+                // Every hop the breakers let through failed: the last resort, as the
+                // router's walk, is the skipped hop that reopens soonest.
+                r.k = last_resort(plan, r, t);
+                r.forced = true;
+                ++st.forced;
+                continue;
+            }
             fail(slot, t);
             return;
         }
@@ -276,17 +285,7 @@ void Simulation::walk(std::size_t slot, double t) {
         if (breakers_ && !r.forced) {
             const int a = admit(p, t);
             if (a == 0) {
-                const std::size_t resort = last_resort(plan, r.k, t);
-                if (resort != plan.size()) {
-                    // Nothing after this hop would be admitted: the open one that reopens
-                    // soonest is tried anyway, the hops before it skipped.
-                    st.skipped_hops += static_cast<std::int64_t>(resort - r.k);
-                    t += spec_.skip_cost * static_cast<double>(resort - r.k);
-                    r.k = resort;
-                    r.forced = true;
-                    ++st.forced;
-                    continue;
-                }
+                if (r.k < 64) r.skipped |= std::uint64_t{1} << r.k;
                 ++st.skipped_hops;
                 t += spec_.skip_cost;
                 ++r.k;
@@ -302,7 +301,7 @@ void Simulation::walk(std::size_t slot, double t) {
             return;
         }
         if (s.hung && spec_.provider_fail_kind[p] != kInProcess) {
-            const bool later = !r.forced && r.k + 1 < plan.size();
+            const bool later = !r.forced && (r.k + 1 < plan.size() || r.skipped != 0);
             const double w = hang_wait(p, t - r.arrival, later);
             ++st.hung_hops;
             events_.push(Event{t + w, seq_++, slot});
@@ -356,20 +355,17 @@ void Simulation::fail(std::size_t slot, double t) {
 
 // ---------------------------------------------------------------- breakers
 
-std::size_t Simulation::last_resort(const std::vector<int>& plan, std::size_t k,
+std::size_t Simulation::last_resort(const std::vector<int>& plan, const Request& r,
                                     double t) const {
-    // As the router's walk: when no hop after ``k`` would be admitted now, the hop from
-    // ``k`` on whose breaker is open (not half-open) and reopens soonest; else plan.size().
-    for (std::size_t j = k + 1; j < plan.size(); ++j) {
-        if (would_admit(spec_.model_provider[plan[j]], t)) return plan.size();
-    }
+    // The skipped hop (one of the first 64) that reopens soonest; half-open ones (their
+    // probes were out) count as reopening now. Ties: the earliest in the plan.
     std::size_t best = plan.size();
     double soonest = std::numeric_limits<double>::infinity();
-    for (std::size_t j = k; j < plan.size(); ++j) {
-        const int p = spec_.model_provider[plan[j]];
-        const Breaker& b = breaker_[p];
-        if (spec_.provider_breaker[p].enabled && b.state == 1 && b.until < soonest) {
-            soonest = b.until;
+    for (std::size_t j = 0; j < plan.size() && j < 64; ++j) {
+        if (!(r.skipped >> j & 1U)) continue;
+        const double at = reopens_at(spec_.model_provider[plan[j]], t);
+        if (at < soonest) {
+            soonest = at;
             best = j;
         }
     }

@@ -111,6 +111,7 @@ private:
         std::size_t k = 0;  // plan position of the hop in progress
         int mode = 0;       // Mode of the hop in progress
         bool forced = false;
+        std::uint64_t skipped = 0;  // plan positions (< 64) skipped by a breaker
     };
     struct Breaker {
         int state = 0;  // 0 closed, 1 open, 2 half-open
@@ -148,7 +149,7 @@ private:
     const Unit& unit_at(int u, double t);
     int admit(int p, double t);  // 0 no, 1 yes, 2 yes as a half-open probe
     bool would_admit(int p, double t) const;
-    std::size_t last_resort(const std::vector<int>& plan, std::size_t k, double t) const;
+    std::size_t last_resort(const std::vector<int>& plan, const Request& r, double t) const;
     double reopens_at(int p, double t) const;
     void on_success(int p, double t, int mode);
     void on_failure(int p, double t, bool refused, int mode);

@@ -105,6 +105,7 @@ class _Request:
     k: int = 0
     mode: int = NORMAL
     forced: bool = False
+    skipped: int = 0  # plan positions (< 64) skipped by a breaker, as bits
 
 
 class Simulation:
@@ -274,6 +275,12 @@ class Simulation:
         st = self.st[req.entry]
         while True:
             if req.k >= len(plan) or t - req.arrival >= self.budget:
+                if (req.k >= len(plan) and not req.forced and req.skipped
+                        and t - req.arrival < self.budget):
+                    req.k = self._last_resort(plan, req, t)
+                    req.forced = True
+                    st.forced += 1
+                    continue
                 st.failure_times.append(t - req.arrival)
                 return
             m = plan[req.k]
@@ -282,14 +289,8 @@ class Simulation:
             if self.breakers and not req.forced:
                 a = self._admit(p, t)
                 if a == 0:
-                    resort = self._last_resort(plan, req.k, t)
-                    if resort is not None:
-                        st.skipped_hops += resort - req.k
-                        t += self.skip_cost * (resort - req.k)
-                        req.k = resort
-                        req.forced = True
-                        st.forced += 1
-                        continue
+                    if req.k < 64:
+                        req.skipped |= 1 << req.k
                     st.skipped_hops += 1
                     t += self.skip_cost
                     req.k += 1
@@ -310,7 +311,7 @@ class Simulation:
                     st.delays.append(d)
                 return
             if s.hung and self.kind[p] != IN_PROCESS:
-                later = not req.forced and req.k + 1 < len(plan)
+                later = not req.forced and (req.k + 1 < len(plan) or req.skipped != 0)
                 w = self._hang_wait(p, t - req.arrival, later)
                 st.hung_hops += 1
                 heapq.heappush(self.events, (t + w, self.seq, req))
@@ -335,17 +336,14 @@ class Simulation:
 
     # -- breakers
 
-    def _last_resort(self, plan: list[int], k: int, t: float) -> int | None:
-        """The router's last resort: with no later hop admitted now, the open hop from k on
-        that reopens soonest."""
-        if any(self._would_admit(self.model_provider[m], t) for m in plan[k + 1:]):
-            return None
-        best, soonest = None, INF
-        for j in range(k, len(plan)):
-            p = self.model_provider[plan[j]]
-            b = self.breaker[p]
-            if self.bspec[p]["enabled"] and b.state == 1 and b.until < soonest:
-                best, soonest = j, b.until
+    def _last_resort(self, plan: list[int], req: _Request, t: float) -> int:
+        """The skipped hop (of the first 64) that reopens soonest; ties: the earliest."""
+        best, soonest = len(plan), INF
+        for j in range(min(len(plan), 64)):
+            if req.skipped >> j & 1:
+                at = self._reopens_at(self.model_provider[plan[j]], t)
+                if at < soonest:
+                    best, soonest = j, at
         return best
 
     def _would_admit(self, p: int, t: float) -> bool:

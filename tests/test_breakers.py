@@ -321,6 +321,10 @@ def test_half_open_probe_closes_on_success() -> None:
     rig = Rig(breaker_cfg(), p0=[err503()] * 3 + ["back"])
     for _ in range(3):
         rig.ask()
+    # Only the model's breaker opened (a 503 is the model's failure): health says so too.
+    health = rig.router.health(probe=False)["p0"]
+    assert health.breaker.state == "closed" and health.models[0].state == "open"
+    assert not health.ok and rig.router.plan("m0") == ["m1"]
     rig.clock.advance(5.0)
     assert rig.router.plan("m0") == ["m0", "m1"]  # half-open: planned again
     assert rig.ask().choices[0].message.content == "back"
@@ -407,33 +411,75 @@ def test_an_open_fallback_is_the_last_resort_once_the_rest_of_the_chain_failed(
     assert rig.calls("p1") == calls
 
 
-def test_the_last_resort_is_the_open_tail_only_and_never_one_marked_down_by_hand() -> None:
+def test_the_last_resort_takes_any_held_back_candidate_but_never_one_out_by_hand() -> None:
     from routekit import AllCandidatesFailed
 
-    board_of = lambda rig: rig.router._state.board  # noqa: E731
-    # m1 open in the middle, m2 failing behind it: m1 stays skipped (the request fails).
-    rig = Rig(breaker_cfg(3), p0=[err503()], p2=[err503()] * 5)
-    board_of(rig).providers["p1"].trip(rig.clock.now(), "x")
+    def outcomes(attempts: Any) -> list[tuple[str, str]]:
+        return [(a.model, a.outcome) for a in attempts]
+
+    # m1 open in the middle, m2 failing behind it: m1 is tried once m2 has failed; its
+    # skipped row gives way to the attempt, in time order.
+    rig = Rig(breaker_cfg(3), p0=[err503()], p2=[err503()] * 3)
+    rig.router._state.board.providers["p1"].trip(rig.clock.now(), "x")
+    assert outcomes(rig.ask().route.attempts) == [("m0", "error"), ("m2", "error"),
+                                                  ("m1", "ok")]
+    # Taken out by hand, with its breaker open too: never tried, not even as a last resort.
+    rig = Rig(breaker_cfg(2), p0=[err503()] * 3)
+    rig.router.graph.set_model_available("m1", False)
+    rig.router._state.board.providers["p1"].trip(rig.clock.now(), "x")
     with pytest.raises(AllCandidatesFailed) as info:
         rig.ask()
-    outcomes = [(a.model, a.outcome) for a in info.value.attempts]
-    assert outcomes == [("m0", "error"), ("m1", "skipped"), ("m2", "error")]
+    assert outcomes(info.value.attempts) == [("m0", "error"), ("m1", "skipped")]
     assert rig.calls("p1") == 0
-    # m1 marked down by hand and m2 open: the tail is m1, m2; only m2 may be forced.
-    rig = Rig(breaker_cfg(3), p0=[err503()] * 3)
-    rig.router.graph.set_model_available("m1", False)
-    board_of(rig).providers["p2"].trip(rig.clock.now(), "x")
-    reply = rig.ask()
-    outcomes = [(a.model, a.outcome) for a in reply.route.attempts]
-    assert outcomes == [("m0", "error"), ("m1", "skipped"), ("m2", "ok")]
-    assert rig.calls("p1") == 0
-    # Marked down by hand with every breaker open elsewhere: nothing hand-marked is tried.
+    # Every candidate out (m0 by its breaker, m1 by hand): m0 in its place, m1 never.
     rig = Rig(breaker_cfg(2))
     rig.router.graph.set_model_available("m1", False)
-    board_of(rig).providers["p0"].trip(rig.clock.now(), "x")
-    reply = rig.ask()
-    assert [(a.model, a.outcome) for a in reply.route.attempts] == [("m0", "ok")]
+    rig.router._state.board.providers["p0"].trip(rig.clock.now(), "x")
+    assert outcomes(rig.ask().route.attempts) == [("m0", "ok")]
     assert rig.calls("p1") == 0
+
+
+def test_a_hand_mark_outlives_the_breaker_of_what_it_marked() -> None:
+    # A breaker that closed (or went half-open) used to raise a flag set down by hand.
+    rig = Rig(breaker_cfg(2), p0=[err503()] * 3)
+    board = rig.router._state.board
+    rig.router.graph.set_provider_available("p1", False)
+    board.providers["p1"].trip(rig.clock.now(), "probe failed")
+    board.providers["p1"].probe_passed(rig.clock.now())  # half-open
+    board.providers["p1"].probe_passed(rig.clock.now())  # closed
+    assert board.providers["p1"].state == "closed"
+    assert rig.router.plan("m0") == ["m0"]
+    rig.router.graph.set_provider_available("p1", True)  # back by hand: back in plans
+    assert rig.router.plan("m0") == ["m0", "m1"]
+
+
+def test_a_last_resort_that_cannot_serve_passes_the_turn_on() -> None:
+    # m1 reopens sooner but its window is too small for the prompt: m2 gets the turn.
+    cfg = breaker_cfg(3)
+    cfg["models"]["m1"]["context_window"] = 64
+    rig = Rig(cfg, p0=[err503()] * 3)
+    board = rig.router._state.board
+    board.providers["p2"].trip(rig.clock.now(), "x")
+    board.providers["p2"].trip(rig.clock.now(), "again")  # reopens later than p1
+    board.providers["p1"].trip(rig.clock.now(), "x")
+    reply = rig.router.chat.completions.create(
+        model="m0", messages=[{"role": "user", "content": "word " * 400}])
+    assert [(a.model, a.outcome) for a in reply.route.attempts] == [
+        ("m0", "error"), ("m1", "skipped"), ("m2", "ok")]
+    assert rig.calls("p1") == 0
+
+
+def test_a_half_open_candidate_with_its_probe_out_is_a_last_resort_too() -> None:
+    # Half-open with its one permit held by a request in flight: the others used to fail
+    # outright, where an open candidate would have been tried.
+    rig = Rig(breaker_cfg(2), p0=[err503()] * 3)
+    breaker = rig.router._state.board.providers["p1"]
+    breaker.trip(rig.clock.now(), "x")
+    breaker.probe_passed(rig.clock.now())
+    assert breaker.state == "half_open" and breaker.acquire()  # someone's probe is out
+    reply = rig.ask()
+    assert [(a.model, a.outcome) for a in reply.route.attempts] == [("m0", "error"),
+                                                                    ("m1", "ok")]
 
 
 def test_half_open_under_100_concurrent_callers_lets_exactly_one_probe_through() -> None:

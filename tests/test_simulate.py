@@ -113,20 +113,24 @@ def _twin_at(up: list[bool], open_until: dict[int, float]) -> Any:
     return sim
 
 
-def test_the_last_resort_is_the_open_tail_that_reopens_soonest() -> None:
+def test_the_last_resort_is_the_skipped_hop_that_reopens_soonest() -> None:
     # Plan [0, 1, 2] of entry 0; provider 0 refuses (unit 0 down).
     sim = _twin_at([False, True, True], {1: 50.0})  # 1 open, 2 admitted behind it
     sim._walk(ref._Request(0, 0.0), 0.0)
     st = sim.st[0]
     assert st.answered_at == [0, 0, 1] and st.forced == 0 and st.skipped_hops == 1
-    sim = _twin_at([False, True, True], {1: 50.0, 2: 40.0})  # the tail 1, 2 open: 2 sooner
+    sim = _twin_at([False, True, True], {1: 50.0, 2: 40.0})  # 1 and 2 open: 2 sooner
     sim._walk(ref._Request(0, 0.0), 0.0)
     st = sim.st[0]
-    assert st.answered_at == [0, 0, 1] and st.forced == 1 and st.skipped_hops == 1
+    assert st.answered_at == [0, 0, 1] and st.forced == 1 and st.skipped_hops == 2
     assert sim.breaker[2].state == 0  # its answer closed it
     sim = _twin_at([False, True, False], {1: 50.0, 2: 60.0})  # 1 sooner, and it answers
     sim._walk(ref._Request(0, 0.0), 0.0)
     assert sim.st[0].answered_at == [0, 1, 0] and sim.st[0].forced == 1
+    sim = _twin_at([False, True, False], {1: 50.0})  # 1 open in the middle, 2 refuses
+    sim._walk(ref._Request(0, 0.0), 0.0)
+    assert sim.st[0].answered_at == [0, 1, 0] and sim.st[0].forced == 1
+    assert sim.st[0].refused_hops == 2 and sim.st[0].failure_times == []
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

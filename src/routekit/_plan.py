@@ -75,8 +75,11 @@ class CompiledGraph:
         # static_plan's memo: (model, max_depth) -> plan ignoring availability. The graph
         # never changes, so neither do these; at most one entry per model and depth.
         self._static: dict[tuple[str, int], tuple[str, ...]] = {}
-        # The flags set down through this object, ("m", id) / ("p", id): all_available.
-        self._down: set[tuple[str, int]] = set()
+        # The flags set down through this object, ("m", id) / ("p", id) -> who holds each
+        # down: "hand" (the public setters) and/or "breaker" (the router's breakers). A
+        # flag is up in the core only when nobody holds it down, so a breaker closing does
+        # not undo a hand mark. all_available: nothing is held down.
+        self._down: dict[tuple[str, int], set[str]] = {}
         self._flags_lock = threading.Lock()  # the core's flag and _down change together
         for m in chains:
             if m not in self._index:
@@ -188,28 +191,49 @@ class CompiledGraph:
         """No model or provider flag is down: every plan is its ``static_plan``."""
         return not self._down
 
-    def set_model_available(self, model: str, available: bool) -> None:
+    def set_model_available(self, model: str, available: bool, *,
+                            by: str = "hand") -> None:
+        """Take a model out of plans, or put it back. ``by`` names who does: a model taken
+        out by hand stays out, whatever its breaker does, until put back by hand (the
+        router's breakers use ``by="breaker"``)."""
         i = self._id(model)
         with self._flags_lock:
-            self._core.set_model_available(i, bool(available))
-            self._mark(("m", i), available)
+            self._core.set_model_available(i, self._mark(("m", i), available, by))
 
-    def set_provider_available(self, provider: str, available: bool) -> None:
-        """Unknown provider: ValueError (it is a programming error, not a routing one)."""
+    def set_provider_available(self, provider: str, available: bool, *,
+                               by: str = "hand") -> None:
+        """``set_model_available`` for all of a provider's models. Unknown provider:
+        ValueError (it is a programming error, not a routing one)."""
         p = self._provider_index.get(provider)
         if p is None:
             raise ValueError(_did_you_mean("provider", provider, self.providers))
         with self._flags_lock:
-            self._core.set_provider_available(p, bool(available))
-            self._mark(("p", p), available)
+            self._core.set_provider_available(p, self._mark(("p", p), available, by))
 
-    def _mark(self, flag: tuple[str, int], available: bool) -> None:
-        # A request reading all_available just before a change plans as before it, which
-        # the core's atomics allow too.
+    def _mark(self, flag: tuple[str, int], available: bool, by: str) -> bool:
+        """Record who holds ``flag`` down; whether it is up now. A request reading
+        all_available just before a change plans as before it, which the core's atomics
+        allow too."""
+        holders = self._down.get(flag)
         if available:
-            self._down.discard(flag)
+            if holders is not None:
+                holders.discard(by)
+                if not holders:
+                    del self._down[flag]
+                    return True
+                return False
+            return True
+        if holders is None:
+            self._down[flag] = {by}
         else:
-            self._down.add(flag)
+            holders.add(by)
+        return False
+
+    def down_by_hand(self, model: str) -> bool:
+        """Is the model, or its provider, taken out of plans by hand?"""
+        i = self._id(model)
+        p = self._core.provider_of(i)
+        return any("hand" in self._down.get(flag, ()) for flag in (("m", i), ("p", p)))
 
     def is_available(self, model: str) -> bool:
         """The model's own flag and its provider's flag are both up."""

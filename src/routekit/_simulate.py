@@ -45,10 +45,10 @@ discrete-event loop). Breakers follow ``routing.breaker`` with each provider's o
 ``consecutive`` otherwise, ``trip_on_refused`` opens a local HTTP provider's breaker on its
 first refused connection, open time starts at ``open_initial`` and grows by
 ``open_multiplier`` per trip up to ``open_max``, then ``half_open_probes`` requests probe at
-a time, a success closes it and a failed probe reopens it. A request that meets an open
-candidate with no candidate after it admitted tries the open one of those that reopens
-soonest anyway, as the router does (its failure changes nothing, its success closes that
-breaker). Per-model breakers are not simulated: outages here are whole
+a time, a success closes it and a failed probe reopens it. As in the router, a request
+whose candidates are all open tries the one that reopens soonest anyway, and one whose
+admitted hops all failed tries the skipped hop that reopens soonest as its last resort
+(its failure changes nothing, its success closes that breaker). Per-model breakers are not simulated: outages here are whole
 providers, so a model's breaker would trip with (never before) its provider's. The same
 timeline (same outages, same arrivals) runs twice, with and without breakers.
 

@@ -80,7 +80,7 @@ class RequestState:
         "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
         "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
         "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
-        "wall_start_ns", "retry", "prompt", "last_error", "permits", "tripped",
+        "wall_start_ns", "retry", "prompt", "last_error", "permits", "tripped", "resorts",
     )
 
     def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
@@ -113,6 +113,7 @@ class RequestState:
         self.partial: list[str] = []  # text a committed stream has delivered so far
         self.candidate: ModelEntry | None = None
         self.last = False  # is the current candidate the last one of the plan?
+        self.resorts = False  # ... and may a last resort follow it? (``candidates``)
         self.tries = 0  # calls made on the current candidate
         self.attempt_started = 0.0
         self.first_byte_at: float | None = None
@@ -164,7 +165,7 @@ class RequestState:
     def _first_byte(self, limit: float | None, remaining: float) -> float | None:
         """The candidate's first-byte limit, capped while later candidates remain at
         ``routing.first_byte_share`` of what is left (None: no limit)."""
-        if self.last:
+        if self.last and not self.resorts:
             return limit
         cap = self.router.first_byte_share * remaining
         return cap if limit is None or cap < limit else limit
@@ -191,10 +192,13 @@ class RequestState:
         """The candidates to attempt, in plan order; the others are recorded as skipped.
 
         A candidate is yielded holding its half-open probe permits (``release_permits``
-        gives them back). If breakers have taken the chain's last candidates out of the plan
-        (every candidate, possibly), the one of those that reopens soonest is tried anyway
-        when the walk reaches it: a request does not fail while a fallback was only skipped
-        for an open breaker.
+        gives them back). If breakers have taken every candidate out of the plan, the one
+        that reopens soonest is tried anyway, in its place. Otherwise, once every candidate
+        the breakers allowed has failed, those they held back (open, or half-open with its
+        probes in flight) get one attempt, soonest to reopen first: the last resort. A
+        request does not fail while a fallback was only skipped for a breaker. (Envoy's
+        "panic mode" does the like for hosts.) A candidate taken out by hand
+        (``router.graph``) is never tried.
         """
         router = self.router
         board = router.board
@@ -218,26 +222,23 @@ class RequestState:
                 # Empty because a breaker opened after all_closed was read (it counts
                 # itself before its flag goes down): walk as with breakers open, below.
                 closed = bool(plan) or board.all_closed
+        resorts = False  # may a last resort follow the plan's last candidate?
         if not closed:
             names = graph.static_plan(self.requested, router.max_depth)
             plan = graph.plan(self.requested, max_depth=router.max_depth)
             up = set(plan)
             down = {n for n in names if n not in up}
-            # The last resort: when the chain ends in candidates whose breakers are open (all
-            # of it, when every candidate is open), the one that reopens soonest is tried
-            # after the others have failed, rather than failing the request while a
-            # fallback was only skipped. (Envoy's "panic mode" does the like for hosts.)
-            # A candidate marked unavailable by hand, with no breaker open, is never forced.
-            tail = names[names.index(plan[-1]) + 1:] if plan else names
-            reopen = {n: board.reopen_at(n, entries[n].provider_name) for n in tail
-                      if n in down}
-            reopen = {n: at for n, at in reopen.items() if at > float("-inf")}
-            if reopen:
-                forced = min(reopen, key=reopen.__getitem__)
-                down.discard(forced)
+            if down:
+                down_by_breaker = [n for n in names if n in down and not graph.down_by_hand(n)]
+                if not plan and down_by_breaker:
+                    forced = min(down_by_breaker,
+                                 key=lambda n: board.reopen_at(n, entries[n].provider_name))
+                    down.discard(forced)
+                resorts = len(down_by_breaker) > (forced is not None)
         if not names:
             raise NoRouteError(f"no candidate is available for model {self.requested!r}")
-        last_name = plan[-1] if plan else None
+        last_name = plan[-1] if plan else forced
+        held: list[tuple[str, Attempt]] = []  # skipped for a breaker: the last resort's pool
         for name in names:
             entry = entries[name]
             if name in down:
@@ -245,6 +246,8 @@ class RequestState:
                 if reopens is not None:
                     reason += f"; reopens in {reopens:.1f} s"
                 self.skip(entry, reason, "CircuitOpen")
+                if not graph.down_by_hand(name):
+                    held.append((name, self.attempts[-1]))
                 continue
             why = self._precheck(entry)
             if why is not None:
@@ -253,16 +256,41 @@ class RequestState:
             if name is not forced and not self._take_permits(entry):
                 reason, _ = board.reason_for(name, entry.provider_name, now)
                 self.skip(entry, reason, "CircuitOpen")
+                held.append((name, self.attempts[-1]))
+                resorts = True
                 continue
-            self.candidate = entry
             # The plan's last candidate keeps the last one's retries with a last resort
-            # behind it: that resort may well be down.
-            self.last = name == last_name or name is forced
-            self.tries = 0
-            self.tripped = False
-            self.first_byte_at = None
-            self.attempt_started = self.clock.now()
+            # behind it (that resort may well be down), but not all of the time: its first
+            # byte is capped as a candidate's with others after it.
+            self._turn(entry, last=name == last_name, resorts=resorts and name is not forced)
             yield entry
+            if name is forced and self.tries:
+                return  # every candidate was open: that was its one attempt
+        if not held:
+            return
+        # The last resort, soonest to reopen first (half-open ones before open ones), until
+        # one has been called: a candidate skipped now as busy or unfit passes the turn on.
+        held.sort(key=lambda h: board.reopen_at(h[0], entries[h[0]].provider_name))
+        for name, row in held:
+            entry = entries[name]
+            if self._precheck(entry) is not None:
+                continue
+            # This attempt's row stands for it now, in time order.
+            del self.attempts[next(i for i, a in enumerate(self.attempts) if a is row)]
+            self._turn(entry, last=True, resorts=False)
+            yield entry
+            if self.tries:
+                return
+
+    def _turn(self, entry: ModelEntry, *, last: bool, resorts: bool) -> None:
+        """A candidate's turn begins."""
+        self.candidate = entry
+        self.last = last
+        self.resorts = resorts
+        self.tries = 0
+        self.tripped = False
+        self.first_byte_at = None
+        self.attempt_started = self.clock.now()
 
     def _precheck(self, entry: ModelEntry) -> tuple[str, str] | None:
         """(why, error type) when this candidate cannot serve the request, else None."""

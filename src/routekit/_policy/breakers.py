@@ -399,9 +399,9 @@ class BreakerBoard:
 
     def _set_flag(self, breaker: Breaker, up: bool) -> None:
         if breaker.level == "provider":
-            self._graph.set_provider_available(breaker.name, up)
+            self._graph.set_provider_available(breaker.name, up, by="breaker")
         else:
-            self._graph.set_model_available(breaker.name, up)
+            self._graph.set_model_available(breaker.name, up, by="breaker")
 
     def _recompute_reopen(self) -> None:
         with self._lock:

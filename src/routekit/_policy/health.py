@@ -58,8 +58,11 @@ class ProviderHealth:
 
     @property
     def ok(self) -> bool:
+        """Its last probe passed (or none ran) and no breaker of it, the provider's or a
+        model's, is open: plans take all of its models."""
         probe_ok = self.probe is None or self.probe.ok
-        return probe_ok and self.breaker.state != "open"
+        return (probe_ok and self.breaker.state != "open"
+                and all(m.state != "open" for m in self.models))
 
     def as_dict(self) -> dict[str, Any]:
         return {
