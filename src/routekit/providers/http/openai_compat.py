@@ -51,6 +51,7 @@ from .._base import ChatRequest, Deadline, HealthReport
 from .assemble import Assembler, TextAssembler
 from .call_args import call_kwargs
 from .errors import translate
+from .loops import running_loop_key, start_closer
 from .probe import failed as failed_probe
 from .probe import judge, probe_url
 from .transport import call_deadline, http_lib, install_deadlines
@@ -214,7 +215,7 @@ class OpenAICompatProvider:
             return self._create_text if text else self._create  # type: ignore[return-value]
 
     def _async_create(self, model: str | None, text: bool = False) -> Callable[..., Any]:
-        loop = _running_loop_key()
+        loop = running_loop_key()
         entry = self._async.get(loop)
         if entry is not None:
             return entry[3] if text else entry[1]
@@ -236,7 +237,7 @@ class OpenAICompatProvider:
                     http_client=http,
                 )
                 entry = (client, client.chat.completions.create, http,
-                         client.completions.create, _start_closer(self, loop))
+                         client.completions.create, start_closer(self, loop))
                 self._async[loop] = entry
             return entry[3] if text else entry[1]
 
@@ -538,7 +539,7 @@ class OpenAICompatProvider:
         try:
             self._async_create(None)
             start = time.perf_counter()
-            http = self._async[_running_loop_key()][2]
+            http = self._async[running_loop_key()][2]
             headers = {"Authorization": f"Bearer {self._key}"} if self._key else None
             lib = http_lib()
             with _deadline_scope(timeout):
@@ -563,7 +564,7 @@ class OpenAICompatProvider:
     async def aclose_loop(self) -> None:
         """Close the async client of the running event loop only; the provider stays usable
         (for applications that run several event loops in turn)."""
-        loop = _running_loop_key()
+        loop = running_loop_key()
         with self._lock:
             entry = self._async.pop(loop, None)
         if entry is not None:
@@ -599,53 +600,6 @@ def _tls_context() -> ssl.SSLContext:
 
 def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
-
-
-class _NoLoop:
-    """Weak-referenceable stand-in key when no asyncio loop runs (e.g. under trio)."""
-
-
-_NO_LOOP = _NoLoop()
-
-
-async def _loop_closer(provider: weakref.ref[OpenAICompatProvider],
-                       loop: object) -> AsyncGenerator[None, None]:
-    """Suspended at its ``yield`` while ``loop``'s async client lives. ``asyncio.run`` ends
-    a loop by finalising its async generators (``loop.shutdown_asyncgens``) while the loop
-    still runs: this one's ``finally`` then closes that client, so a router used by one
-    ``asyncio.run`` after another keeps no sockets of finished loops (they piled up, two
-    per loop, each a ResourceWarning when collected)."""
-    try:
-        yield
-    finally:
-        owner = provider()
-        if owner is not None:
-            await owner._aclose_for(loop)
-
-
-def _start_closer(provider: OpenAICompatProvider, loop: object
-                  ) -> AsyncGenerator[None, None] | None:
-    """A started ``_loop_closer`` for the running asyncio loop (None elsewhere: trio)."""
-    if loop is _NO_LOOP:
-        return None
-    closer = _loop_closer(weakref.ref(provider), loop)
-    # __anext__ registers the generator with the running loop (its firstiter hook); the
-    # generator reaches its yield without awaiting anything, so one send() starts it.
-    step = closer.__anext__()
-    try:
-        step.send(None)
-    except StopIteration:
-        pass
-    return closer
-
-
-def _running_loop_key() -> object:
-    import asyncio
-
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return _NO_LOOP
 
 
 def _silence_end(end: float, silence: float) -> float:
