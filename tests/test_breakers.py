@@ -469,6 +469,22 @@ def test_a_last_resort_that_cannot_serve_passes_the_turn_on() -> None:
     assert rig.calls("p1") == 0
 
 
+def test_a_failed_last_resort_leaves_its_breaker_as_it_was() -> None:
+    # Each request that fell through to the open fallback and failed there re-tripped it:
+    # its reopen time went 5 s, 10, 20, ... 160 s in five requests.
+    rig = Rig(breaker_cfg(2), p0=[err503()] * 30, p1=[ConnectionFailed("reset")] * 30)
+    breaker = rig.router._state.board.providers["p1"]
+    breaker.trip(rig.clock.now(), "x")
+    reopen, trips = breaker.reopen_at, breaker.trips
+    from routekit import AllCandidatesFailed
+
+    for _ in range(5):
+        with pytest.raises(AllCandidatesFailed) as info:
+            rig.ask()
+        assert info.value.attempts[-1].model == "m1"  # tried, as the last resort
+    assert (breaker.state, breaker.reopen_at, breaker.trips) == ("open", reopen, trips)
+
+
 def test_a_half_open_candidate_with_its_probe_out_is_a_last_resort_too() -> None:
     # Half-open with its one permit held by a request in flight: the others used to fail
     # outright, where an open candidate would have been tried.

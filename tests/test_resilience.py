@@ -165,6 +165,21 @@ def test_a_probe_that_times_out_counts_as_one_failure_not_an_open_breaker() -> N
             assert refused.breaker.state == "open", refused.breaker
 
 
+def test_a_slow_fallback_keeps_its_time_with_an_open_primary_behind_it() -> None:
+    # The primary's breaker is open; the fallback, the only candidate the breakers allow,
+    # thinks 1.6 s. It must keep the whole budget (a last resort behind it once capped
+    # its first byte at first_byte_share of what was left, and the request failed).
+    with FaultServer() as server:
+        server.think_seconds = 1.6
+        cfg = chain([f"http://127.0.0.1:{closed_port()}/v1", server.url("think")])
+        cfg["routing"]["timeout"] = {"total": 3.0}
+        with Router(cfg, warm=False, health_probes=False) as router:
+            router._state.board.providers["p0"].trip(router._state.clock.now(), "test")
+            reply = router.chat.completions.create(model="m0", messages=MSG)
+    assert [(a.model, a.outcome) for a in reply.route.attempts] == [("m0", "skipped"),
+                                                                    ("m1", "ok")]
+
+
 def test_a_hung_server_stops_costing_time_once_its_breaker_opens() -> None:
     with FaultServer(hang_seconds=10) as fault:
         cfg = chain([fault.url("hang"), fault.url("ok")], breaker={"failure_threshold": 2})

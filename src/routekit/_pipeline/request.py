@@ -80,7 +80,7 @@ class RequestState:
         "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
         "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
         "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
-        "wall_start_ns", "retry", "prompt", "last_error", "permits", "tripped", "resorts",
+        "wall_start_ns", "retry", "prompt", "last_error", "permits", "tripped", "forcing",
     )
 
     def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
@@ -113,7 +113,7 @@ class RequestState:
         self.partial: list[str] = []  # text a committed stream has delivered so far
         self.candidate: ModelEntry | None = None
         self.last = False  # is the current candidate the last one of the plan?
-        self.resorts = False  # ... and may a last resort follow it? (``candidates``)
+        self.forcing = False  # is it tried though a breaker holds it back? (``candidates``)
         self.tries = 0  # calls made on the current candidate
         self.attempt_started = 0.0
         self.first_byte_at: float | None = None
@@ -165,7 +165,7 @@ class RequestState:
     def _first_byte(self, limit: float | None, remaining: float) -> float | None:
         """The candidate's first-byte limit, capped while later candidates remain at
         ``routing.first_byte_share`` of what is left (None: no limit)."""
-        if self.last and not self.resorts:
+        if self.last:
             return limit
         cap = self.router.first_byte_share * remaining
         return cap if limit is None or cap < limit else limit
@@ -222,7 +222,6 @@ class RequestState:
                 # Empty because a breaker opened after all_closed was read (it counts
                 # itself before its flag goes down): walk as with breakers open, below.
                 closed = bool(plan) or board.all_closed
-        resorts = False  # may a last resort follow the plan's last candidate?
         if not closed:
             names = graph.static_plan(self.requested, router.max_depth)
             plan = graph.plan(self.requested, max_depth=router.max_depth)
@@ -234,7 +233,6 @@ class RequestState:
                     forced = min(down_by_breaker,
                                  key=lambda n: board.reopen_at(n, entries[n].provider_name))
                     down.discard(forced)
-                resorts = len(down_by_breaker) > (forced is not None)
         if not names:
             raise NoRouteError(f"no candidate is available for model {self.requested!r}")
         last_name = plan[-1] if plan else forced
@@ -257,12 +255,10 @@ class RequestState:
                 reason, _ = board.reason_for(name, entry.provider_name, now)
                 self.skip(entry, reason, "CircuitOpen")
                 held.append((name, self.attempts[-1]))
-                resorts = True
                 continue
-            # The plan's last candidate keeps the last one's retries with a last resort
-            # behind it (that resort may well be down), but not all of the time: its first
-            # byte is capped as a candidate's with others after it.
-            self._turn(entry, last=name == last_name, resorts=resorts and name is not forced)
+            # The plan's last candidate keeps the last one's retries and time with a last
+            # resort behind it: the breakers said that resort was failing.
+            self._turn(entry, last=name == last_name, forcing=name is forced)
             yield entry
             if name is forced and self.tries:
                 return  # every candidate was open: that was its one attempt
@@ -277,16 +273,16 @@ class RequestState:
                 continue
             # This attempt's row stands for it now, in time order.
             del self.attempts[next(i for i, a in enumerate(self.attempts) if a is row)]
-            self._turn(entry, last=True, resorts=False)
+            self._turn(entry, last=True, forcing=True)
             yield entry
             if self.tries:
                 return
 
-    def _turn(self, entry: ModelEntry, *, last: bool, resorts: bool) -> None:
+    def _turn(self, entry: ModelEntry, *, last: bool, forcing: bool) -> None:
         """A candidate's turn begins."""
         self.candidate = entry
         self.last = last
-        self.resorts = resorts
+        self.forcing = forcing
         self.tries = 0
         self.tripped = False
         self.first_byte_at = None
@@ -342,6 +338,11 @@ class RequestState:
         scope = exc.breaker_scope
         if scope is None:
             self.release_permits(entry)
+            return
+        if self.forcing:
+            # Tried though its breaker was open: that failure is what the breaker already
+            # knew. Counting it would push the reopen time out on every request that fell
+            # through to it (5 s to 160 s in five requests).
             return
         if self.tripped:
             # A retry of this turn failed after the turn's own failure opened the breaker:
