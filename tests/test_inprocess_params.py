@@ -17,7 +17,7 @@ from inproc_helpers import LONG, request  # noqa: E402
 
 from routekit import Router  # noqa: E402
 from routekit._exceptions import ProviderError  # noqa: E402
-from routekit.providers._base import ChatRequest  # noqa: E402
+from routekit.providers._base import ChatRequest, RequestParams  # noqa: E402
 from routekit.providers.llama_cpp.params import _seed  # noqa: E402
 from routekit.testing import FakeProvider  # noqa: E402
 
@@ -126,3 +126,23 @@ def test_requests_a_model_cannot_do_never_open_its_breaker(tiny_path: Path) -> N
         reply = router.chat.completions.create(model="m", max_tokens=2, messages=[
             {"role": "user", "content": "x"}])
         assert reply.route.answered_by.model == "m"
+
+
+@KINDS
+@pytest.mark.parametrize("stream", [False, True])
+def test_text_that_is_not_unicode_is_the_requests_fault(make_tiny: Callable[..., Any],
+                                                        kind: str, stream: bool) -> None:
+    # A lone surrogate (a bad decode upstream) was a plain model failure: six such
+    # requests opened the in-process model's breaker for everyone.
+    from routekit import BadRequest
+
+    provider = make_tiny(kind=kind)
+    bad = ChatRequest(model="m", model_id="m",
+                      messages=[{"role": "user", "content": "a\ud800b"}],
+                      params=RequestParams(max_tokens=4))
+    with pytest.raises(BadRequest, match="not valid Unicode") as info:
+        if stream:
+            list(provider.stream(bad, LONG))
+        else:
+            provider.complete(bad, LONG)
+    assert info.value.breaker_scope is None and info.value.status_code == 400

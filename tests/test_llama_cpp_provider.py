@@ -1134,3 +1134,67 @@ def test_concurrent_mixed_load_keeps_the_gate_consistent(
     assert outcomes.count("ok") >= 8
     assert provider.queue_depth("m") == 0
     assert provider.complete(_request(max_tokens=1), LONG).usage.completion_tokens == 1
+
+
+def test_models_loading_at_once_leave_the_processs_stdout_and_stderr_alone(
+        tiny_path: Path, tmp_path: Path) -> None:
+    # llama-cpp-python (verbose=False) points fds 1 and 2 at /dev/null while a model loads;
+    # two loads at once saved /dev/null as "the original" and the process stayed silenced
+    # for good. In a child process: here it would silence pytest itself.
+    import subprocess
+
+    from conftest import routekit_path
+
+    result = tmp_path / "fds.txt"
+    script = f"""
+import os, threading
+from routekit import Router
+models = {{f"m{{i}}": {{"provider": "local", "path": {str(tiny_path)!r}, "chat_format": "chatml",
+                       "n_ctx": 64, "n_threads": 1}} for i in range(8)}}
+before = [os.readlink(f"/proc/self/fd/{{fd}}") for fd in (1, 2)]
+for _ in range(3):
+    cfg = {{"providers": {{"local": {{"kind": "llama_cpp"}}}}, "models": models}}
+    with Router(cfg, warm=False, health_probes=False) as router:
+        def ask(name):
+            router.chat.completions.create(model=name, max_tokens=1,
+                                           messages=[{{"role": "user", "content": "hi"}}])
+        threads = [threading.Thread(target=ask, args=(m,)) for m in models]
+        for t in threads: t.start()
+        for t in threads: t.join()
+after = [os.readlink(f"/proc/self/fd/{{fd}}") for fd in (1, 2)]
+open({str(result)!r}, "w").write(repr((before, after)))
+print("still here")
+"""
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.run([sys.executable, "-c", script], stdout=out, stderr=err,
+                              env={**os.environ, "PYTHONPATH": routekit_path()}, timeout=120)
+    assert proc.returncode == 0, (tmp_path / "err.txt").read_text()
+    before, after = eval(result.read_text())  # noqa: S307 - our own repr
+    assert after == before
+    assert (tmp_path / "out.txt").read_text() == "still here\n"
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "llama_cpp_native"])
+def test_a_stream_left_open_at_exit_prints_nothing(tiny_path: Path, kind: str) -> None:
+    # Its generator is finalised at interpreter exit, when imports no longer work: that
+    # printed "Exception ignored ... ImportError: sys.meta_path is None".
+    import subprocess
+
+    from conftest import routekit_path
+
+    script = f"""
+from routekit import Router
+cfg = {{"providers": {{"local": {{"kind": {kind!r}}}}},
+        "models": {{"m": {{"provider": "local", "path": {str(tiny_path)!r},
+                          "chat_format": "chatml", "n_ctx": 64, "n_threads": 1}}}}}}
+router = Router(cfg, health_probes=False)
+stream = router.chat.completions.create(model="m", stream=True, max_tokens=8,
+                                        messages=[{{"role": "user", "content": "hi"}}])
+next(stream)
+print("left open")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": routekit_path()}, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "left open\n", proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, \
+        proc.stderr

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Mapping, NoRetur
 
 from ..._config.model import ModelConfig, ProviderConfig
 from ..._exceptions import (
+    BadRequest,
     ContextLengthExceeded,
     ModelNotFound,
     ProviderError,
@@ -315,6 +316,14 @@ def translate(exc: Exception, slot: ModelSlot, sent: list[str] | None) -> Provid
     """llama_cpp's exceptions → routekit's tree. ``sent``: text already yielded, or None."""
     if isinstance(exc, ProviderError):
         return exc
+    if isinstance(exc, UnicodeEncodeError):
+        # Text that is not valid Unicode (a lone surrogate from a bad decode upstream): the
+        # request's fault, not the model's, so its breaker hears nothing of it.
+        bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
+        return BadRequest(
+            f"in-process model {slot.name!r}: the request's text is not valid Unicode "
+            f"({exc.reason}: {bad!r} at position {exc.start} of a message)",
+            status_code=400, provider=slot.provider, model=slot.name)
     message = str(exc)
     match = _CONTEXT_RE.search(message) if isinstance(exc, ValueError) else None
     if match is not None:

@@ -141,8 +141,10 @@ def flush_llama_logs() -> None:
     """Hand the log lines llama.cpp wrote since the last call to logging (cheap when none)."""
     if not _sink:
         return
-    from ... import _cpp as _core
-
+    try:
+        from ... import _cpp as _core
+    except ImportError:  # at interpreter exit (a stream left open): imports are gone
+        return
     if not _core.llama_logs_pending():
         return
     lines, dropped = _core.llama_log_drain()
