@@ -142,6 +142,7 @@ std::vector<Signature> Api::declared_signatures() {
         {"llama_memory_seq_rm", "b(p,i32,i32,i32)"},
         {"llama_memory_clear", "v(p,b)"},
         {"llama_decode", "i32(p,S:llama_batch)"},
+        {"llama_set_abort_callback", "v(p,p,p)"},
         {"llama_sampler_chain_default_params", "S:llama_sampler_chain_params()"},
         {"llama_sampler_chain_init", "p(S:llama_sampler_chain_params)"},
         {"llama_sampler_chain_add", "v(p,p)"},
@@ -258,6 +259,7 @@ std::shared_ptr<Api> Api::open(const std::string& lib_path,
     resolve(handle, "llama_memory_seq_rm", api->memory_seq_rm, missing);
     resolve(handle, "llama_memory_clear", api->memory_clear, missing);
     resolve(handle, "llama_decode", api->decode, missing);
+    resolve(handle, "llama_set_abort_callback", api->set_abort_callback, missing);
     resolve(handle, "llama_sampler_chain_default_params", api->sampler_chain_default_params,
             missing);
     resolve(handle, "llama_sampler_chain_init", api->sampler_chain_init, missing);
@@ -331,10 +333,18 @@ NativeContext::NativeContext(std::shared_ptr<const Api> api, void* model, void* 
     b_seq_.resize(n_batch_);
     for (std::uint32_t i = 0; i < n_batch_; ++i) b_seq_[i] = &b_seq_storage_[i];
     b_logits_.assign(n_batch_, 0);
+    api_->set_abort_callback(ctx_, &NativeContext::abort_decode, abort_cell_);
     thread_ = std::thread([this] { worker(); });
 }
 
 NativeContext::~NativeContext() { close(); }
+
+bool NativeContext::abort_decode(void* cell) {
+    // Called on the decoding thread (ggml's CPU backend asks from its first thread). A job
+    // is named only while decode_range's api_->decode runs for it, so it is alive.
+    const Job* job = static_cast<AbortCell*>(cell)->decoding.load(std::memory_order_acquire);
+    return job != nullptr && job->cancel_requested();
+}
 
 void NativeContext::close() {
     std::lock_guard<std::mutex> join_lock(join_mu_);  // one closer joins; the others wait
@@ -475,13 +485,16 @@ int NativeContext::decode_range(const std::vector<token_t>& tokens, std::size_t 
         b_logits_[n - 1] = 1;
         batch_t batch{static_cast<std::int32_t>(n), b_token_.data(), nullptr, b_pos_.data(),
                       b_n_seq_.data(), b_seq_.data(), b_logits_.data()};
+        abort_cell_->decoding.store(&job, std::memory_order_release);
         const std::int32_t rc = api_->decode(ctx_, batch);
+        abort_cell_->decoding.store(nullptr, std::memory_order_release);
         std::lock_guard<std::mutex> lock(cache_mu_);
         if (rc != 0) {
             // Some ubatches may have landed in the cache: forget it all rather than guess.
             cache_.clear();
             api_->memory_clear(memory_, true);
-            return rc;
+            // 2: aborted by abort_decode, the job cancelled mid-batch (a deadline, a close).
+            return job.cancel_requested() ? kDecodeCancelled : rc;
         }
         cache_.insert(cache_.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
                       tokens.begin() + static_cast<std::ptrdiff_t>(start + n));

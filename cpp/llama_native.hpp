@@ -116,6 +116,8 @@ public:
     bool (*memory_seq_rm)(void* mem, seq_id_t seq, pos_t p0, pos_t p1) = nullptr;
     void (*memory_clear)(void* mem, bool data) = nullptr;
     std::int32_t (*decode)(void* ctx, batch_t batch) = nullptr;
+    // ggml_abort_callback: asked between graph nodes (CPU backend) whether to stop decoding.
+    void (*set_abort_callback)(void* ctx, bool (*callback)(void* data), void* data) = nullptr;
     sampler_chain_params_t (*sampler_chain_default_params)() = nullptr;
     void* (*sampler_chain_init)(sampler_chain_params_t params) = nullptr;
     void (*sampler_chain_add)(void* chain, void* smpl) = nullptr;
@@ -276,11 +278,22 @@ private:
     // Decodes tokens [from, to) of `tokens` at positions from..; logits for the last one.
     int decode_range(const std::vector<token_t>& tokens, std::size_t from, std::size_t to,
                      Job& job);
+    // The context's abort callback: true once the job being decoded is cancelled, so a
+    // long prompt batch stops at its next graph node instead of running to its end. Its
+    // data is an AbortCell, not this object: llama-cpp-python owns the context and may
+    // free it before or after this object goes, so neither may point at the other once
+    // one is gone. The cell (one pointer) is left behind on purpose when this object is
+    // destroyed: the context, if it lives on, still reads it (and finds no job).
+    struct AbortCell {
+        std::atomic<const Job*> decoding{nullptr};  // the job inside api_->decode, if any
+    };
+    static bool abort_decode(void* cell);
     void* make_sampler(const Sampling& s) const;
 
     std::shared_ptr<const Api> api_;
     void* model_;
     void* ctx_;
+    AbortCell* abort_cell_ = new AbortCell();  // never freed: see abort_decode
     const void* vocab_;
     void* memory_;
     std::uint32_t n_ctx_;

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -210,6 +211,48 @@ def test_async_complete_and_stream(
     (reply, chunks), ticks = asyncio.run(ticking(both))
     assert _text(chunks) == reply.choices[0].message.content
     assert ticks >= 5  # the event loop kept running while tokens were decoded
+
+
+@pytest.mark.skipif(llama_cpp.llama_supports_gpu_offload(),
+                    reason="llama.cpp's abort callback is honoured by its CPU backend only")
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_deadline_stops_a_long_prompt_mid_batch(
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider], stream: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The loop checked for cancellation only between n_batch chunks: a 0.2 s deadline on a
+    # ~530-token prompt took 1.05-1.3 s here (one whole batch). llama.cpp's abort callback
+    # now stops the batch between graph nodes. Compared with the same prompt's full
+    # prefill measured in this run, not with a wall-clock bound.
+    native, _ = gemma_pair
+    prompt = "Summarize: " + "The sea is wide and deep and blue. " * 60
+
+    def ask(i: int, deadline: Deadline) -> float:
+        _native_ctx(native).invalidate_cache()
+        msgs = [{"role": "user", "content": f"[{i}] {prompt}"}]
+        start = time.perf_counter()
+        try:
+            if stream:
+                list(native.stream(_request(messages=msgs, max_tokens=1), deadline))
+            else:
+                native.complete(_request(messages=msgs, max_tokens=1), deadline)
+        except (RequestTimeout, StreamInterrupted):
+            pass
+        return time.perf_counter() - start
+
+    full = ask(0, LONG)  # the whole prefill, and one token
+    with caplog.at_level(logging.DEBUG, logger="routekit.llama_cpp"):
+        stopped = ask(1, Deadline(connect=1.0, read=60.0, total=full / 8))
+        from routekit.providers.llama_cpp.compat import flush_llama_logs
+
+        flush_llama_logs()
+    assert stopped < full / 2, (stopped, full)
+    # llama.cpp logs the abort as errors; expected here, so not above DEBUG.
+    aborted = [r for r in caplog.records if "ret = 2" in r.getMessage()]
+    assert aborted and all(r.levelno == logging.DEBUG for r in aborted), caplog.records
+    # The context is usable at once: the next request decodes the same prompt whole.
+    again = ask(2, LONG)
+    assert again > full / 2 and again < 4 * full
 
 
 def test_prompt_longer_than_n_ctx_raises_context_length_exceeded(gemma_path: Path) -> None:

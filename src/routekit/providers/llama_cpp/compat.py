@@ -41,6 +41,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,11 @@ def construction_guard(llama_cpp: Any) -> Iterator[bool]:
 _LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.DEBUG,
            4: logging.WARNING}
 _llama_log = logging.getLogger("routekit.llama_cpp")
+# What llama.cpp logs as errors when a decode is aborted through its abort callback (the
+# native loop cancelling a job mid-batch: a deadline, a close): status 1 is
+# GGML_STATUS_ABORTED, llama_decode's 2 "aborted". Expected, so DEBUG, not WARNING.
+_ABORTED = re.compile(r"failed with error 1\s*$|compute status: 1\s*$|"
+                      r"failed to decode, ret = 2\s*$")
 _bridge: Any = None  # the ctypes callback; must stay referenced while installed
 _last_level = logging.DEBUG
 
@@ -150,6 +156,8 @@ def flush_llama_logs() -> None:
     lines, dropped = _core.llama_log_drain()
     for level, text in lines:
         py_level = _LEVELS.get(level, logging.DEBUG)
+        if py_level > logging.DEBUG and _ABORTED.search(text):
+            py_level = logging.DEBUG  # a decode the native loop stopped on purpose
         if _llama_log.isEnabledFor(py_level):
             _llama_log.log(py_level, "%s", text)
     if dropped:
