@@ -1198,3 +1198,39 @@ print("left open")
     assert proc.returncode == 0 and proc.stdout == "left open\n", proc.stderr
     assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, \
         proc.stderr
+
+
+def test_closing_the_router_stops_a_non_streaming_in_process_answer(tiny_path: Path) -> None:
+    # A llama_cpp complete() in flight ran on to its max_tokens after router.close() (the
+    # stream path and the native kind stopped). Compared with the same answer's full
+    # length measured in this run.
+    from routekit import AllCandidatesFailed, Router
+
+    cfg = {"providers": {"local": {"kind": "llama_cpp"}},
+           "models": {"m": {"provider": "local", "path": str(tiny_path),
+                            "chat_format": "chatml", "n_ctx": 2048, "n_threads": 1}}}
+    ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+           "max_tokens": 1900, "temperature": 0}
+    with Router(cfg, health_probes=False) as router:
+        start = time.perf_counter()
+        full = router.chat.completions.create(**ask)
+        whole = time.perf_counter() - start
+    assert full.usage is not None and full.usage.completion_tokens == 1900
+    router = Router(cfg, health_probes=False)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["reply"] = router.chat.completions.create(**ask)
+        except AllCandidatesFailed as exc:
+            outcome["error"] = exc
+        outcome["at"] = time.perf_counter()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(whole / 10)
+    closed_at = time.perf_counter()
+    router.close()
+    worker.join(60)
+    assert "provider closed" in str(outcome.get("error")), outcome
+    assert outcome["at"] - closed_at < whole / 2

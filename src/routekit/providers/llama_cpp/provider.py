@@ -303,7 +303,7 @@ class LlamaCppProvider(InProcessProvider):
                   completion_kwargs: dict[str, Any], clock: AttemptClock,
                   cancel: threading.Event | None) -> dict[str, Any]:
         """``create_completion`` with the per-token deadline: a text completion's raw dict."""
-        stop = _StopAt(clock, cancel)
+        stop = _StopAt(clock, cancel, slot)
         criteria = list(completion_kwargs.pop("stopping_criteria", None) or ())
         stopping = llama_module().StoppingCriteriaList([stop, *criteria])
         try:
@@ -315,6 +315,9 @@ class LlamaCppProvider(InProcessProvider):
         if stop.fired:
             if stop.first_late:
                 raise first_byte_timeout(slot)
+            if slot.closing:
+                raise ProviderError(f"in-process model {slot.name!r} stopped: provider closed",
+                                    provider=slot.provider, model=slot.name)
             if cancel is not None and cancel.is_set():
                 raise ProviderError("request cancelled", provider=slot.provider,
                                     model=slot.name)
@@ -464,15 +467,17 @@ def answer(raw: dict[str, Any], request: ChatRequest) -> ChatCompletion:
 
 
 class _StopAt:
-    """A llama-cpp-python stopping criterion: stop at the deadline, a cancellation, or a
-    first token later than first_byte. Called once per generated token (and once more at
-    the end); ``fired`` says it stopped, ``first_late`` why."""
+    """A llama-cpp-python stopping criterion: stop at the deadline, a cancellation, the
+    provider closing, or a first token later than first_byte. Called once per generated
+    token (and once more at the end); ``fired`` says it stopped, ``first_late`` why."""
 
-    __slots__ = ("clock", "cancel", "fired", "first_late", "seen")
+    __slots__ = ("clock", "cancel", "slot", "fired", "first_late", "seen")
 
-    def __init__(self, clock: AttemptClock, cancel: threading.Event | None) -> None:
+    def __init__(self, clock: AttemptClock, cancel: threading.Event | None,
+                 slot: ModelSlot) -> None:
         self.clock = clock
         self.cancel = cancel
+        self.slot = slot
         self.fired = False
         self.first_late = False
         self.seen = False
@@ -483,6 +488,7 @@ class _StopAt:
             self.seen = True
             if self.clock.first_late(now):
                 self.fired = self.first_late = True
-        if now >= self.clock.t_end or (self.cancel is not None and self.cancel.is_set()):
+        if (now >= self.clock.t_end or (self.cancel is not None and self.cancel.is_set())
+                or self.slot.closing):
             self.fired = True
         return self.fired
