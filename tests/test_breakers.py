@@ -439,6 +439,21 @@ def test_the_last_resort_takes_any_held_back_candidate_but_never_one_out_by_hand
     assert rig.calls("p1") == 0
 
 
+def test_with_every_candidate_open_the_route_still_lists_the_others() -> None:
+    # The forced candidate's failure ended the walk before the others were listed.
+    from routekit import AllCandidatesFailed
+
+    rig = Rig(breaker_cfg(3), p0=[ConnectionFailed("reset")] * 5)
+    board = rig.router._state.board
+    for i in range(3):
+        board.providers[f"p{i}"].trip(rig.clock.now(), "x")
+    with pytest.raises(AllCandidatesFailed) as info:
+        rig.ask()
+    assert [(a.model, a.outcome) for a in info.value.attempts] == [
+        ("m0", "error"), ("m1", "skipped"), ("m2", "skipped")]
+    assert rig.calls("p1") == rig.calls("p2") == 0  # one attempt, as every open one gets
+
+
 def test_a_hand_mark_outlives_the_breaker_of_what_it_marked() -> None:
     # A breaker that closed (or went half-open) used to raise a flag set down by hand.
     rig = Rig(breaker_cfg(2), p0=[err503()] * 3)

@@ -190,8 +190,9 @@ class RequestTimeout(ProviderError):
 
 class ProviderBusy(ProviderError):
     """A bulkhead (provider ``max_concurrency``/``max_waiting``) or an in-process model's
-    queue is full: the attempt spills to the next candidate at once (retried only on the last
-    candidate). Says nothing about the provider's health."""
+    queue is full: the attempt spills to the next candidate at once. A full queue is retried
+    on the last candidate; a full bulkhead is not (``max_waiting`` is its wait). Says
+    nothing about the provider's health."""
 
     retryable = True
     breaker_scope: BreakerScope = None

@@ -237,6 +237,7 @@ class RequestState:
             raise NoRouteError(f"no candidate is available for model {self.requested!r}")
         last_name = plan[-1] if plan else forced
         held: list[tuple[str, Attempt]] = []  # skipped for a breaker: the last resort's pool
+        resorted = False  # has a candidate been called though a breaker held it back?
         for name in names:
             entry = entries[name]
             if name in down:
@@ -261,8 +262,8 @@ class RequestState:
             self._turn(entry, last=name == last_name, forcing=name is forced)
             yield entry
             if name is forced and self.tries:
-                return  # every candidate was open: that was its one attempt
-        if not held:
+                resorted = True  # every candidate was open: that was the one attempt
+        if not held or resorted:
             return
         # The last resort, soonest to reopen first (half-open ones before open ones), until
         # one has been called: a candidate skipped now as busy or unfit passes the turn on.

@@ -12,8 +12,9 @@ The policy for one candidate, as tenacity objects (``policy_for``)::
 * ``retry_if_worth_it`` retries what may pass on a second try (connection reset, 408, 409,
   429, 5xx, timeouts, busy) only when that is cheaper than moving on: never a refused
   connection (nothing listens), never a ``Retry-After`` longer than ``retry_after_cap``, a
-  timeout or a full bulkhead only on the last candidate (while another candidate remains, it
-  gets the time instead), and not once the request's own failure opened the candidate's
+  timeout or a full in-process queue only on the last candidate (while another candidate
+  remains, it gets the time instead; a full bulkhead is checked before the call and never
+  retried: ``max_waiting`` is its wait), and not once the request's own failure opened the candidate's
   breaker while another candidate remains (``RequestState.worth_another_try``).
 * ``wait_retry_after`` waits what the server asked for; otherwise exponential backoff from
   ``backoff_initial`` (the first retry waits ``backoff_initial``, the next twice that, ...)
