@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -311,8 +312,50 @@ namespace native = routekit::llama;
 
 void* handle_of(std::uintptr_t address) { return reinterpret_cast<void*>(address); }
 
+// An abort callback for llama-cpp-python's own contexts (the llama_cpp kind): llama.cpp's
+// CPU backend asks it between graph nodes whether to stop decoding. It stops past the
+// armed deadline (steady_clock, which is CLOCK_MONOTONIC: Python's time.monotonic()), so
+// a long prompt batch ends at the request's deadline without a timer. The cell is never
+// freed: the context (llama-cpp-python's) may outlive the Python object that set it up.
+struct DeadlineCell {
+    std::atomic<std::int64_t> deadline_ns{INT64_MAX};
+};
+
+extern "C" bool routekit_abort_past_deadline(void* data) {
+    const auto* cell = static_cast<const DeadlineCell*>(data);
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::steady_clock::now().time_since_epoch()).count();
+    return now >= cell->deadline_ns.load(std::memory_order_relaxed);
+}
+
+class DeadlineAbort {
+public:
+    void arm(double monotonic_s) {
+        cell_->deadline_ns.store(static_cast<std::int64_t>(monotonic_s * 1e9),
+                                 std::memory_order_relaxed);
+    }
+    void disarm() { cell_->deadline_ns.store(INT64_MAX, std::memory_order_relaxed); }
+    std::uintptr_t callback() const {
+        return reinterpret_cast<std::uintptr_t>(&routekit_abort_past_deadline);
+    }
+    std::uintptr_t data() const { return reinterpret_cast<std::uintptr_t>(cell_); }
+
+private:
+    DeadlineCell* cell_ = new DeadlineCell();  // never freed: see DeadlineCell
+};
+
 void bind_native(py::module_& m) {
     py::register_exception<native::AbiError>(m, "AbiError", PyExc_RuntimeError);
+    py::class_<DeadlineAbort>(m, "DeadlineAbort",
+                              "llama.cpp abort callback stopping a decode past a deadline: "
+                              "callback() and data() are the addresses to hand to "
+                              "llama_set_abort_callback; arm(time.monotonic() instant), "
+                              "disarm().")
+        .def(py::init<>())
+        .def("arm", &DeadlineAbort::arm, py::arg("monotonic_s"))
+        .def("disarm", &DeadlineAbort::disarm)
+        .def("callback", &DeadlineAbort::callback)
+        .def("data", &DeadlineAbort::data);
 
     py::list functions, structs;
     for (const auto& s : native::Api::declared_signatures()) functions.append(s.name);

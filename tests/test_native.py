@@ -216,26 +216,31 @@ def test_async_complete_and_stream(
 @pytest.mark.skipif(llama_cpp.llama_supports_gpu_offload(),
                     reason="llama.cpp's abort callback is honoured by its CPU backend only")
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("kind", ["llama_cpp_native", "llama_cpp"])
 def test_a_deadline_stops_a_long_prompt_mid_batch(
-    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider], stream: bool,
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider], stream: bool, kind: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The loop checked for cancellation only between n_batch chunks: a 0.2 s deadline on a
-    # ~530-token prompt took 1.05-1.3 s here (one whole batch). llama.cpp's abort callback
-    # now stops the batch between graph nodes. Compared with the same prompt's full
-    # prefill measured in this run, not with a wall-clock bound.
-    native, _ = gemma_pair
+    # Both kinds checked the deadline only between n_batch chunks (native) or tokens
+    # (llama_cpp): a 0.2 s deadline on a ~530-token prompt took 1.05-1.3 s here (one whole
+    # batch). llama.cpp's abort callback now stops the batch between graph nodes. Compared
+    # with the same prompt's full prefill measured in this run, not with a wall-clock bound.
+    native, python = gemma_pair
+    provider: Any = native if kind == "llama_cpp_native" else python
     prompt = "Summarize: " + "The sea is wide and deep and blue. " * 60
 
     def ask(i: int, deadline: Deadline) -> float:
-        _native_ctx(native).invalidate_cache()
+        if kind == "llama_cpp_native":
+            _native_ctx(native).invalidate_cache()
+        else:
+            python._slot("m").llm.reset()  # type: ignore[union-attr]
         msgs = [{"role": "user", "content": f"[{i}] {prompt}"}]
         start = time.perf_counter()
         try:
             if stream:
-                list(native.stream(_request(messages=msgs, max_tokens=1), deadline))
+                list(provider.stream(_request(messages=msgs, max_tokens=1), deadline))
             else:
-                native.complete(_request(messages=msgs, max_tokens=1), deadline)
+                provider.complete(_request(messages=msgs, max_tokens=1), deadline)
         except (RequestTimeout, StreamInterrupted):
             pass
         return time.perf_counter() - start
@@ -253,6 +258,8 @@ def test_a_deadline_stops_a_long_prompt_mid_batch(
     # The context is usable at once: the next request decodes the same prompt whole.
     again = ask(2, LONG)
     assert again > full / 2 and again < 4 * full
+    reply = provider.complete(_request(max_tokens=4), LONG)  # and answers as before
+    assert reply.choices[0].message.content
 
 
 def test_prompt_longer_than_n_ctx_raises_context_length_exceeded(gemma_path: Path) -> None:

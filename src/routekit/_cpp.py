@@ -22,6 +22,7 @@ from ._core import (
     POP_TIMEOUT_FIRST,
     POP_TIMEOUT_TOTAL,
     AbiError,
+    DeadlineAbort,
     Graph,
     LlamaApi,
     LlamaNativeContext,
@@ -37,7 +38,7 @@ from ._core import (
 __all__ = [
     "FINISH_CONTEXT_FULL", "FINISH_ERROR", "FINISH_LENGTH", "FINISH_NONE", "FINISH_STOP",
     "LLAMA_NATIVE_FUNCTIONS", "LLAMA_NATIVE_STRUCTS", "POP_EMPTY", "POP_PIECES",
-    "POP_TIMEOUT_FIRST", "POP_TIMEOUT_TOTAL", "AbiError", "Graph", "LlamaApi",
+    "POP_TIMEOUT_FIRST", "POP_TIMEOUT_TOTAL", "AbiError", "DeadlineAbort", "Graph", "LlamaApi",
     "LlamaNativeContext", "LlamaNativeJob", "Relay", "Simulation", "llama_log_drain",
     "llama_log_sink_install", "llama_logs_pending", "llama_native_declared",
 ]

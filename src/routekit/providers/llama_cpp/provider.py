@@ -303,7 +303,8 @@ class LlamaCppProvider(InProcessProvider):
                   completion_kwargs: dict[str, Any], clock: AttemptClock,
                   cancel: threading.Event | None) -> dict[str, Any]:
         """``create_completion`` with the per-token deadline: a text completion's raw dict."""
-        stop = _StopAt(clock, cancel, slot)
+        abort = _deadline_abort(llm, clock)
+        stop = _StopAt(clock, cancel, slot, abort)
         criteria = list(completion_kwargs.pop("stopping_criteria", None) or ())
         stopping = llama_module().StoppingCriteriaList([stop, *criteria])
         try:
@@ -311,7 +312,14 @@ class LlamaCppProvider(InProcessProvider):
                 prompt=prompt, stream=False, stopping_criteria=stopping, **completion_kwargs,
             )
         except Exception as exc:
+            if _aborted(exc):  # the deadline passed mid-decode (a long prompt batch)
+                if not stop.seen and clock.first_late(_now()):
+                    raise first_byte_timeout(slot) from None
+                deadline_passed(slot, None)
             raise translate(exc, slot, None) from exc
+        finally:
+            if abort is not None:
+                abort.disarm()
         if stop.fired:
             if stop.first_late:
                 raise first_byte_timeout(slot)
@@ -349,6 +357,7 @@ class LlamaCppProvider(InProcessProvider):
         sent: list[str] = []  # text already yielded, for StreamInterrupted.partial
         emitted = False
         raw: dict[str, Any] = {}
+        abort = _deadline_abort(llm, clock)
         try:
             if text:
                 it = llm.create_completion(prompt=request.prompt or "", stream=True, **kwargs)
@@ -371,7 +380,13 @@ class LlamaCppProvider(InProcessProvider):
                                           completion_tokens, text=text)
                     return
                 except Exception as exc:
+                    if _aborted(exc):  # the deadline passed mid-decode
+                        if not emitted and clock.first_late(_now()):
+                            raise first_byte_timeout(slot) from None
+                        deadline_passed(slot, sent if emitted else None)
                     raise translate(exc, slot, sent if emitted else None) from exc
+                if abort is not None and not emitted:
+                    abort.arm(t_end)  # the first token is in: only the total bounds the rest
                 now = _now()
                 if now > t_end:
                     deadline_passed(slot, sent if emitted else None)
@@ -401,6 +416,39 @@ class LlamaCppProvider(InProcessProvider):
                 close()
             if counter is not None:
                 counter.remove()
+            if abort is not None:
+                abort.disarm()
+
+
+def _deadline_abort(llm: Any, clock: AttemptClock) -> Any:
+    """The model's ``_core.DeadlineAbort``, installed as its context's llama.cpp abort
+    callback on first use and armed at this attempt's first-token deadline: a prompt batch
+    then stops there (CPU backend) instead of running to its end. None when this
+    llama-cpp-python exposes no context handle (the per-token checks remain)."""
+    abort = getattr(llm, "_routekit_abort", None)
+    if abort is None:
+        ctx = getattr(getattr(llm, "_ctx", None), "ctx", None)
+        low = getattr(llama_module(), "llama_cpp", None)
+        setter = getattr(low, "llama_set_abort_callback", None)
+        kind = getattr(low, "ggml_abort_callback", None)
+        if ctx is None or setter is None or kind is None:
+            return None
+        import ctypes
+
+        from ... import _cpp as _core
+
+        cell = _core.DeadlineAbort()
+        callback = kind(cell.callback())  # a C function: no Python runs per graph node
+        setter(ctx, callback, ctypes.c_void_p(cell.data()))
+        abort = llm._routekit_abort = cell
+        llm._routekit_abort_callback = callback  # the ctypes object stays referenced
+    abort.arm(clock.gate_end)
+    return abort
+
+
+def _aborted(exc: Exception) -> bool:
+    """llama-cpp-python's error for a decode the abort callback stopped (status 2)."""
+    return isinstance(exc, RuntimeError) and str(exc).endswith("returned 2")
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -471,13 +519,14 @@ class _StopAt:
     provider closing, or a first token later than first_byte. Called once per generated
     token (and once more at the end); ``fired`` says it stopped, ``first_late`` why."""
 
-    __slots__ = ("clock", "cancel", "slot", "fired", "first_late", "seen")
+    __slots__ = ("clock", "cancel", "slot", "abort", "fired", "first_late", "seen")
 
     def __init__(self, clock: AttemptClock, cancel: threading.Event | None,
-                 slot: ModelSlot) -> None:
+                 slot: ModelSlot, abort: Any = None) -> None:
         self.clock = clock
         self.cancel = cancel
         self.slot = slot
+        self.abort = abort  # the model's DeadlineAbort, armed at the first-token deadline
         self.fired = False
         self.first_late = False
         self.seen = False
@@ -488,6 +537,8 @@ class _StopAt:
             self.seen = True
             if self.clock.first_late(now):
                 self.fired = self.first_late = True
+            elif self.abort is not None:
+                self.abort.arm(self.clock.t_end)  # the first token is in
         if (now >= self.clock.t_end or (self.cancel is not None and self.cancel.is_set())
                 or self.slot.closing):
             self.fired = True
