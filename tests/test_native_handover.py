@@ -110,6 +110,11 @@ def test_json_mode_is_served_as_llama_cpp_serves_it(
     assert native._last_job == jobs  # the C++ loop decoded none of these
     assert native._kv_user["m"] == "python"
     assert native.queue_depth("m") == 0
+    # The llama-cpp-python path left the context's abort callback to the decode loop (the
+    # llama_cpp kind installs its own deadline callback; on this context it would replace
+    # the loop's, and a cancelled native job would run to the end of its batch).
+    assert getattr(native._slot("m").llm, "_routekit_abort", None) is None
+    assert getattr(python._slot("m").llm, "_routekit_abort", None) is not None
 
 
 def test_text_completions_are_served_as_llama_cpp_serves_them(

@@ -100,6 +100,10 @@ class LlamaCppNativeProvider(LlamaCppProvider):
     for a busy gate, to load a model, or to decode what is handed to llama-cpp-python.
     """
 
+    # The context's abort callback is the decode loop's (it stops a cancelled job); the
+    # llama-cpp-python paths on the same context must not replace it.
+    _sets_abort_callback = False
+
     def __init__(
         self, name: str, config: ProviderConfig, models: Mapping[str, ModelConfig]
     ) -> None:

@@ -93,6 +93,10 @@ class LlamaCppProvider(InProcessProvider):
     decoding at the next token.
     """
 
+    # Install ``_deadline_abort`` as each model context's llama.cpp abort callback. The
+    # native kind says no: its decode loop has its own callback on the same context.
+    _sets_abort_callback = True
+
     # -- sync -----------------------------------------------------------------------------------
 
     def complete(self, request: ChatRequest, deadline: Deadline) -> ChatCompletion:
@@ -303,7 +307,7 @@ class LlamaCppProvider(InProcessProvider):
                   completion_kwargs: dict[str, Any], clock: AttemptClock,
                   cancel: threading.Event | None) -> dict[str, Any]:
         """``create_completion`` with the per-token deadline: a text completion's raw dict."""
-        abort = _deadline_abort(llm, clock)
+        abort = _deadline_abort(llm, clock) if self._sets_abort_callback else None
         stop = _StopAt(clock, cancel, slot, abort)
         criteria = list(completion_kwargs.pop("stopping_criteria", None) or ())
         stopping = llama_module().StoppingCriteriaList([stop, *criteria])
@@ -357,7 +361,7 @@ class LlamaCppProvider(InProcessProvider):
         sent: list[str] = []  # text already yielded, for StreamInterrupted.partial
         emitted = False
         raw: dict[str, Any] = {}
-        abort = _deadline_abort(llm, clock)
+        abort = _deadline_abort(llm, clock) if self._sets_abort_callback else None
         try:
             if text:
                 it = llm.create_completion(prompt=request.prompt or "", stream=True, **kwargs)
