@@ -500,6 +500,21 @@ def test_a_failed_last_resort_leaves_its_breaker_as_it_was() -> None:
     assert (breaker.state, breaker.reopen_at, breaker.trips) == ("open", reopen, trips)
 
 
+def test_a_last_resort_with_no_time_left_is_not_called_and_stays_skipped() -> None:
+    from routekit import AllCandidatesFailed, RequestTimeout
+
+    cfg = breaker_cfg(2)
+    cfg["routing"]["deadline"] = 2.0
+    late = FakeReply(delay=5.0, error=RequestTimeout("slow", provider="p0", model="m0"))
+    rig = Rig(cfg, p0=[late] * 3)
+    rig.router._state.board.providers["p1"].trip(rig.clock.now(), "x")
+    with pytest.raises(AllCandidatesFailed) as info:
+        rig.ask()
+    assert [(a.model, a.outcome, a.error_type) for a in info.value.attempts] == [
+        ("m0", "error", "RequestTimeout"), ("m1", "skipped", "CircuitOpen")]
+    assert rig.calls("p1") == 0
+
+
 def test_a_half_open_candidate_with_its_probe_out_is_a_last_resort_too() -> None:
     # Half-open with its one permit held by a request in flight: the others used to fail
     # outright, where an open candidate would have been tried.

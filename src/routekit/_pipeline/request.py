@@ -194,11 +194,11 @@ class RequestState:
         A candidate is yielded holding its half-open probe permits (``release_permits``
         gives them back). If breakers have taken every candidate out of the plan, the one
         that reopens soonest is tried anyway, in its place. Otherwise, once every candidate
-        the breakers allowed has failed, those they held back (open, or half-open with its
-        probes in flight) get one attempt, soonest to reopen first: the last resort. A
-        request does not fail while a fallback was only skipped for a breaker. (Envoy's
-        "panic mode" does the like for hosts.) A candidate taken out by hand
-        (``router.graph``) is never tried.
+        the breakers allowed has failed, one of those they held back (open, or half-open
+        with its probes in flight) is tried, the soonest to reopen that can serve the
+        request: the last resort. A request does not fail without trying a fallback that
+        was only skipped for a breaker, time permitting. (Envoy's "panic mode" does the like
+        for hosts.) A candidate taken out by hand (``router.graph``) is never tried.
         """
         router = self.router
         board = router.board
@@ -269,6 +269,8 @@ class RequestState:
         # one has been called: a candidate skipped now as busy or unfit passes the turn on.
         held.sort(key=lambda h: board.reopen_at(h[0], entries[h[0]].provider_name))
         for name, row in held:
+            if self.remaining() <= 0:
+                return  # no time left to try it: its skipped row says why it was not
             entry = entries[name]
             if self._precheck(entry) is not None:
                 continue
