@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -124,6 +126,25 @@ def routekit_path() -> str:
     import routekit
 
     return str(Path(routekit.__file__).resolve().parent.parent)
+
+
+def read_in_thread(stream: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Iterate a sync stream on a thread of its own, started here, so this thread can close
+    the stream (or its router) meanwhile. The dict gets ``chunks``, then ``error`` (what
+    ended it, if anything) and ``at`` (``time.monotonic()`` when it ended)."""
+    outcome: dict[str, Any] = {"chunks": []}
+
+    def read() -> None:
+        try:
+            for chunk in stream:
+                outcome["chunks"].append(chunk)
+        except BaseException as exc:  # noqa: BLE001 - what ended it is the result
+            outcome["error"] = exc
+        outcome["at"] = time.monotonic()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, outcome
 
 
 async def read_to_the_end(stream: Any) -> BaseException | None:

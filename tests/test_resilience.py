@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import http_provider, read_to_the_end, routekit_path
+from conftest import http_provider, read_in_thread, read_to_the_end, routekit_path
 from faultserver import FaultServer, closed_port
 from procserver import ProcServer
 
@@ -538,17 +538,7 @@ def test_a_sync_stream_closed_from_another_thread_ends_the_waiting_read() -> Non
         cfg["providers"]["p"]["timeout"]["read"] = 4.0
         with Router(cfg, health_probes=False) as router:
             stream = router.chat.completions.create(model="m", messages=MSG, stream=True)
-            outcome: dict[str, Any] = {}
-
-            def read() -> None:
-                try:
-                    for _ in stream:
-                        pass
-                except BaseException as exc:  # noqa: BLE001 - what ended it is the result
-                    outcome["error"] = exc
-
-            reader = threading.Thread(target=read)
-            reader.start()
+            reader, outcome = read_in_thread(stream)
             time.sleep(0.3)  # the reader waits for a chunk that never comes
             start = time.monotonic()
             stream.close()  # the watchdog
@@ -570,23 +560,12 @@ def test_a_sync_stream_closed_from_another_thread_ends_the_waiting_read() -> Non
     cfg = {"providers": {"p": {"kind": "ollama"}}, "models": {"m": {"provider": "p"}}}
     with Router(cfg, providers={"p": fake}, health_probes=False) as router:
         stream = router.chat.completions.create(model="m", messages=MSG, stream=True)
-        got: list[Any] = []
-        outcome.clear()
-
-        def read_fake() -> None:
-            try:
-                for chunk in stream:
-                    got.append(chunk)
-            except BaseException as exc:  # noqa: BLE001
-                outcome["error"] = exc
-
-        reader = threading.Thread(target=read_fake)
-        reader.start()
+        reader, outcome = read_in_thread(stream)
         time.sleep(0.3)
         stream.close()
         reader.join(10)
     assert isinstance(outcome["error"], StreamInterrupted)
-    assert 1 <= len(got) < 6
+    assert 1 <= len(outcome["chunks"]) < 6
 
 
 def test_a_sync_stream_read_while_its_router_closes_in_another_thread_ends_at_once() -> None:
@@ -599,18 +578,7 @@ def test_a_sync_stream_read_while_its_router_closes_in_another_thread_ends_at_on
         cfg["providers"]["p"]["timeout"]["read"] = 4.0
         router = Router(cfg, health_probes=False)
         stream = router.chat.completions.create(model="m", messages=MSG, stream=True)
-        outcome: dict[str, Any] = {}
-
-        def read() -> None:
-            try:
-                for _ in stream:
-                    pass
-            except BaseException as exc:  # noqa: BLE001 - what ended it is the result
-                outcome["error"] = exc
-            outcome["at"] = time.monotonic()
-
-        reader = threading.Thread(target=read)
-        reader.start()
+        reader, outcome = read_in_thread(stream)
         time.sleep(0.3)  # the reader waits for a chunk that never comes
         start = time.monotonic()
         router.close()

@@ -27,6 +27,13 @@ def _config(n: int = 2, **timeout: float) -> dict[str, Any]:
             "routing": {"retry": {"max_attempts": 1, "last_candidate_attempts": 1}}}
 
 
+def _router(mode: str, config: dict[str, Any], clock: FakeClock, *fakes: FakeProvider) -> Any:
+    """A Router or AsyncRouter on ``clock`` serving ``fakes`` (named p0, p1, ...)."""
+    cls = Router if mode == "sync" else AsyncRouter
+    return cls(config, clock=clock, health_probes=False,
+               providers={f.name: f for f in fakes})
+
+
 def _stream(mode: str, router: Any, **kw: Any) -> tuple[str, Any]:
     if mode == "sync":
         with router.chat.completions.create(model="m0", messages=MSG, stream=True, **kw) as s:
@@ -45,9 +52,7 @@ def test_a_stall_before_the_first_text_is_cut_at_read_and_falls_back(mode: str) 
     clock = FakeClock()
     stalled = FakeProvider("p0", replies=[FakeReply(text="never said", chunk_delay=100)],
                            clock=clock)
-    cls = Router if mode == "sync" else AsyncRouter
-    router = cls(_config(), clock=clock, health_probes=False,
-                 providers={"p0": stalled, "p1": FakeProvider("p1", clock=clock)})
+    router = _router(mode, _config(), clock, stalled, FakeProvider("p1", clock=clock))
     start = time.monotonic()
     text, route = _stream(mode, router)
     assert text == "ok" and route.answered_by.model == "m1"
@@ -62,9 +67,7 @@ def test_a_stall_after_text_ends_the_stream_at_the_attempts_total(mode: str) -> 
     clock = FakeClock()
     slow = FakeProvider("p0", replies=[FakeReply(text="one two three", chunk_delay=1.5)],
                         clock=clock)
-    cls = Router if mode == "sync" else AsyncRouter
-    router = cls(_config(1, total=4), clock=clock, providers={"p0": slow},
-                 health_probes=False)
+    router = _router(mode, _config(1, total=4), clock, slow)
     with pytest.raises(StreamInterrupted) as info:
         _stream(mode, router)
     assert info.value.partial.startswith("one")
