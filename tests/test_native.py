@@ -215,10 +215,10 @@ def test_async_complete_and_stream(
 
 @pytest.mark.skipif(llama_cpp.llama_supports_gpu_offload(),
                     reason="llama.cpp's abort callback is honoured by its CPU backend only")
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("call", ["complete", "stream", "acomplete", "astream"])
 @pytest.mark.parametrize("kind", ["llama_cpp_native", "llama_cpp"])
 def test_a_deadline_stops_a_long_prompt_mid_batch(
-    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider], stream: bool, kind: str,
+    gemma_pair: tuple[LlamaCppNativeProvider, LlamaCppProvider], call: str, kind: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Both kinds checked the deadline only between n_batch chunks (native) or tokens
@@ -235,12 +235,22 @@ def test_a_deadline_stops_a_long_prompt_mid_batch(
         else:
             python._slot("m").llm.reset()  # type: ignore[union-attr]
         msgs = [{"role": "user", "content": f"[{i}] {prompt}"}]
+        rq = _request(messages=msgs, max_tokens=1)
+
+        async def aask() -> None:
+            if call == "astream":
+                [c async for c in provider.astream(rq, deadline)]
+            else:
+                await provider.acomplete(rq, deadline)
+
         start = time.perf_counter()
         try:
-            if stream:
-                list(provider.stream(_request(messages=msgs, max_tokens=1), deadline))
+            if call == "stream":
+                list(provider.stream(rq, deadline))
+            elif call == "complete":
+                provider.complete(rq, deadline)
             else:
-                provider.complete(_request(messages=msgs, max_tokens=1), deadline)
+                asyncio.run(aask())
         except (RequestTimeout, StreamInterrupted):
             pass
         return time.perf_counter() - start
