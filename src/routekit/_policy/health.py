@@ -193,15 +193,13 @@ class HealthMonitor:
         self.record(name, report, before)
         return report
 
-    def _successes(self, name: str) -> int | None:
+    def _successes(self, name: str) -> int:
         breaker = self._board.providers.get(name)
-        return None if breaker is None else breaker.successes
+        return 0 if breaker is None else breaker.successes
 
-    def record(self, name: str, report: HealthReport,
-               successes_before: int | None = None) -> None:
+    def record(self, name: str, report: HealthReport, successes_before: int) -> None:
         """Keep a probe's result and hand it to the provider's breaker. ``successes_before``:
-        the breaker's ``successes`` as the probe began (None: open it on failure whatever
-        happened meanwhile)."""
+        the breaker's ``successes`` as the probe began."""
         if self._stop.is_set():
             return  # a probe that outlived close(): the router's breakers are not its to move
         now = self._clock.now()
@@ -217,10 +215,8 @@ class HealthMonitor:
             breaker.probe_passed(now)
         else:
             why = f"health probe failed: {report.detail}"
-            if successes_before is None:
-                breaker.trip(now, why)
-            elif not breaker.probe_failed(now, why, successes_before,
-                                          timed_out=report.timed_out):
+            if not breaker.probe_failed(now, why, successes_before,
+                                        timed_out=report.timed_out):
                 log.info("provider %r: health probe failed (%s); its breaker is %s (%s)", name,
                          report.detail, breaker.state,
                          "requests through it were answered meanwhile"
