@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "cxx_runtime.hpp"
 #include "graph.hpp"
 #include "llama_native.hpp"
 #include "relay.hpp"
@@ -521,6 +522,8 @@ True when a stop sequence ends the text; take_safe() gives the bytes that may be
 PYBIND11_MODULE(_core, m) {
     m.doc() = "routekit's C++ core: fallback graphs compiled to integer ids, the token relay and the native llama.cpp decode loop.";
     m.attr("PLAN_RELEASE_GIL_AT") = kPlanReleaseGilAt;
+    // Before anything else can load llama.cpp: see cxx_runtime.hpp.
+    m.attr("CXX_RUNTIME_SHARED") = routekit::share_cxx_runtime();
     bind_simulate(m);
 
     py::class_<Graph>(m, "Graph", R"doc(

@@ -34,8 +34,14 @@ _TESTS = str(Path(__file__).parent)
 
 
 def _fresh(code: str, timeout: float = 120) -> Any:
-    """Run ``code`` in a new interpreter (routekit under test importable); its last stdout
-    line, parsed as JSON."""
+    """Run ``code`` in a new interpreter (routekit under test importable, and ``cxx_runtime``
+    importable alone: importing routekit itself makes libstdc++ global, which the tests of the
+    mechanism must be free of); its last stdout line, parsed as JSON."""
+    alone = os.path.join(routekit_path(), "routekit", "providers", "llama_cpp", "cxx_runtime.py")
+    code = ("import importlib.util as _u, sys as _s\n"
+            f"_spec = _u.spec_from_file_location('cxx_runtime', {alone!r})\n"
+            "_s.modules['cxx_runtime'] = _u.module_from_spec(_spec)\n"
+            "_spec.loader.exec_module(_s.modules['cxx_runtime'])\n" + code)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([routekit_path(), _TESTS]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=timeout, env=env, check=False)
@@ -52,7 +58,7 @@ def test_numpy_loads_libstdcxx_privately_and_sharing_makes_it_global() -> None:
     # libstdc++ is in the process but not in the global scope; share_libstdcxx() puts it there.
     before, after = _fresh(
         "import json, numpy\n"
-        "from routekit.providers.llama_cpp.cxx_runtime import share_libstdcxx, symbol_file\n"
+        "from cxx_runtime import share_libstdcxx, symbol_file\n"
         "before = symbol_file(None)\n"
         "assert share_libstdcxx()\n"
         "print(json.dumps([before, symbol_file(None)]))\n")
@@ -76,6 +82,56 @@ def test_routekit_makes_libstdcxx_global_before_it_imports_llama_cpp() -> None:
     assert conflict is None
 
 
+def test_importing_routekit_makes_the_libstdcxx_it_loaded_global() -> None:
+    # routekit._core is C++: Python opens it RTLD_LOCAL, so importing routekit loads libstdc++
+    # privately, as numpy does. `import routekit` then `import llama_cpp` (a benchmark script
+    # comparing direct calls) must not be the crashing order: _core shares it at import. A
+    # _core linked with libstdc++ statically (a toolchain that does so) loads none: nothing
+    # to share, and nothing of its copy is visible (the next test).
+    from routekit import _core
+
+    readelf = shutil.which("readelf")
+    assert readelf, "binutils' readelf (installed with the compiler that builds routekit._core)"
+    dynamic = "libstdc++" in subprocess.run([readelf, "-d", _core.__file__], capture_output=True,
+                                            text=True, timeout=60, check=True).stdout
+    before, shared, after, conflict = _fresh(
+        "import json, sys\n"
+        "from cxx_runtime import symbol_file\n"
+        "before = symbol_file(None)\n"
+        "import routekit\n"
+        "from routekit import _core\n"
+        "after = symbol_file(None)\n"
+        "import llama_cpp  # directly, not through routekit's llama_module()\n"
+        "from routekit.providers.llama_cpp.cxx_runtime import llama_cxx_conflict\n"
+        "print(json.dumps([before, _core.CXX_RUNTIME_SHARED, after,\n"
+        "                  llama_cxx_conflict(llama_cpp)]))\n")
+    assert before is None
+    if dynamic:
+        assert _is_libstdcxx(shared) and _is_libstdcxx(after)
+        assert os.path.realpath(shared) == os.path.realpath(after)
+    else:
+        assert shared == "" and after is None
+    assert conflict is None
+
+
+def test_core_exports_no_copy_of_the_cxx_runtime() -> None:
+    # Linked with libstdc++ statically, _core would export the copy (3,600 std:: symbols
+    # here, 106 of them GNU_UNIQUE: facet ids the dynamic linker makes process-wide, whatever
+    # RTLD_LOCAL says). CMakeLists.txt keeps static archives' symbols private.
+    from routekit import _core
+
+    nm = shutil.which("nm")
+    assert nm, "binutils' nm (installed with the compiler that builds routekit._core)"
+    out = subprocess.run([nm, "-D", "--defined-only", _core.__file__], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    kinds = [line.split()[1] for line in out.splitlines() if len(line.split()) == 3]
+    names = {line.split()[-1] for line in out.splitlines()}
+    assert "PyInit__core" in names  # the table was read
+    assert "u" not in kinds  # no GNU_UNIQUE definitions
+    # Nothing of libstdc++'s own code: what the crash ran in, and what routekit shares.
+    assert not names & {"_ZNSo9_M_insertIlEERSoT_", "_ZNSt6localeC1Ev", "_ZSt4cout"}
+
+
 @pytest.fixture(scope="module")
 def own_copy(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A shared library that exports std::ostream::_M_insert<long> itself, as the CUDA
@@ -96,8 +152,7 @@ def test_a_library_bound_to_its_own_copy_is_named_until_libstdcxx_is_global(
 ) -> None:
     owner, reason, own, after = _fresh(
         "import ctypes, json, numpy\n"
-        "from routekit.providers.llama_cpp.cxx_runtime import (cxx_conflict, share_libstdcxx,\n"
-        "                                                      symbol_file)\n"
+        "from cxx_runtime import cxx_conflict, share_libstdcxx, symbol_file\n"
         f"lib = ctypes.CDLL({own_copy!r})  # RTLD_LOCAL, as llama-cpp-python opens libllama\n"
         "owner = symbol_file(lib._handle)\n"
         "reason = cxx_conflict(lib._handle, '/elsewhere/libllama.so')\n"
@@ -113,19 +168,20 @@ def test_a_library_bound_to_its_own_copy_is_named_until_libstdcxx_is_global(
 
 
 @pytest.fixture(scope="module")
-def user_of_copy(own_copy: str) -> str:
-    """A shared library that calls std::ostream::_M_insert<long> and needs only ``own_copy``
-    (as libllama needs libggml-cuda), found next to it: its call is bound to that copy unless
-    libstdc++ is global when it is opened."""
+def user_of_copy(own_copy: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A shared library that calls std::ostream::_M_insert<long> and needs only ``own_copy``,
+    another library's copy in another folder: its call is bound to that copy unless libstdc++
+    is global when it is opened."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     assert compiler
-    folder = Path(own_copy).parent
+    copies = Path(own_copy).parent
+    folder = tmp_path_factory.mktemp("user")
     source = folder / "user.c"
     source.write_text("extern void _ZNSo9_M_insertIlEERSoT_(void);\n"
                       "void print_info(void) { _ZNSo9_M_insertIlEERSoT_(); }\n")
     lib = folder / "libuser.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(lib), str(source), f"-L{folder}",
-                    "-lowncopy", "-Wl,-rpath,$ORIGIN"], check=True, timeout=120)
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(lib), str(source), f"-L{copies}",
+                    "-lowncopy", f"-Wl,-rpath,{copies}"], check=True, timeout=120)
     shutil.copy(lib, folder / "libuser2.so")
     return str(lib)
 
@@ -136,8 +192,7 @@ def test_the_binding_itself_is_read_from_the_library_s_slots(
     second = str(Path(user_of_copy).parent / "libuser2.so")
     bound, reason, after_share, second_bound, second_reason = _fresh(
         "import ctypes, json, numpy\n"
-        "from routekit.providers.llama_cpp.cxx_runtime import (cxx_conflict, share_libstdcxx,\n"
-        "                                                      std_bindings)\n"
+        "from cxx_runtime import cxx_conflict, share_libstdcxx, std_bindings\n"
         f"user = ctypes.CDLL({user_of_copy!r})\n"
         f"bound = std_bindings(user._handle, {user_of_copy!r})\n"
         f"reason = cxx_conflict(user._handle, {user_of_copy!r})\n"
@@ -156,6 +211,88 @@ def test_the_binding_itself_is_read_from_the_library_s_slots(
     assert second_reason is None
 
 
+def _build(folder: Path, name: str, source: str, *link: str) -> str:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    assert compiler
+    (folder / f"{name}.c").write_text(source)
+    lib = folder / f"lib{name}.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(lib), str(folder / f"{name}.c"),
+                    f"-L{folder}", *link, "-Wl,-rpath,$ORIGIN"], check=True, timeout=120)
+    return str(lib)
+
+
+# A build like the H200's llama-cpp-python (every library carries libstdc++ statically): a
+# copy defining _M_insert<long> and a std:: function libstdc++ lacks (as libggml-cuda's
+# std::__at_thread_exit), and beside it the libraries that use it.
+_ONLY = "_ZNSt24routekit_only_in_a_copyEv"
+_LOCALE = "_ZNSt6localeC1Ev"  # std::locale::locale(): libstdc++'s, not in the copy
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("build")
+    _build(folder, "copy", f"void _ZNSo9_M_insertIlEERSoT_(void) {{}}\nvoid {_ONLY}(void) {{}}\n")
+    calls = f"_ZNSo9_M_insertIlEERSoT_(); {_ONLY}();"
+    decl = f"extern void _ZNSo9_M_insertIlEERSoT_(void);\nextern void {_ONLY}(void);\n"
+    # Needs the copy only: all it calls is bound inside the build, whatever came first.
+    _build(folder, "alone", decl + f"void run(void) {{ {calls} }}\n", "-lcopy")
+    # Needs the copy, then libstdc++ (for std::locale): split unless libstdc++ is global.
+    for name in ("mixed", "mixed2"):
+        _build(folder, name, decl + f"extern void {_LOCALE}(void);\n"
+               f"void run(void) {{ {calls} {_LOCALE}(); }}\n", "-lcopy", "-lstdc++")
+    return folder
+
+
+def test_one_runtime_for_all_is_no_conflict_but_a_mix_is(build: Path) -> None:
+    alone, mixed, mixed2 = (str(build / f"lib{n}.so") for n in ("alone", "mixed", "mixed2"))
+    defines, bound_alone, alone_reason, bound_mixed, mixed_reason, late, late_bound = _fresh(
+        "import ctypes, json, numpy  # libstdc++ loaded, privately\n"
+        "from cxx_runtime import (cxx_conflict, libstdcxx_defines, share_libstdcxx,\n"
+        "                         std_bindings)\n"
+        f"alone, mixed = ctypes.CDLL({alone!r}), ctypes.CDLL({mixed!r})\n"
+        "share_libstdcxx()\n"
+        f"late = ctypes.CDLL({mixed2!r})\n"
+        "names = ['_ZNSo9_M_insertIlEERSoT_', " + repr(_ONLY) + ", " + repr(_LOCALE) + "]\n"
+        "print(json.dumps([[libstdcxx_defines(n) for n in names],\n"
+        f"    std_bindings(alone._handle, {alone!r}), cxx_conflict(alone._handle, {alone!r}),\n"
+        f"    std_bindings(mixed._handle, {mixed!r}), cxx_conflict(mixed._handle, {mixed!r}),\n"
+        f"    cxx_conflict(late._handle, {mixed2!r}), std_bindings(late._handle, {mixed2!r})]))\n")
+    assert defines == [True, False, True]
+    copy = str(build / "libcopy.so")
+    # All in the build's own copy (the H200 build imported first): one runtime, it loads.
+    assert dict(bound_alone) == {"_ZNSo9_M_insertIlEERSoT_": copy, _ONLY: copy}
+    assert alone_reason is None
+    # _M_insert<long> in the copy, std::locale in libstdc++: the split that crashed.
+    bound = dict(bound_mixed)
+    assert bound["_ZNSo9_M_insertIlEERSoT_"] == copy and _is_libstdcxx(bound[_LOCALE])
+    assert mixed_reason is not None and copy in mixed_reason
+    assert "_ZNSo9_M_insertIlEERSoT_" in mixed_reason and _ONLY not in mixed_reason
+    # Opened once libstdc++ is global: all it defines is libstdc++'s; the copy-only function
+    # stays the copy's (it can come from nowhere else), which is no conflict.
+    bound = dict(late_bound)
+    assert _is_libstdcxx(bound["_ZNSo9_M_insertIlEERSoT_"]) and _is_libstdcxx(bound[_LOCALE])
+    assert bound[_ONLY] == copy
+    assert late is None
+
+
+def test_the_build_s_libraries_are_judged_together(build: Path) -> None:
+    # Each consistent alone, split together: libalone bound to the build's copy (opened
+    # before libstdc++ was global), libmixed2 (standing for libllama) to libstdc++ (after).
+    alone, mixed2 = str(build / "libalone.so"), str(build / "libmixed2.so")
+    each, together = _fresh(
+        "import ctypes, json, types\n"
+        "from cxx_runtime import cxx_conflict, llama_cxx_conflict, share_libstdcxx\n"
+        f"alone = ctypes.CDLL({alone!r})\n"
+        "share_libstdcxx()\n"
+        f"llama = ctypes.CDLL({mixed2!r})\n"
+        "module = types.SimpleNamespace(llama_cpp=types.SimpleNamespace(_lib=llama))\n"
+        f"print(json.dumps([[cxx_conflict(alone._handle, {alone!r}),\n"
+        f"                   cxx_conflict(llama._handle, {mixed2!r})],\n"
+        "                  llama_cxx_conflict(module)]))\n")
+    assert each == [None, None]
+    assert together is not None and str(build / "libcopy.so") in together
+
+
 def test_a_library_replaced_on_disk_since_it_was_loaded_is_not_read(
     own_copy: str, user_of_copy: str
 ) -> None:
@@ -165,7 +302,7 @@ def test_a_library_replaced_on_disk_since_it_was_loaded_is_not_read(
     shutil.copy(user_of_copy, third)
     bound, reason = _fresh(
         "import ctypes, json, os, shutil\n"
-        "from routekit.providers.llama_cpp.cxx_runtime import cxx_conflict, std_bindings\n"
+        "from cxx_runtime import cxx_conflict, std_bindings\n"
         f"lib = ctypes.CDLL({third!r})\n"
         f"shutil.copy({own_copy!r}, {third!r} + '.new')\n"
         f"os.replace({third!r} + '.new', {third!r})\n"
@@ -188,7 +325,7 @@ def test_every_loaded_library_beside_libllama_is_checked(own_copy: str, user_of_
                    check=True, timeout=120)
     before, reason = _fresh(
         "import ctypes, json, types\n"
-        "from routekit.providers.llama_cpp.cxx_runtime import llama_cxx_conflict\n"
+        "from cxx_runtime import llama_cxx_conflict\n"
         f"module = types.SimpleNamespace(llama_cpp=types.SimpleNamespace(\n"
         f"    _lib=ctypes.CDLL({str(clean)!r})))\n"
         "before = llama_cxx_conflict(module)\n"
@@ -199,8 +336,8 @@ def test_every_loaded_library_beside_libllama_is_checked(own_copy: str, user_of_
 
 
 def test_the_real_libllama_here_has_no_conflict() -> None:
-    from routekit.providers.llama_cpp.cxx_runtime import (llama_cxx_conflict, std_bindings,
-                                                          symbol_file)
+    from routekit.providers.llama_cpp.cxx_runtime import (libstdcxx_defines, llama_cxx_conflict,
+                                                          std_bindings, symbol_file)
 
     # conftest made libstdc++ global before this module imported llama_cpp, as routekit does.
     assert _is_libstdcxx(symbol_file(None))
@@ -209,7 +346,12 @@ def test_the_real_libllama_here_has_no_conflict() -> None:
     lib = llama_cpp.llama_cpp._lib
     bindings = std_bindings(lib._handle, lib._name)
     assert bindings is not None and len(bindings) > 10  # libllama imports many std:: symbols
-    assert {_is_libstdcxx(path) for _, path in bindings if path is not None} == {True}
+    # Everything libstdc++ defines is bound to it (a CUDA build takes what it does not export,
+    # std::__at_thread_exit, from libggml-cuda's copy); on this CPU build, everything is.
+    assert [(name, path) for name, path in bindings
+            if path is not None and not _is_libstdcxx(path) and libstdcxx_defines(name)] == []
+    assert llama_cpp.llama_supports_gpu_offload() or all(
+        _is_libstdcxx(path) for _, path in bindings if path is not None)
     assert llama_cxx_conflict(llama_cpp) is None
 
 

@@ -1,32 +1,41 @@
-"""Which C++ runtime llama.cpp's own C++ calls bind to, and keeping it the real libstdc++.
+"""Which C++ runtime llama.cpp's own C++ calls bind to, and keeping it one runtime.
 
-The fault (issue #7, found on an H100 with llama-cpp-python 0.3.36 built with CUDA 13):
-``libggml-cuda.so`` carries a private copy of libstdc++ — ``ldd`` shows no libstdc++ for it,
-and ``nm -D`` shows ~3,400 exported ``std::`` symbols. llama-cpp-python opens ``libllama``
-with ``RTLD_LOCAL`` and ``RTLD_NOW`` (ctypes), so every C++ symbol libllama needs is bound at
-import, in its local search order. When nothing had loaded libstdc++ before, that order finds
-the real ``libstdc++.so.6`` first and all is well. When another module had already loaded it
-privately (numpy 2's C++ extensions do; the ``jaxtyping`` pytest plugin imports numpy, which is
-how the test process differed from a plain script), libllama's ``std::ostream`` calls bound to
-libggml-cuda's copy, whose locale state was never set up: every model load, CPU ones included,
-died with SIGSEGV in ``llama_model::print_info`` (cuda-gdb: ``std::ostream::_M_insert<long>``
-in ``libggml-cuda.so``).
+The fault (issue #7; llama-cpp-python 0.3.36 built with CUDA 13 on the GPU image, found on an
+H100, understood on an H200): that toolchain links libstdc++ statically, so every library of
+the build carries a copy and exports it (the H200 build: ``libggml-base`` 739 ``std::``
+symbols, ``libggml-cuda`` 2,876, ``libllama`` 1,028; none of them needs ``libstdc++.so.6``,
+though cuBLAS, loaded with them, does). llama-cpp-python opens ``libllama`` with
+``RTLD_LOCAL`` and ``RTLD_NOW`` (ctypes), so every C++ symbol it needs is bound at import:
+first in the global scope, then in its own dependencies, in order. What came before decides:
+
+- ``import llama_cpp`` first: everything binds to the build's own copies, which also define
+  libstdc++'s GNU_UNIQUE objects (facet ids: process-wide, whatever RTLD_LOCAL says). Loads.
+- the real libstdc++ loaded privately first (numpy 2's C++ extensions, or the ``jaxtyping``
+  pytest plugin that imports numpy): libllama bound 116 of its calls to the copies and 2 to
+  the real libstdc++, whose unique objects were first. Every model load died with SIGSEGV in
+  ``llama_model::print_info`` (cuda-gdb: ``std::ostream::_M_insert<long>`` in
+  ``libggml-cuda.so``), CPU loads included.
+- the real libstdc++ made global first (``RTLD_GLOBAL``): everything it defines binds to it,
+  the rest (``std::__at_thread_exit``, which it does not export) to a copy. Loads.
+- ``import routekit`` first: any load died, though llama.cpp's bindings were those of the
+  order that loads. ``_core``, built by that toolchain, exported a third copy, GNU_UNIQUE
+  objects included: the likely cause (not yet rerun on a GPU). CMakeLists.txt now keeps static
+  archives' symbols private; ``_core`` makes the libstdc++ it links global at import.
 
 The fix: before ``llama_cpp`` is first imported, :func:`share_libstdcxx` opens
-``libstdc++.so.6`` with ``RTLD_GLOBAL``. It is nearly always loaded already, so this only puts
-it in the global scope, which the dynamic linker searches before any library's own: libllama
-then binds to it whatever was imported before. Measured on the H100: ``import numpy`` then a
-load crashed (also with ``n_gpu_layers=0``), and loaded once libstdc++ was global.
+``libstdc++.so.6`` with ``RTLD_GLOBAL`` (``_core`` did already where it links libstdc++
+dynamically): one runtime, whatever was imported before.
 
-When ``llama_cpp`` was imported before routekit could do that (an application importing numpy,
-then ``llama_cpp``, then using routekit), the binding is already made. :func:`cxx_conflict`
-then reads it, before any load: libllama's ELF relocations name the slots (GOT entries) the
-dynamic linker filled for each ``std::`` function it imports, and ``dladdr`` tells which file
-each filled address lies in. If one lies in another library's copy, routekit refuses the model
-with a clear error instead of letting llama.cpp take the process down. Where the file cannot be
-read that way (not ELF64 little-endian, no section headers), it falls back to asking where a
-lookup from libllama finds ``std::ostream::_M_insert<long>``. Linux only (glibc's ``dlsym``,
-``dladdr``, ``dlinfo``); elsewhere everything here is a no-op. Must not import ``llama_cpp``.
+When ``llama_cpp`` was imported before routekit could do that, the binding is already made.
+:func:`llama_cxx_conflict` then reads it, before any load: each library's ELF relocations name
+the slots (GOT entries) the dynamic linker filled for each ``std::`` function it imports, and
+``dladdr`` tells which file each filled address lies in. If what libstdc++ defines is split
+between runtimes (the real libstdc++, the build's own copies, another library's copy), routekit
+refuses the model with a clear error instead of letting llama.cpp take the process down. Where
+a file cannot be read that way (not ELF64 little-endian, no section headers), it falls back to
+asking where a lookup from the library finds ``std::ostream::_M_insert<long>``. Linux only
+(glibc's ``dlsym``, ``dladdr``, ``dlinfo``); elsewhere everything here is a no-op. Must not
+import ``llama_cpp``.
 """
 
 from __future__ import annotations
@@ -38,8 +47,8 @@ import struct
 import sys
 from typing import Any
 
-__all__ = ["cxx_conflict", "llama_cxx_conflict", "share_libstdcxx", "std_bindings",
-           "std_imports", "symbol_file"]
+__all__ = ["cxx_conflict", "libstdcxx_defines", "llama_cxx_conflict", "share_libstdcxx",
+           "std_bindings", "std_imports", "symbol_file"]
 
 # std::ostream::_M_insert<long>: what llama_model::print_info called into the wrong copy.
 PROBE_SYMBOL = "_ZNSo9_M_insertIlEERSoT_"
@@ -176,7 +185,7 @@ def _load_base(handle: int) -> int | None:
     return ctypes.c_size_t.from_address(link_map.value).value
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
 def std_bindings(handle: int, path: str) -> tuple[tuple[str, str | None], ...] | None:
     """Each ``std::`` import of the library at ``path`` (opened as ``handle``) with the file
     its slot was bound to; None when that cannot be read (then only a lookup can tell).
@@ -223,32 +232,86 @@ def _is_libstdcxx(path: str) -> bool:
     return os.path.basename(path).startswith("libstdc++")
 
 
-def cxx_conflict(handle: int, own_file: str | None = None) -> str | None:
-    """Why C++ calls of the library opened as ``handle`` (file ``own_file``) run in another
-    library's copy of libstdc++, or None when they do not. A copy in the library itself (a
-    build linked with ``-static-libstdc++``) is its own business, not a conflict."""
-    def foreign(path: str | None) -> bool:
-        return path is not None and not _is_libstdcxx(path) and not (
-            own_file is not None and os.path.realpath(path) == os.path.realpath(own_file))
+@functools.lru_cache(maxsize=4096)
+def libstdcxx_defines(name: str) -> bool:
+    """Whether the process's libstdc++ defines ``name`` itself (its default version), so a
+    binding elsewhere means the real runtime lost to a copy. True (count it) when libstdc++ is
+    not loaded: then nothing can tell, and every caller of this loaded libstdc++ anyway."""
+    if not _LINUX:
+        return True
+    libdl = _libdl()
+    handle = libdl.dlopen(b"libstdc++.so.6", _RTLD_NOW | _RTLD_NOLOAD)
+    if not handle:
+        return True
+    try:
+        address = libdl.dlsym(handle, name.encode())
+        owner = _file_at(address) if address else None
+    finally:
+        libdl.dlclose(handle)  # drops only the reference dlopen just took
+    return owner is not None and _is_libstdcxx(owner)
 
-    bindings = std_bindings(handle, own_file) if own_file is not None else None
-    if bindings is not None:  # what the dynamic linker actually did
-        wrong = [(name, path) for name, path in bindings if foreign(path)]
-        if not wrong:
-            return None
-        symbol, owner = wrong[0]
-        return _explain(f"{symbol} (and {len(wrong) - 1} more)" if len(wrong) > 1 else symbol,
-                        owner or "?")
-    # Fallback: where a lookup from the library finds one std:: function. The global scope is
-    # searched before the library's own, so libstdc++ there wins. (Were it made global only
-    # after the library was bound, this would miss the conflict; routekit never does that.)
+
+def cxx_conflict(handle: int, own_file: str | None = None) -> str | None:
+    """Why C++ calls of the library opened as ``handle`` (file ``own_file``) do not all run in
+    one C++ runtime, or None when they do (see :func:`_judge`)."""
+    return _judge([(handle, own_file)])
+
+
+def _runtime(path: str, build: str | None) -> str:
+    """Which C++ runtime the file at ``path`` is: the real libstdc++, the library's own build
+    (a file in its folder: llama-cpp-python's libraries carry copies in some builds), or that
+    file, another library's copy."""
+    if _is_libstdcxx(path):
+        return "libstdc++"
+    real = os.path.realpath(path)
+    return "build" if build is not None and os.path.dirname(real) == build else real
+
+
+def _judge(libraries: list[tuple[int, str | None]]) -> str | None:
+    """Whether the libraries of one build (each ``(handle, file)``, the first one's folder
+    being the build's) bind their std:: calls to one runtime.
+
+    One runtime works, whichever: the real libstdc++ (the usual build, or a build with its own
+    copies loaded once libstdc++ was global), or the build's own copies alone (the H200 CUDA
+    build, whose libraries all carry libstdc++ statically, imported before anything loaded the
+    real one). A mix crashes: measured on that build, ``import numpy`` then ``llama_cpp`` bound
+    all but two of libllama's std:: calls to the copies and the rest to the real libstdc++, and
+    the first load died with SIGSEGV. So does a copy inside some other library. Only symbols
+    libstdc++ defines count: what it does not export can only come from a copy."""
+    first = libraries[0][1]
+    build = os.path.dirname(os.path.realpath(first)) if first is not None else None
+    seen: dict[str, tuple[str, str]] = {}  # runtime -> (its first symbol, the file)
+    for handle, path in libraries:
+        bindings = std_bindings(handle, path) if path is not None else None
+        if bindings is None:  # unreadable: ask a lookup instead
+            reason = _lookup_conflict(handle, path)
+            if reason is not None:
+                return reason
+            continue
+        for name, target in bindings:
+            if target is not None and libstdcxx_defines(name):
+                seen.setdefault(_runtime(target, build), (name, target))
+    copies = {runtime: found for runtime, found in seen.items() if runtime != "libstdc++"}
+    if not copies or (set(seen) == {"build"}):
+        return None
+    others = [found for runtime, found in copies.items() if runtime != "build"]
+    symbol, owner = others[0] if others else copies["build"]
+    return _explain(symbol, owner)
+
+
+def _lookup_conflict(handle: int, own_file: str | None) -> str | None:
+    """Where a lookup from the library finds one std:: function (when its slots cannot be
+    read). The global scope is searched before the library's own, so libstdc++ there wins.
+    (Were it made global only after the library was bound, this would miss the conflict;
+    routekit never does that.) A copy in the library itself is its own business."""
     owner = symbol_file(handle)
-    if not foreign(owner):
+    if owner is None or _is_libstdcxx(owner) or (
+            own_file is not None and os.path.realpath(owner) == os.path.realpath(own_file)):
         return None
     shared = symbol_file(None)
     if shared is not None and _is_libstdcxx(shared):
         return None
-    return _explain(PROBE_SYMBOL, owner or "?")
+    return _explain(PROBE_SYMBOL, owner)
 
 
 def _explain(symbol: str, owner: str) -> str:
@@ -261,36 +324,37 @@ def _explain(symbol: str, owner: str) -> str:
 
 
 def llama_cxx_conflict(llama_cpp: Any) -> str | None:
-    """:func:`cxx_conflict` for libllama and every other library of llama-cpp-python's that is
-    loaded (libggml-base, libggml, the backends): the first conflict found, else None (also
-    when libllama's handle cannot be read)."""
+    """:func:`_judge` for libllama and every other library of llama-cpp-python's that is
+    loaded (libggml-base, libggml, the backends), together: None when they all bind to one
+    C++ runtime (also when libllama's handle cannot be read)."""
     lib = getattr(getattr(llama_cpp, "llama_cpp", None), "_lib", None)
     handle, name = getattr(lib, "_handle", None), getattr(lib, "_name", None)
     if not isinstance(handle, int):
         return None
-    if not isinstance(name, str):
-        return cxx_conflict(handle)
-    reason = cxx_conflict(handle, name)
-    if reason is not None or not _LINUX:
-        return reason
+    if not isinstance(name, str) or not _LINUX:
+        return cxx_conflict(handle, name if isinstance(name, str) else None)
     folder = os.path.dirname(name)
     try:
         files = sorted(os.listdir(folder))
     except OSError:
-        return None
+        files = []
     libdl = _libdl()
-    for file in files:
-        path = os.path.join(folder, file)
-        if not file.startswith("lib") or ".so" not in file or path == name:
-            continue
-        # Only what is loaded (a folder holds each library under several names, one loaded).
-        other = libdl.dlopen(os.fsencode(path), _RTLD_NOW | _RTLD_NOLOAD)
-        if not other:
-            continue
-        try:
-            reason = cxx_conflict(other, path)
-        finally:
+    opened: list[int] = []
+    libraries: list[tuple[int, str | None]] = [(handle, name)]
+    try:
+        for file in files:
+            path = os.path.join(folder, file)
+            if not file.startswith("lib") or ".so" not in file or path == name:
+                continue
+            # Only what is loaded (a folder holds each library under several names: the
+            # same handle comes back for each, read once).
+            other = libdl.dlopen(os.fsencode(path), _RTLD_NOW | _RTLD_NOLOAD)
+            if not other:
+                continue
+            opened.append(other)
+            if other != handle and all(other != h for h, _ in libraries):
+                libraries.append((other, path))
+        return _judge(libraries)
+    finally:
+        for other in opened:
             libdl.dlclose(other)  # drops only the reference dlopen just took
-        if reason is not None:
-            return reason
-    return None
