@@ -32,7 +32,6 @@ from pathlib import Path
 from _common import median, report
 from llama_server import default_model_path
 
-HERE = Path(__file__).resolve().parent
 PROMPT = "Count from 1 to 500, separated by commas."
 
 CHILD = r"""
@@ -98,7 +97,9 @@ def main() -> int:
     ap.add_argument("--n-gpu-layers", type=int, default=0)
     args = ap.parse_args()
     model = str(args.model or default_model_path())
-    paths = [str(HERE.parent / "src")] + [p for p in sys.path if p]
+    import routekit  # the child imports the same routekit (src/ here, site-packages when installed)
+
+    paths = [str(Path(routekit.__file__).resolve().parent.parent)] + [p for p in sys.path if p]
     results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     for r in range(args.runs):
         for i in range(len(VARIANTS)):
