@@ -342,6 +342,42 @@ def test_load_probe_refuses_a_model_that_crashes_llama_cpp(
     assert not compat.probe_wanted(llama_cpp, {"n_gpu_layers": 0})
 
 
+def test_the_load_probe_imports_llama_cpp_as_routekit_does(tiny_path: Path) -> None:
+    # On the H200 CUDA build a parent that imported routekit first crashed in its load while
+    # the probe, which imported llama_cpp first (the order that loads there), passed. The
+    # child must import it as the parent does: routekit's C++ core first, libstdc++ global.
+    import subprocess
+
+    from conftest import routekit_path
+    from routekit.providers.llama_cpp import compat
+
+    watch = (
+        "import ctypes, json, sys\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.dlsym.restype = ctypes.c_void_p\n"
+        "libc.dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]\n"
+        "seen = []\n"
+        "class Watch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('llama_cpp', 'routekit._core'):\n"
+        "            seen.append([name, bool(libc.dlsym(None, b'_ZNSo9_M_insertIlEERSoT_'))])\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "try:\n"
+        f"    exec(compile({compat._PROBE_CODE!r}, 'probe', 'exec'))\n"
+        "finally:\n"
+        "    print(json.dumps(seen))\n")
+    params = {"model_path": str(tiny_path), "n_ctx": 256, "n_threads": 1, "verbose": False}
+    env = dict(os.environ, PYTHONPATH=routekit_path())
+    out = subprocess.run([sys.executable, "-c", watch, json.dumps(params)], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    names = [name for name, _ in seen]
+    assert names.index("routekit._core") < names.index("llama_cpp")
+    # When llama_cpp was imported, libstdc++'s symbols were in the global scope.
+    assert dict(seen)["llama_cpp"] is True
+
+
 def test_package_model_defaults_to_gemma_chat_format(gemma_path: Path) -> None:
     provider = _provider(m=ModelConfig(provider=PROVIDER, package=C.DEFAULT_MODEL_PACKAGE,
                                        n_ctx=512, n_threads=3))

@@ -25,9 +25,9 @@ ctypes bridge remains only as a fallback when ``_core`` cannot install its hook.
 Load probe: a crash inside llama.cpp (a segfault in a CUDA load, an AMX kernel) kills the
 whole process, and no Python ``except`` can catch it. So before routekit first loads a model
 with GPU offload in a process, ``probe_load`` loads it — and decodes one token — in a child
-process with the same parameters. (A fresh child cannot reproduce a crash that depends on what
-the parent imported before: the CUDA build's libstdc++ fault, found under pytest in issue #7,
-is prevented and detected in ``cxx_runtime`` instead.) If the child dies by a signal, the
+process with the same parameters, importing ``llama_cpp`` the way routekit does. (A fresh child
+cannot reproduce a crash that depends on what else the parent imported before: the CUDA
+build's libstdc++ fault of issue #7 is prevented and detected in ``cxx_runtime`` instead.) If the child dies by a signal, the
 model is refused with a ``ProviderError`` (the plan moves on; the application lives) naming
 the signal and the child's last log lines. It costs one extra load per model and parameter
 set per process. ``ROUTEKIT_LLAMA_LOAD_PROBE=0`` turns it off, ``=1`` turns it on for CPU
@@ -184,11 +184,14 @@ def _ctypes_bridge(llama_cpp: Any) -> Any:
 
 # -- load probe ----------------------------------------------------------------------------------
 
-# What the child runs: the same construction (AMX guard included), then one decoded token.
+# What the child runs: llama_cpp imported as routekit imports it (routekit first, libstdc++
+# made global: the H200 build crashed in the parent's order and loaded in llama_cpp-first,
+# which this child used), the same construction (AMX guard included), one decoded token.
 _PROBE_CODE = (
     "import json, sys\n"
-    "import llama_cpp\n"
+    "from routekit.providers.llama_cpp.load import llama_module\n"
     "from routekit.providers.llama_cpp.compat import construction_guard\n"
+    "llama_cpp = llama_module()\n"
     "params = json.loads(sys.argv[1])\n"
     "with construction_guard(llama_cpp):\n"
     "    llm = llama_cpp.Llama(**params)\n"
