@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 PLAN_RELEASE_GIL_AT: int
+CXX_RUNTIME_SHARED: str  # the libstdc++ made global at import ("" when none: see cpp/cxx_runtime.hpp)
 
 class Graph:
     def __init__(
