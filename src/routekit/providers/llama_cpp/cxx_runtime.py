@@ -319,8 +319,9 @@ def _explain(symbol: str, owner: str) -> str:
             f"{owner}, which crashes the process on the first model load: llama_cpp was "
             "imported after another module (numpy 2, for one) had loaded libstdc++ privately, "
             "and this llama-cpp-python build carries its own copy of libstdc++'s symbols. Let "
-            "routekit import llama_cpp (do not import it before routekit first loads a model), "
-            "or run ctypes.CDLL('libstdc++.so.6', mode=ctypes.RTLD_GLOBAL) before importing it")
+            "routekit import llama_cpp, or import it before anything else that loads C++ "
+            "code, or run ctypes.CDLL('libstdc++.so.6', mode=ctypes.RTLD_GLOBAL) before "
+            "importing it")
 
 
 def llama_cxx_conflict(llama_cpp: Any) -> str | None:
