@@ -648,3 +648,69 @@ def test_an_attempt_cancelled_in_flight_is_on_record() -> None:
                                     "error_type": "CancelledError"}) == 1
     [request] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.INTERNAL]
     assert request.attributes is not None and request.attributes["routekit.attempts"] == 1
+
+
+def _attempt_counts(registry: Any, outcome: str, error_type: str = "") -> Any:
+    return registry.get_sample_value("routekit_attempts_total", {
+        "model": "m0", "provider": "p0", "outcome": outcome, "error_type": error_type})
+
+
+def test_a_stream_cancelled_while_opening_is_on_record() -> None:
+    # As a call cancelled in flight: an error attempt, counted, in the request's span.
+    router, registry, exporter = _real_time_rig(config(1), [FakeReply(delay=5.0)])
+
+    async def go() -> None:
+        async with router:
+            task = asyncio.ensure_future(router.chat.completions.create(
+                model="m0", messages=MSG, stream=True))
+            await asyncio.sleep(0.1)  # the provider is opening the stream
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(go())
+    assert _attempt_counts(registry, "error", "CancelledError") == 1
+    [request] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.INTERNAL]
+    assert request.attributes is not None and request.attributes["routekit.attempts"] == 1
+
+
+def test_a_stream_cancelled_mid_read_is_an_error_attempt_not_an_answer() -> None:
+    router, registry, exporter = _real_time_rig(
+        config(1), [FakeReply(text="one two three four five", chunk_delay=0.5)])
+
+    async def go() -> Any:
+        async with router:
+            stream = await router.chat.completions.create(model="m0", messages=MSG,
+                                                          stream=True)
+
+            async def read() -> None:
+                async for _ in stream:
+                    pass
+
+            task = asyncio.ensure_future(read())
+            await asyncio.sleep(0.2)  # waiting for the second chunk
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return stream.route
+
+    route = asyncio.run(go())
+    assert [(a.model, a.outcome, a.error_type) for a in route.attempts] == [
+        ("m0", "error", "CancelledError")]
+    assert _attempt_counts(registry, "ok") is None
+    assert _attempt_counts(registry, "error", "CancelledError") == 1
+    [request] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.INTERNAL]
+    assert request.attributes is not None and "routekit.answered_by" not in request.attributes
+
+
+def test_a_stream_that_breaks_with_a_bug_while_opening_is_on_record() -> None:
+    # Not a ProviderError (a bug in a provider): it propagates, and the route says where.
+    def broken(request: Any) -> Any:
+        raise RuntimeError("provider bug")
+
+    registry = CollectorRegistry()
+    router = Router(config(2), providers={"p0": FakeProvider("p0", replies=[broken])},
+                    metrics=registry, health_probes=False)
+    with router, pytest.raises(RuntimeError, match="provider bug"):
+        router.chat.completions.create(model="m0", messages=MSG, stream=True)
+    assert _attempt_counts(registry, "error", "RuntimeError") == 1

@@ -243,6 +243,9 @@ def _run_sync(req: RequestState, release: Release | None, closed_by_other: list[
                     except ProviderError as exc:
                         req.give_up(entry, exc)
                         continue
+                    except BaseException as exc:  # interrupted while opening: on record
+                        req.record_error(entry, exc)
+                        raise
                     req.first_byte_at = req.clock.now()
                     partial = req.partial
                     failed = False
@@ -267,6 +270,12 @@ def _run_sync(req: RequestState, release: Release | None, closed_by_other: list[
                             raise _closed_mid_read(req, entry) from None
                         assert isinstance(exc, ProviderError)
                         raise _interrupted(req, entry, exc) from exc
+                    except GeneratorExit:  # the caller closed early: served
+                        raise
+                    except BaseException as exc:  # interrupted mid-read (Ctrl-C): not served
+                        failed = True
+                        req.record_error(entry, exc)
+                        raise
                     finally:
                         _close(it)
                         if not failed:  # a normal end, or the caller closed early: served
@@ -466,6 +475,9 @@ async def _run_async(req: RequestState, release: Release | None,
                     except ProviderError as exc:
                         req.give_up(entry, exc)
                         continue
+                    except BaseException as exc:  # cancelled while opening: on record
+                        req.record_error(entry, exc)
+                        raise
                     req.first_byte_at = req.clock.now()
                     partial = req.partial
                     failed = False
@@ -483,11 +495,14 @@ async def _run_async(req: RequestState, release: Release | None,
                     except ProviderError as exc:
                         failed = True
                         raise _interrupted(req, entry, exc) from exc
-                    except BaseException:
-                        if not closed_by_other[0]:
-                            raise
-                        failed = True  # close() from another task cancelled this read
-                        raise _closed_mid_read(req, entry) from None
+                    except GeneratorExit:  # the caller closed early: served
+                        raise
+                    except BaseException as exc:
+                        failed = True
+                        if closed_by_other[0]:  # close() from another task cancelled this read
+                            raise _closed_mid_read(req, entry) from None
+                        req.record_error(entry, exc)  # cancelled mid-read: not served
+                        raise
                     finally:
                         await _aclose(ait)
                         if not failed:
