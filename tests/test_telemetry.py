@@ -355,12 +355,49 @@ def test_routers_sharing_a_registry_share_its_families() -> None:
                                      {"entry_model": "m0", "outcome": "ok"}) == 2
 
 
-def test_a_taken_metric_name_is_a_config_error() -> None:
+def test_a_taken_metric_name_is_a_config_error_that_leaves_the_registry_as_it_was() -> None:
     registry = CollectorRegistry()
-    prometheus_client.Counter("routekit_requests", "someone else's", registry=registry)
-    with pytest.raises(ConfigError, match="metrics"):
-        Router(config(1), providers={"p0": FakeProvider("p0")}, health_probes=False,
-               metrics=registry)
+    for name in ("routekit_requests", "routekit_tokens"):  # the first family, a later one
+        theirs = prometheus_client.Counter(name, "someone else's", registry=registry)
+        with pytest.raises(ConfigError, match="metrics"):
+            Router(config(1), providers={"p0": FakeProvider("p0")}, health_probes=False,
+                   metrics=registry)
+        registry.unregister(theirs)
+    assert list(registry.collect()) == []  # nothing of routekit's left behind
+    with Router(config(1), providers={"p0": FakeProvider("p0")}, health_probes=False,
+                metrics=registry) as router:  # the name freed: it registers
+        router.chat.completions.create(model="m0", messages=MSG)
+    assert registry.get_sample_value("routekit_requests_total",
+                                     {"entry_model": "m0", "outcome": "ok"}) == 1
+
+
+def test_routers_sharing_a_registry_show_the_worst_breaker_state_among_them() -> None:
+    registry, clock = CollectorRegistry(), FakeClock()
+    cfg = config(2, routing={"breaker": {"failure_threshold": 1, "open_initial": 30}})
+
+    def router(default: Any = "ok") -> Router:
+        return Router(cfg, clock=clock, health_probes=False, metrics=registry,
+                      providers={"p0": FakeProvider("p0", default=default),
+                                 "p1": FakeProvider("p1", "vllm")})
+
+    def gauge() -> Any:
+        return registry.get_sample_value("routekit_model_breaker_state",
+                                         {"model": "m0", "provider": "p0"})
+
+    a = router(default=ServerError("boom", status_code=503))
+    a.chat.completions.create(model="m0", messages=MSG)  # m0 fails over: its breaker opens
+    assert gauge() == 2
+    b = router()  # a later router whose m0 is closed does not hide A's open one
+    assert gauge() == 2
+    b.chat.completions.create(model="m0", messages=MSG)
+    assert gauge() == 2
+    skipped = a.chat.completions.create(model="m0", messages=MSG).route.attempts[0]
+    assert (skipped.model, skipped.outcome) == ("m0", "skipped")  # as the gauge says
+    a.close()  # a closed router counts no more: the next change or router shows B's
+    c = router()
+    assert gauge() == 0
+    b.close()
+    c.close()
 
 
 @pytest.mark.parametrize("kw", [{"metrics": "yes"}, {"traces": 42}])

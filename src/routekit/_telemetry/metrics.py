@@ -47,7 +47,15 @@ class Families:
     """The metric families registered on one registry (shared by every router that uses it)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
+        try:
+            self._register(registry)
+        except ValueError:  # a name taken: leave the registry as it was
+            for family in list(vars(self).values()):
+                if isinstance(family, (Counter, Gauge, Histogram)):
+                    registry.unregister(family)
+            raise
+
+    def _register(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "routekit_requests", "Requests finished, by the model asked for and the outcome "
             "(ok, or the class name of the error raised).", ["entry_model", "outcome"],
@@ -81,6 +89,10 @@ class Families:
         self.cost = Counter(
             "routekit_cost_usd", "US dollars at the configured prices of the models that "
             "answered.", ["model", "provider"], registry=r)
+        # The routers' sinks on this registry: the breaker gauges show the worst state among
+        # the open routers that have that breaker (one series per name, however many share).
+        self.sinks: weakref.WeakSet[Metrics] = weakref.WeakSet()
+        self.sinks_lock = threading.Lock()
 
 
 _families: weakref.WeakKeyDictionary[CollectorRegistry, Families] = weakref.WeakKeyDictionary()
@@ -122,27 +134,48 @@ class Metrics:
         self._duration: dict[tuple[str, str], Any] = {}
         self._tokens: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._cost: dict[tuple[str, str], Any] = {}
+        self._state = state
         board = state.board
         self._provider_gauges = {name: fam.provider_breaker.labels(name)
                                  for name in board.providers}
         self._model_gauges = {name: fam.model_breaker.labels(name, board.model_provider[name])
                               for name in board.models}
-        for breakers, gauges in ((board.providers, self._provider_gauges),
-                                 (board.models, self._model_gauges)):
-            for name, breaker in breakers.items():
-                gauges[name].set(BREAKER_STATE_VALUES[breaker.state])
+        with fam.sinks_lock:
+            fam.sinks.add(self)
+        for level, breakers in (("provider", board.providers), ("model", board.models)):
+            for breaker in breakers.values():
+                self._show(level, breaker.name)
+
+    def _show(self, level: str, name: str) -> None:
+        """Set the gauge of breaker ``name`` to the worst state it has among the open routers
+        on this registry (a router built later must not hide another's open breaker)."""
+        gauges = self._provider_gauges if level == "provider" else self._model_gauges
+        gauge = gauges.get(name)
+        if gauge is None:
+            return
+        provider = self._state.board.model_provider.get(name) if level == "model" else None
+        worst = 0.0
+        with self.families.sinks_lock:
+            sinks = list(self.families.sinks)
+        for sink in sinks:
+            if sink is not self and sink._state.closed:
+                continue
+            board = sink._state.board
+            breaker = (board.providers if level == "provider" else board.models).get(name)
+            if breaker is None or (level == "model" and board.model_provider.get(name)
+                                   != provider):
+                continue
+            # The state now, not a transition's: two racing transitions' listeners may run
+            # in either order (see BreakerBoard._on_change); the last one shows the truth.
+            worst = max(worst, BREAKER_STATE_VALUES[breaker.state])
+        gauge.set(worst)
 
     # -- breakers ------------------------------------------------------------------------------
 
     def breaker_changed(self, breaker: Breaker, old: State, new: State) -> None:
         """A ``BreakerBoard`` listener: runs on whichever thread changed the breaker."""
         try:
-            gauges = self._provider_gauges if breaker.level == "provider" else self._model_gauges
-            gauge = gauges.get(breaker.name)
-            if gauge is not None:
-                # The state now, not ``new``: two racing transitions' listeners may run in
-                # either order (see BreakerBoard._on_change); the last one shows the truth.
-                gauge.set(BREAKER_STATE_VALUES[breaker.state])
+            self._show(breaker.level, breaker.name)
         except Exception:  # observing must never break routing
             log.warning("metrics: could not record a breaker change", exc_info=True)
 
