@@ -367,6 +367,40 @@ def test_a_cloud_model_may_think_longer_than_read(stream: bool) -> None:
     assert text == "Hello from the fault server."
 
 
+@pytest.mark.parametrize("kind", ["openai", "vllm"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_slow_reader_is_not_cut_by_the_deadline(mode: str, kind: str) -> None:
+    # The server sends the whole answer at once (240 kB: more than the socket buffers hold);
+    # the app spends 0.03 s on each of 60 chunks (a TTS, a websocket with backpressure): 1.8 s
+    # against a 0.5 s total. The caller's time with a chunk is not the server's: the stream
+    # ends whole, as openai's client's does.
+    words = " ".join(f"w{i}" + "x" * 4000 for i in range(60))
+    with FaultServer(text=words) as server:
+        cfg = _thinking(server.url("ok"), kind=kind, read=0.5, total=0.5)
+        if mode == "sync":
+            with Router(cfg, health_probes=False) as router:
+                parts = []
+                for chunk in router.chat.completions.create(model="m", messages=MSG,
+                                                             stream=True):
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        parts.append(chunk.choices[0].delta.content)
+                    time.sleep(0.03)
+        else:
+            async def read() -> list[str]:
+                async with AsyncRouter(cfg, health_probes=False) as router:
+                    got = []
+                    stream = await router.chat.completions.create(model="m", messages=MSG,
+                                                                  stream=True)
+                    async for chunk in stream:
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            got.append(chunk.choices[0].delta.content)
+                        await asyncio.sleep(0.03)
+                    return got
+
+            parts = asyncio.run(read())
+    assert "".join(parts) == words
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_read_still_bounds_a_silence_between_chunks(mode: str) -> None:
     from routekit import StreamInterrupted

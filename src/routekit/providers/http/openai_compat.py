@@ -362,7 +362,11 @@ class OpenAICompatProvider:
                     for choice in chunk.choices:
                         if choice.finish_reason is not None:
                             finished = True
+                handed = time.monotonic()
                 yield chunk
+                # The caller's time with the chunk is not the server's: a slow reader (TTS,
+                # a websocket with backpressure) must not cut an answer the server sent.
+                end += time.monotonic() - handed
         finally:
             upstream.close()
         if not finished:
@@ -456,7 +460,9 @@ class OpenAICompatProvider:
                     for choice in chunk.choices:
                         if choice.finish_reason is not None:
                             finished = True
+                handed = time.monotonic()
                 yield chunk
+                end += time.monotonic() - handed  # the caller's time is not the server's
         finally:
             await upstream.close()
         if not finished:
