@@ -14,6 +14,7 @@ Modes:
   ok            200 JSON chat completion (streams when the request says ``"stream": true``)
   stream        200 SSE stream with a finish_reason and ``[DONE]`` (also for non-stream)
   cut           SSE chunks, then the body ends cleanly: no finish_reason, no ``[DONE]``
+  sse_error     200 SSE whose first event is an error (vLLM's way), then ``[DONE]``
   cut_reset     SSE chunks, then a TCP reset mid-body
   think         "ok" after ``think_seconds`` of silence (a stream's headers first)
   slow_probe    "ok" at once for requests; health GETs answer after ``think_seconds`` (a
@@ -279,6 +280,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             for chunk in owner.chunks(model, finish=True):
                 self._event(chunk)
+            self._event("[DONE]")
+            self._end_chunked()
+        elif mode == "sse_error":
+            # vLLM's way of failing inside a 200 stream: an error event, then the end.
+            self._start_sse()
+            self._event({"error": {"message": "upstream exploded", "type": "server_error",
+                                   "code": "engine_dead"}})
             self._event("[DONE]")
             self._end_chunked()
         elif mode == "cut":

@@ -93,6 +93,27 @@ def test_unknown_model_is_not_found(mode: str) -> None:
     assert isinstance(info.value, NoRouteError) and info.value.status_code == 404
 
 
+def test_errors_raised_before_a_request_are_openais_too() -> None:
+    # Not only create()'s: models.retrieve, with_options and parse's own argument checks.
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        a: int
+
+    router = _router("sync", "ok", "ok")
+    with pytest.raises(openai.NotFoundError) as info:
+        router.models.retrieve("nope")
+    assert isinstance(info.value, NoRouteError) and info.value.status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        asyncio.run(_router("async", "ok", "ok").models.retrieve("nope"))
+    with pytest.raises(openai.BadRequestError) as bad:
+        router.with_options(max_retries=-1)
+    assert isinstance(bad.value, BadRequest) and "max_retries" in bad.value.message
+    with pytest.raises(openai.BadRequestError, match="does not stream"):
+        router.chat.completions.parse(model="m", messages=MSG, response_format=Answer,
+                                      stream=True)
+
+
 @modes
 def test_last_attempt_timeout_is_an_api_timeout_error(mode: str) -> None:
     router = _router(mode, ConnectionFailed("refused", refused=True),

@@ -223,6 +223,44 @@ def test_request_id_reads_the_servers_or_none(key: str) -> None:
     assert reply.route.answered_by is not None
 
 
+def test_a_raw_response_has_the_answering_servers_request_id(key: str) -> None:
+    with FaultServer() as server:
+        server.response_headers = {"x-request-id": "req_raw"}
+        with Router(_config(server.url("ok"), stream_upstream=False),
+                    health_probes=False) as router:
+            raw = router.chat.completions.with_raw_response.create(model="m", messages=MSG)
+    assert raw.request_id == "req_raw" and raw.headers["x-request-id"] == "req_raw"
+    assert raw.parse()._request_id == "req_raw"
+    in_process, _ = _fake("sync")  # no server, no id
+    assert in_process.chat.completions.with_raw_response.create(
+        model="m", messages=MSG).request_id is None
+
+
+@modes
+def test_an_error_event_in_a_stream_keeps_its_body(mode: str, key: str) -> None:
+    # vLLM fails inside a 200 stream with an error event: its code and type reach the caller.
+    with FaultServer() as server:
+        with pytest.raises(openai.APIError) as info:
+            _call(mode, _config(server.url("sse_error")), stream=True)
+    exc = info.value
+    assert exc.body == {"message": "upstream exploded", "type": "server_error",
+                        "code": "engine_dead"}
+    assert (exc.code, exc.type) == ("engine_dead", "server_error")
+
+
+def test_a_routed_legacy_completion_pickles_with_its_route() -> None:
+    import pickle
+
+    from openai.types import Completion
+
+    router, _ = _fake("sync")
+    reply = router.completions.create(model="m", prompt="hi")
+    again = pickle.loads(pickle.dumps(reply))
+    assert isinstance(again, Completion) and type(again) is type(reply)
+    assert again.model_dump() == reply.model_dump()
+    assert again.route == reply.route
+
+
 @modes
 def test_create_refuses_a_model_class_before_routing(mode: str) -> None:
     class City(BaseModel):

@@ -32,6 +32,22 @@ def _no_stream(kwargs: dict[str, Any], method: str) -> None:
                          "streamed structured output", status_code=400)
 
 
+def _request(kwargs: dict[str, Any], response_format: Any, tools: Any, method: str | None
+             ) -> tuple[Any, Any]:
+    """The checked ``response_format`` and ``tools``; what is wrong is raised as create()
+    raises it (openai's class too)."""
+    from .._exceptions import RouteKitError
+    from .errors import to_openai
+
+    try:
+        if method is not None:
+            _no_stream(kwargs, method)
+        return parse_request(response_format, tools)
+    except RouteKitError as exc:
+        to_openai(exc)
+        raise
+
+
 class ChatSurface(RawSurface):
     """``parse``, ``stream``, ``with_raw_response``, ``with_streaming_response``."""
 
@@ -42,8 +58,7 @@ class ChatSurface(RawSurface):
               **kwargs: Any) -> ParsedChatCompletion[Any]:
         """``create`` with a pydantic model (or dataclass) as ``response_format``; the answer
         is openai's ``ParsedChatCompletion`` (``choices[0].message.parsed``), with ``.route``."""
-        _no_stream(kwargs, "parse")
-        fmt, checked = parse_request(response_format, tools)
+        fmt, checked = _request(kwargs, response_format, tools, "parse")
         completion = self.create(response_format=fmt, tools=checked, **kwargs)
         return parse_result(completion, response_format, tools)  # type: ignore[no-any-return]
 
@@ -52,7 +67,7 @@ class ChatSurface(RawSurface):
         """openai's streaming helper: ``with router.chat.completions.stream(...) as s:``
         yields events; ``s.get_final_completion()`` is the parsed answer with ``.route``."""
         kwargs.pop("stream", None)
-        fmt, checked = parse_request(response_format, tools)
+        fmt, checked = _request(kwargs, response_format, tools, None)
         return ChatStreamManager(
             lambda: self.create(stream=True, response_format=fmt, tools=checked, **kwargs),
             response_format, tools)
@@ -66,15 +81,14 @@ class AsyncChatSurface(AsyncRawSurface):
 
     async def parse(self, *, response_format: Any = None, tools: Any = None,
                     **kwargs: Any) -> ParsedChatCompletion[Any]:
-        _no_stream(kwargs, "parse")
-        fmt, checked = parse_request(response_format, tools)
+        fmt, checked = _request(kwargs, response_format, tools, "parse")
         completion = await self.create(response_format=fmt, tools=checked, **kwargs)
         return parse_result(completion, response_format, tools)  # type: ignore[no-any-return]
 
     def stream(self, *, response_format: Any = None, tools: Any = None,
                **kwargs: Any) -> AsyncChatStreamManager:
         kwargs.pop("stream", None)
-        fmt, checked = parse_request(response_format, tools)
+        fmt, checked = _request(kwargs, response_format, tools, None)
 
         async def open_stream() -> Any:
             return await self.create(stream=True, response_format=fmt, tools=checked,

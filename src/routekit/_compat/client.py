@@ -116,8 +116,11 @@ class _Models:
             if item.id == model:
                 return item
         from .._exceptions import NoRouteError
+        from .errors import to_openai
 
-        raise NoRouteError(f"no model {model!r} in this router's config")
+        error = NoRouteError(f"no model {model!r} in this router's config")
+        to_openai(error, path=f"/models/{model}")  # openai's NotFoundError too, as create()'s
+        raise error
 
 
 class _AsyncModels(_Models):
@@ -216,17 +219,22 @@ class ClientSurface:
         """A view of this router with other defaults (openai's ``with_options``): ``timeout``
         (a request's budget), ``max_retries`` (per candidate), ``default_headers`` and
         ``default_query`` (sent with every request to HTTP providers)."""
-        if unsupported:
-            from .._exceptions import BadRequest
+        from .._exceptions import BadRequest
+        from .errors import to_openai
 
-            names = ", ".join(sorted(unsupported))
-            hint = (" (a router routes by its config: build another Router to use other "
-                    "providers or keys)" if set(unsupported) & set(_UNSUPPORTED) else "")
-            raise BadRequest(f"with_options()/copy() got options a router cannot honour: "
-                             f"{names}{hint}", status_code=400)
-        base = self._options or ClientOptions()
-        options = base.merged(timeout=timeout, max_retries=max_retries,
-                              headers=default_headers, query=default_query)
+        try:
+            if unsupported:
+                names = ", ".join(sorted(unsupported))
+                hint = (" (a router routes by its config: build another Router to use other "
+                        "providers or keys)" if set(unsupported) & set(_UNSUPPORTED) else "")
+                raise BadRequest(f"with_options()/copy() got options a router cannot honour: "
+                                 f"{names}{hint}", status_code=400)
+            base = self._options or ClientOptions()
+            options = base.merged(timeout=timeout, max_retries=max_retries,
+                                  headers=default_headers, query=default_query)
+        except BadRequest as exc:  # openai's BadRequestError too, as create()'s errors are
+            to_openai(exc)
+            raise
         view = _copy.copy(self)
         view._options = options
         view.chat = type(self.chat)(self.chat.completions.with_client_options(options))

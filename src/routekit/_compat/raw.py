@@ -34,7 +34,11 @@ def _http_response(result: Any, path: str) -> Any:
         return response
     route = getattr(result, "route", None)
     dump = getattr(result, "model_dump", None)
-    return make_response(200, headers=route_headers(route),
+    headers = route_headers(route)
+    request_id = getattr(result, "_request_id", None)  # the answering server's x-request-id
+    if isinstance(request_id, str):
+        headers["x-request-id"] = request_id
+    return make_response(200, headers=headers,
                          body=dump(mode="json", warnings=False, exclude_unset=True)
                          if dump is not None else None,
                          path=path)
@@ -157,7 +161,9 @@ class _ResponseBase:
 
     @property
     def request_id(self) -> str | None:
-        return None
+        """The answering server's ``x-request-id``, as openai's has it (None in-process)."""
+        value = self.headers.get("x-request-id")
+        return value if isinstance(value, str) else None
 
     @property
     def retries_taken(self) -> int:

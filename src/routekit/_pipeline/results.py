@@ -63,6 +63,17 @@ _lock = threading.Lock()
 _routed: dict[type, type] = {}
 
 
+def _reduce_routed(self: BaseModel) -> tuple[Any, tuple[Any, Route]]:
+    """Pickle a routed result as its openai class's instance and its route: the subclass is
+    made at run time (pickle could not find it by name), ``routed`` makes it again."""
+    base = type(self).__mro__[1]
+    plain: Any = object.__new__(base)
+    private = dict(self.__pydantic_private__ or {})
+    route = private.pop("_routekit_route")
+    _share(plain, self, private or None)
+    return routed, (plain, route)
+
+
 def routed(obj: M, route: Route) -> M:
     """``obj`` as an instance of a subclass of its own class that has ``.route``."""
     cls: type = type(obj)
@@ -74,6 +85,7 @@ def routed(obj: M, route: Route) -> M:
                 sub = type(cls.__name__, (cls,), {
                     "__module__": cls.__module__, "__qualname__": cls.__qualname__,
                     "__doc__": cls.__doc__, "route": property(_route_of),
+                    "__reduce__": _reduce_routed,
                 })
                 _routed[cls] = sub
     out: Any = object.__new__(sub)

@@ -85,11 +85,14 @@ def translate(exc: BaseException, *, provider: str | None, model: str | None) ->
         if isinstance(exc, openai.APIError):
             # An error event inside a stream, or a response the client could not parse.
             detail = _body_message(exc.body) or exc.message
-            return ProviderError(
+            error = ProviderError(
                 redact(f"{_who(provider)} returned an error: {_clip(detail)}"),
                 provider=provider,
                 model=model,
             )
+            # Its body (code, type), redacted, as a status error keeps its own.
+            error.body = redact_body(exc.body)  # type: ignore[attr-defined]
+            return error
 
     for lib in loaded_http_libs():
         if isinstance(exc, lib.TimeoutException):
