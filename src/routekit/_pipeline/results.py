@@ -41,7 +41,7 @@ def with_route(completion: ChatCompletion, route: Route) -> RoutedChatCompletion
     return out
 
 
-def _share(out: BaseModel, src: BaseModel, private: dict[str, Any]) -> None:
+def _share(out: BaseModel, src: BaseModel, private: dict[str, Any] | None) -> None:
     # openai's client sets ``_request_id`` (the upstream x-request-id) on every top-level
     # result, in the instance __dict__; answers routekit assembled or made in-process get
     # None, so code that reads it works on every route.
