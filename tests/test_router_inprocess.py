@@ -271,3 +271,33 @@ def test_gpu_offload_serves_the_default_model(gemma_path: Path) -> None:
         assert provider.load_params("g")["n_gpu_layers"] == -1  # every layer on the GPU
         reply = router.chat.completions.create(model="g", messages=MSG, max_tokens=8)
     assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "llama_cpp_native"])
+def test_an_in_process_model_counts_the_prompt_not_an_estimate(gemma_path: Path,
+                                                                kind: str) -> None:
+    # 2,175 characters are 295 gemma tokens: with max_tokens 8 they fit n_ctx 512, though the
+    # router's estimate (4 characters a token: ≈546) said they did not, and skipped the model.
+    # A prompt that does not fit is still refused, by the model's own count, and the plan
+    # moves on.
+    prose = ("The committee reviewed the quarterly infrastructure report and recommended "
+             "replacing the aging distribution transformers before the summer peak. ") * 15
+    cfg = {"providers": {"local": {"kind": kind}, "spare": {"kind": "vllm",
+                                                           "base_url": "http://127.0.0.1:9/v1"}},
+           "models": {"m": {"provider": "local", "path": str(gemma_path), "chat_format": "gemma",
+                            "n_ctx": 512, "n_threads": 2},
+                      "s": {"provider": "spare"}},
+           "fallback_chains": {"m": {"chain": ["s"]}}}
+    with Router(cfg, health_probes=False) as router:
+        reply = router.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": prose}], max_tokens=8,
+            temperature=0)
+        assert reply.route.answered_by.model == "m"
+        assert 250 < reply.usage.prompt_tokens < 512
+        with pytest.raises(Exception) as info:  # too long by the model's count: moves on to s
+            router.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": prose * 3}], max_tokens=8)
+    first = info.value.route.attempts[0]  # type: ignore[attr-defined]
+    assert (first.model, first.outcome, first.error_type) == ("m", "error",
+                                                              "ContextLengthExceeded")
+    assert info.value.route.attempts[1].model == "s"  # type: ignore[attr-defined]

@@ -62,12 +62,12 @@ class ModelEntry:
         return f"ModelEntry({self.name!r} via {self.provider_name!r})"
 
 
-def context_window(model: ModelConfig, in_process: bool) -> int | None:
-    if model.context_window is not None:
-        return model.context_window
-    if in_process:
-        return model.n_ctx or C.DEFAULT_N_CTX
-    return None
+def context_window(model: ModelConfig) -> int | None:
+    """The window the router's pre-check holds a request against (an estimate: 4 characters
+    a token). None for an in-process model that does not set one: it counts the prompt
+    exactly with its own tokenizer and refuses one that does not fit (the estimate refused
+    prompts that fit gemma's n_ctx, and let through CJK ones that did not)."""
+    return model.context_window
 
 
 def first_byte_of(timeout: TimeoutConfig, kind: str) -> float | None:
@@ -102,7 +102,7 @@ def build_entries(config: Config, providers: dict[str, Provider], board: Breaker
         out[name] = ModelEntry(
             name, m.provider, p.kind, providers[m.provider], m.model_id or name,
             dict(m.defaults), timeout, first_byte_of(timeout, p.kind),
-            context_window(m, p.in_process),
+            context_window(m),
             (m.price.input_per_1k, m.price.output_per_1k), bulkheads.get(m.provider),
             board.models[name], board.providers[m.provider],
         )
