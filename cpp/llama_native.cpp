@@ -77,15 +77,16 @@ bool TextAssembler::add(const std::string& piece) {
     const std::size_t before = text_.size();
     text_ += piece;
     // Only a match that ends in the new bytes can be new: earlier ones ended the text before.
+    // One piece may complete two stops: cut at the earliest, whichever is listed first.
+    std::size_t cut = std::string::npos;
     for (const std::string& s : stops_) {
         const std::size_t from = before + 1 >= s.size() ? before + 1 - s.size() : 0;
         const std::size_t at = text_.find(s, from);
-        if (at != std::string::npos) {
-            text_.resize(at);
-            return true;
-        }
+        if (at < cut) cut = at;
     }
-    return false;
+    if (cut == std::string::npos) return false;
+    text_.resize(cut);
+    return true;
 }
 
 std::string TextAssembler::take_safe() {

@@ -301,3 +301,44 @@ def test_an_in_process_model_counts_the_prompt_not_an_estimate(gemma_path: Path,
     assert (first.model, first.outcome, first.error_type) == ("m", "error",
                                                               "ContextLengthExceeded")
     assert info.value.route.attempts[1].model == "s"  # type: ignore[attr-defined]
+
+
+def test_one_token_completing_two_stops_cuts_at_the_earliest(tiny_path: Path) -> None:
+    # A token that completes two stops at once: the answer ends before the earlier match,
+    # whichever is listed first, and never holds a stop (llama-cpp-python's non-streamed
+    # path and the native loop cut at the first listed). Stops are picked from the model's
+    # own greedy answer: s_early starts one character before a piece of 3+ characters and
+    # ends inside it, s_late is the piece's last two characters.
+    cfg = {"providers": {"py": {"kind": "llama_cpp"}, "nat": {"kind": "llama_cpp_native"}},
+           "models": {kind: {"provider": kind, "path": str(tiny_path), "chat_format": "chatml",
+                             "n_ctx": 256, "n_threads": 1} for kind in ("py", "nat")}}
+    ask = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0,
+           "max_tokens": 16}
+    with Router(cfg, health_probes=False) as router:
+        pieces = [c.choices[0].delta.content or "" for c in router.chat.completions.create(
+            model="py", stream=True, **ask) if c.choices]
+        text = "".join(pieces)
+        picked = None
+        at = 0
+        for piece in pieces:
+            a, b = at, at + len(piece)
+            at = b
+            if a < 2 or len(piece) < 3:  # a non-empty answer before it
+                continue
+            early, late = text[a - 1:a + 1], text[b - 2:b]
+            if text.find(early) == a - 1 and text.find(late) == b - 2:
+                picked = (early, late, text[:a - 1])
+                break
+        assert picked is not None, f"no piece to build the case from in {pieces!r}"
+        early, late, expected = picked
+        for model in ("py", "nat"):
+            for stream in (False, True):
+                if stream:
+                    got = "".join(c.choices[0].delta.content or "" for c in
+                                  router.chat.completions.create(
+                                      model=model, stream=True, stop=[late, early], **ask)
+                                  if c.choices)
+                else:
+                    got = router.chat.completions.create(
+                        model=model, stop=[late, early], **ask).choices[0].message.content
+                assert got == expected, (model, stream, got, pieces)

@@ -340,6 +340,7 @@ class LlamaCppProvider(InProcessProvider):
                 provider=slot.provider, model=slot.name,
                 partial=completion["choices"][0]["text"],
             )
+        _cut_at_the_earliest_stop(completion, completion_kwargs.get("stop"))
         return completion
 
     def _decode_stream(
@@ -516,6 +517,21 @@ def answer(raw: dict[str, Any], request: ChatRequest) -> ChatCompletion:
     raw["model"] = request.model
     text: ChatCompletion = build(_text_type(), raw)
     return text
+
+
+def _cut_at_the_earliest_stop(completion: dict[str, Any], stop: Any) -> None:
+    """llama-cpp-python 0.3.36 cuts a non-streamed answer at the first stop *listed* that the
+    last token completed, so when one token completes two, the text keeps the earlier one
+    (its stream cuts at the earliest). No stop sequence may be in an answer: cut there."""
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    choice = completion["choices"][0]
+    text = choice.get("text")
+    if not stops or not isinstance(text, str):
+        return
+    found = [at for at in (text.find(s) for s in stops if s) if at >= 0]
+    if found:
+        choice["text"] = text[:min(found)]
+        choice["finish_reason"] = "stop"
 
 
 class _StopAt:
