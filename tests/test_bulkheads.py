@@ -206,3 +206,30 @@ def test_a_stream_holds_its_router_slot_until_closed() -> None:
     stream.close()
     assert router.chat.completions.create(model="m0", messages=MSG).choices
     router.close()
+
+
+def test_a_caller_interrupted_while_queued_gives_its_place_back() -> None:
+    # Ctrl-C, or an alarm-based timeout, raised in a sync caller waiting for a slot: the
+    # slot must not pass to the caller that is gone (it leaked for good: every later
+    # request was refused as Overloaded / ProviderBusy).
+    import signal
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(*_: Any) -> None:
+        raise Interrupt
+
+    gate = Bulkhead("p", 1, 4)
+    assert gate.try_enter()
+    before = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupt):
+            gate.enter(5.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+    assert gate.waiting == 0 and gate.refused == 0  # it gave up; it was not refused
+    gate.leave()
+    assert gate.in_flight == 0 and gate.try_enter()

@@ -100,7 +100,12 @@ class Bulkhead:
         joined = self._join(timeout, waiter)
         if joined is not None:
             return joined
-        waiter.event.wait(timeout)
+        try:
+            waiter.event.wait(timeout)
+        except BaseException:  # interrupted (Ctrl-C, an alarm): give back what was granted
+            if self._settle(waiter, refused=False):
+                self.leave()
+            raise
         return self._settle(waiter)
 
     async def aenter(self, timeout: float) -> bool:
