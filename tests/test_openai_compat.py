@@ -639,6 +639,36 @@ def test_empty_key_counts_as_missing(fault: FaultServer, monkeypatch: pytest.Mon
         p.complete(req(), DL)
 
 
+@pytest.mark.parametrize("value,why", [
+    ("Zx+9/Qm7TOPSECRETkeyTAIL==\r", "control character"),  # a CRLF env file's line
+    ("abc\ndef-TOPSECRET", "control character"),
+    ("   ", "blank"),
+    ("clé-TOPSECRET-0123", "not ASCII"),
+])
+def test_a_key_no_header_can_carry_is_refused_without_showing_it(
+    fault: FaultServer, monkeypatch: pytest.MonkeyPatch, value: str, why: str
+) -> None:
+    # It used to fail as a retried ConnectionFailed quoting the header, key and all.
+    monkeypatch.setenv("ROUTEKIT_TEST_BAD_KEY", value)
+    p = make(fault.base_url, kind="openai", api_key_env="ROUTEKIT_TEST_BAD_KEY")
+    with pytest.raises(MissingAPIKey) as info:
+        p.complete(req(), DL)
+    message = str(info.value)
+    assert "ROUTEKIT_TEST_BAD_KEY" in message and why in message
+    assert "TOPSECRET" not in message and fault.requests == 0
+    p.close()
+
+
+def test_redact_removes_a_key_however_an_error_quotes_it() -> None:
+    from routekit._secrets import redact, register_secret
+
+    key = "Zx+9/Qm7REDACTMEtail==\r"
+    register_secret(key)
+    quoted = "Illegal header value b'Bearer Zx+9/Qm7REDACTMEtail==\\r'"
+    assert "REDACTME" not in redact(quoted)
+    assert "REDACTME" not in redact("key Zx+9/Qm7REDACTMEtail== stripped")
+
+
 def test_cloud_kind_defaults_to_openai_api_key(fault: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     p = make(fault.base_url, kind="openai")

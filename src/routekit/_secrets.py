@@ -21,13 +21,16 @@ _SECRETS: set[str] = set()
 
 
 def register_secret(value: str) -> None:
-    """Remember a secret so ``redact`` removes it wherever it appears."""
-    if len(value) >= 4:
-        _SECRETS.add(value)
+    """Remember a secret so ``redact`` removes it wherever it appears: as it is, with the
+    whitespace around it stripped, and escaped (an error that quotes a header as bytes shows
+    a trailing CR as the two characters \\r)."""
+    for form in (value, value.strip(), value.encode("unicode_escape").decode("ascii")):
+        if len(form) >= 4:
+            _SECRETS.add(form)
 
 
 def redact(text: str) -> str:
-    for secret in _SECRETS:
+    for secret in sorted(_SECRETS, key=len, reverse=True):  # the longest form first
         if secret in text:
             text = text.replace(secret, "***")
     return _KEY_PATTERN.sub("***", text)

@@ -154,6 +154,14 @@ class OpenAICompatProvider:
                 provider=self.name,
                 model=model,
             )
+        problem = _unsendable(value)
+        if problem is not None:
+            raise MissingAPIKey(
+                f"provider {self.name!r}: environment variable {self._key_env} {problem}, "
+                "which an HTTP header cannot carry; fix the value (not shown)",
+                provider=self.name,
+                model=model,
+            )
         self._key = value
         return value
 
@@ -602,6 +610,19 @@ def _tls_context() -> ssl.SSLContext:
 
             _tls = lib.create_ssl_context(verify=True, trust_env=True)
         return _tls
+
+
+def _unsendable(key: str) -> str | None:
+    """Why ``key`` cannot go in an Authorization header, or None. A CRLF env file leaves a
+    trailing CR; httpx refused such a header with an error quoting it whole."""
+    if not key.strip():
+        return "is blank"
+    for ch in key:
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            return f"holds a control character ({ch!r})"
+        if ord(ch) > 0x7E:
+            return "holds a character that is not ASCII"
+    return None
 
 
 def _ms_since(start: float) -> float:
