@@ -927,3 +927,26 @@ def test_the_last_candidate_keeps_its_tries_but_opens_its_breaker_once() -> None
     assert rig.calls("p0") == 3  # nothing follows it: its tries are worth making
     snap = rig.router._state.board.models["m0"].snapshot(rig.clock.now())
     assert snap.trips == 1 and snap.reopens_in is not None and snap.reopens_in <= 5.0
+
+
+def test_a_permit_from_an_earlier_half_open_period_frees_nothing() -> None:
+    # A took the one probe permit; a failed health probe reopened the breaker; it went
+    # half-open again and C took the new permit. A, cancelled now, must not free C's: a
+    # second request would probe at once (half_open_probes is 1).
+    from routekit._policy.breakers import PERMIT, REFUSED
+
+    b = Breaker("p", "provider", BreakerConfig(failure_threshold=1, open_initial=1.0,
+                                               open_multiplier=1.0, half_open_probes=1),
+                cloud=False)
+    b.trip(0.0, "down")
+    assert b.tick(1.0) and b.state == "half_open"
+    got, a_period = b.take_permit()
+    assert got == PERMIT
+    b.on_failure(1.1, "health probe failed")  # reopens
+    assert b.state == "open" and b.tick(2.2) and b.state == "half_open"
+    got, c_period = b.take_permit()
+    assert got == PERMIT and c_period != a_period
+    b.release(a_period)  # A's, void
+    assert b.take() == REFUSED  # C still holds the only permit
+    b.release(c_period)
+    assert b.take() == PERMIT

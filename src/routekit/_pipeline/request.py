@@ -80,7 +80,8 @@ class RequestState:
         "router", "clock", "requested", "messages", "params", "extra_body", "extra_headers",
         "extra_query", "started", "deadline_at", "phases", "attempts", "partial",
         "candidate", "last", "tries", "attempt_started", "first_byte_at", "_prompt_tokens",
-        "wall_start_ns", "retry", "prompt", "last_error", "permits", "tripped", "forcing",
+        "wall_start_ns", "retry", "prompt", "last_error", "permits", "permit_periods", "tripped",
+        "forcing",
     )
 
     def __init__(self, router: RouterState, requested: str, messages: list[dict[str, Any]],
@@ -109,6 +110,7 @@ class RequestState:
         self.attempts: list[Attempt] = []
         self.last_error: ProviderError | None = None  # the last failed attempt's error
         self.permits = 0  # half-open permits held for the candidate: 1 provider, 2 model
+        self.permit_periods = (0, 0)  # the breakers' periods they were taken in
         self.tripped = False  # this candidate's turn opened one of its breakers
         self.partial: list[str] = []  # text a committed stream has delivered so far
         self.candidate: ModelEntry | None = None
@@ -311,15 +313,16 @@ class RequestState:
         pb, mb = entry.provider_breaker, entry.model_breaker
         if pb.state == "closed" and mb.state == "closed":
             return True
-        got_p = pb.take()
+        got_p, period_p = pb.take_permit()
         if got_p == REFUSED:
             return False
-        got_m = mb.take()
+        got_m, period_m = mb.take_permit()
         if got_m == REFUSED:
             if got_p == PERMIT:
-                pb.release()
+                pb.release(period_p)
             return False
         self.permits = (got_p == PERMIT) | (got_m == PERMIT) << 1
+        self.permit_periods = (period_p, period_m)
         return True
 
     def release_permits(self, entry: ModelEntry) -> None:
@@ -330,9 +333,9 @@ class RequestState:
         if held:
             self.permits = 0
             if held & 1:
-                entry.provider_breaker.release()
+                entry.provider_breaker.release(self.permit_periods[0])
             if held & 2:
-                entry.model_breaker.release()
+                entry.model_breaker.release(self.permit_periods[1])
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -358,7 +361,8 @@ class RequestState:
         )
         held, self.permits = self.permits, 0  # the failure reopened what it tried
         if scope == "model" and held & 1:
-            entry.provider_breaker.release()  # the server answered; only the model failed
+            # The server answered; only the model failed.
+            entry.provider_breaker.release(self.permit_periods[0])
         if entry.provider_breaker.state == "open" or entry.model_breaker.state == "open":
             self.tripped = True
 

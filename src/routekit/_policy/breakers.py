@@ -78,7 +78,8 @@ class Breaker:
 
     __slots__ = (
         "name", "level", "config", "rate_mode", "trip_on_refused", "state", "reason",
-        "reopen_at", "trips", "failures", "probes", "closed_since", "successes", "_lock",
+        "reopen_at", "trips", "failures", "probes", "period", "closed_since", "successes",
+        "_lock",
         "_buckets", "_bucket_width", "_on_change",
     )
 
@@ -96,6 +97,9 @@ class Breaker:
         self.trips = 0
         self.failures = 0  # consecutive
         self.probes = 0  # permits held in half-open
+        # Which stretch of state the permits belong to: a permit taken before the breaker
+        # reopened (or closed) must not give back one taken after (two probes at once).
+        self.period = 0
         self.closed_since = float("-inf")
         # Calls answered, ever: a health probe compares it before and after (``probe_failed``).
         # Bumped without a lock; a racing bump lost still leaves the count changed.
@@ -169,7 +173,7 @@ class Breaker:
             old = self.state
             if old is OPEN:
                 self.state = HALF_OPEN
-                self.probes = 0
+                self._new_period_locked()
                 self.reason = "health probe passed"
             elif old is HALF_OPEN and self.probes == 0:
                 self._close_locked(now)
@@ -188,19 +192,26 @@ class Breaker:
         """``acquire`` that says what it gave: ``REFUSED``, ``FREE`` (closed: nothing to give
         back) or ``PERMIT`` (a half-open permit the caller holds until a verdict or
         ``release``)."""
+        return self.take_permit()[0]
+
+    def take_permit(self) -> tuple[int, int]:
+        """``take``, with the period the permit belongs to (give it to ``release``)."""
         if self.state is CLOSED:
-            return FREE
+            return FREE, self.period
         with self._lock:
             if self.state is CLOSED:
-                return FREE
+                return FREE, self.period
             if self.state is HALF_OPEN and self.probes < self.config.half_open_probes:
                 self.probes += 1
-                return PERMIT
-            return REFUSED
+                return PERMIT, self.period
+            return REFUSED, self.period
 
-    def release(self) -> None:
-        """Give back a half-open permit whose call ended without a verdict."""
+    def release(self, period: int | None = None) -> None:
+        """Give back a half-open permit whose call ended without a verdict. A permit of an
+        earlier ``period`` is void already: the breaker has reopened or closed since."""
         with self._lock:
+            if period is not None and period != self.period:
+                return
             if self.probes > 0:
                 self.probes -= 1
 
@@ -212,7 +223,7 @@ class Breaker:
             if self.state is not OPEN or now < self.reopen_at:
                 return False
             self.state = HALF_OPEN
-            self.probes = 0
+            self._new_period_locked()
         self._changed(OPEN, HALF_OPEN)
         return True
 
@@ -269,7 +280,7 @@ class Breaker:
         # Never earlier than an already promised reopen time.
         self.reopen_at = max(self.reopen_at if self.state is OPEN else 0.0, now + open_for)
         self.state = OPEN
-        self.probes = 0
+        self._new_period_locked()
         self.reason = reason
         for b in self._buckets:
             b[0] = float("-inf")
@@ -277,9 +288,13 @@ class Breaker:
     def _close_locked(self, now: float) -> None:
         self.state = CLOSED
         self.failures = 0
-        self.probes = 0
+        self._new_period_locked()
         self.reason = ""
         self.closed_since = now
+
+    def _new_period_locked(self) -> None:
+        self.probes = 0
+        self.period += 1
 
     def _changed(self, old: State, new: State) -> None:
         if old is not new and self._on_change is not None:
