@@ -507,7 +507,10 @@ def test_simulate_option_errors_name_the_option(tmp_path: Path) -> None:
     for args, said in ((["--rps", "inf"], "--rps must be a finite number, got inf"),
                        (["--refused-ms", "nan"], "--refused-ms must be a finite number"),
                        (["--mttr-hours", "inf"], "--mttr-hours must be a finite number"),
-                       (["--rps", "1e-300"], "raise --rps or give --hours")):
+                       (["--rps", "1e-300"], "raise --rps or give --hours"),
+                       # Python ints without end: an OverflowError traceback, or $inf.
+                       (["--prompt-tokens", "1" + "0" * 400], "must be at most 1,000,000,000"),
+                       (["--completion-tokens", "1" + "0" * 12], "must be at most")):
         data = as_json(routekit("simulate", seed, "--requests", "1000", "--json", *args,
                                 code=2, timeout=30))
         assert data["ok"] is False and said in data["message"]

@@ -74,6 +74,7 @@ from ._analysis import (
     tier_of,
 )
 from ._config.model import BreakerConfig, Config
+from ._config.values import MAX_TOKENS
 from ._plan import CompiledGraph
 
 __all__ = [
@@ -145,6 +146,9 @@ class SimOptions:
             raise ValueError(f"--mttr-hours must be at most {MAX_HOURS:g}, got {self.mttr_hours}")
         if self.prompt_tokens < 0 or self.completion_tokens < 0:
             raise ValueError("--prompt-tokens and --completion-tokens must be >= 0")
+        if max(self.prompt_tokens, self.completion_tokens) > MAX_TOKENS:
+            raise ValueError(f"--prompt-tokens and --completion-tokens must be at most "
+                             f"{MAX_TOKENS:,} (the largest context window a config takes)")
         if self.refused_ms < 0 or self.skip_ms < 0:
             raise ValueError("--refused-ms and --skip-ms must be >= 0")
         if max(self.refused_ms, self.skip_ms) > MAX_HOP_MS:
