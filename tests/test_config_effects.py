@@ -463,13 +463,24 @@ def test_reserved_request_arguments_cannot_be_defaults(kind: str) -> None:
 def test_http_only_fields_on_an_in_process_provider_are_refused() -> None:
     cfg = local_config()
     cfg["providers"]["local"].update(base_url="http://x", api_key_env="FOO",
-                                     stream_upstream=True, health={"path": "/h"})
+                                     stream_upstream=True, health={"path": "/h"},
+                                     timeout={"connect": 1.0, "read": 1.0, "total": 5.0})
+    model = "m-local"
+    cfg["models"][model]["model_id"] = "some/served-name"
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
     assert {i.path for i in info.value.issues} == {
         'providers["local"].base_url', 'providers["local"].api_key_env',
-        'providers["local"].stream_upstream', 'providers["local"].health.path'}
+        'providers["local"].stream_upstream', 'providers["local"].health.path',
+        # Accepted and ignored before: an in-process model has no connection and no reads
+        # (first_byte and total bound it), and its model is its path or package.
+        'providers["local"].timeout.connect', 'providers["local"].timeout.read',
+        f'models["{model}"].model_id'}
     assert all("kind llama_cpp" in i.message for i in info.value.issues)
+    cfg["providers"]["local"] = {"kind": "llama_cpp", "timeout": {"total": 5.0,
+                                                                  "first_byte": 2.0}}
+    del cfg["models"][model]["model_id"]
+    load_config(cfg)  # what does apply in-process loads
 
 
 def test_unknown_chat_format_is_refused_without_importing_llama_cpp() -> None:

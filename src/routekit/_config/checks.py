@@ -108,6 +108,14 @@ def cross_check(data: Mapping[str, Any], ctx: Issues) -> None:
                     ctx.add(("providers", name, field), f"{field!r} applies only to HTTP "
                             f"providers; provider {name!r} is kind {kind} (runs in this "
                             "process, no server to reach)", key=True)
+            timeout = get(prov, "timeout")
+            if isinstance(timeout, Mapping):
+                for field in ("connect", "read"):
+                    if timeout.get(field) is not None:
+                        ctx.add(("providers", name, "timeout", field), f"{field!r} applies "
+                                f"only to HTTP providers; provider {name!r} is kind {kind} (no "
+                                "connection, no reads: first_byte bounds its first token, "
+                                "total the answer)", key=True)
             health = get(prov, "health")
             if isinstance(health, Mapping) and health.get("path") is not None:
                 ctx.add(("providers", name, "health", "path"), "'path' applies only to HTTP "
@@ -134,6 +142,10 @@ def cross_check(data: Mapping[str, Any], ctx: Issues) -> None:
                             f"{key!r} cannot be a default: routekit sets it on every call "
                             f"(reserved: {', '.join(sorted(_RESERVED_DEFAULTS))})", key=True)
         if kind in C.IN_PROCESS_KINDS:
+            if get(model, "model_id") is not None:
+                ctx.add(("models", name, "model_id"), "'model_id' names a model on a server; "
+                        f"provider {prov_name!r} is kind {kind}, whose model is its 'path' or "
+                        "'package'", key=True)
             if get(model, "path") is None and get(model, "package") is None:
                 ctx.add(("models", name), "an in-process model needs 'path' (a GGUF file) or "
                         f"'package' (e.g. {C.DEFAULT_MODEL_PACKAGE})", key=True)
