@@ -431,3 +431,12 @@ def test_help_and_usage_errors() -> None:
     assert "usage: routekit validate" in routekit("validate", code=2).stderr
     sim = routekit("simulate", "--help", code=0).stdout
     assert "95% interval" in sim and "--compare" in sim and "first_byte_share" in sim
+    # An empty name (an unset shell variable) is a mistake, not the default config or every
+    # model: `plan --config ""` printed the built-in default's plans and exited 0.
+    for args in (("plan", "--config", ""), ("chat", "--config", "", "hi"), ("validate", ""),
+                 ("health", "--config", "")):
+        assert "the config path is empty" in routekit(*args, code=2).stderr
+    assert "--config out" not in routekit("validate", "", code=2).stderr
+    assert "model name is empty" in routekit("plan", "", code=2).stderr
+    assert json.loads(routekit("plan", "--config", "", "--json", code=2).stdout)["error"] \
+        == "usage"

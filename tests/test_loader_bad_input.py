@@ -311,6 +311,10 @@ def test_no_coercion_between_bools_numbers_and_text(routing: str, path: str, fra
 @pytest.mark.parametrize("text,path", [
     ("version: true\n", "version"), ("version: '1'\n", "version"),
     ("providers:\n  o: {kind: ollama, availability: true}\n", 'providers["o"].availability'),
+    # 0 == False: health probes were silently off.
+    ("providers:\n  o: {kind: ollama, health: 0}\n", 'providers["o"].health'),
+    ("providers:\n  o: {kind: ollama, health: 0.0}\n", 'providers["o"].health'),
+    ("providers:\n  o: {kind: ollama, health: true}\n", 'providers["o"].health'),
 ])
 def test_no_coercion_in_version_and_availability(text: str, path: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -172,6 +172,14 @@ def _usage(args: argparse.Namespace, err: Console, problem: str) -> int:
 
 
 def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    # An empty name is a mistake (an unset shell variable), never "the default" or "all".
+    if getattr(args, "config", None) == "":
+        optional = args.command in ("chat", "plan", "health")  # --config, not a position
+        return _usage(args, err, "the config path is empty: give a file" + (
+            ", or leave --config out for $ROUTEKIT_CONFIG or the built-in default"
+            if optional else ""))
+    if args.command == "plan" and args.model == "":
+        return _usage(args, err, "the model name is empty: give one, or none for every model")
     try:
         if args.command == "validate":
             return _validate(args, out)
