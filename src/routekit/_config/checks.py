@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from .. import _constants as C
 from .model import BreakerConfig, Config
-from .values import has_control
+from .values import has_control, shown_text
 from .yaml_lines import YamlDocument
 
 __all__ = ["Issues", "check_breakers", "chat_formats", "cross_check", "get", "kind_of", "section"]
@@ -157,7 +157,7 @@ def cross_check(data: Mapping[str, Any], ctx: Issues) -> None:
                         and not chat_format.startswith("chat_template.")):
                     guess = ctx.suggest(chat_format, sorted(known), "chat_format")
                     ctx.add(("models", name, "chat_format"),
-                            f"unknown chat_format {chat_format!r}"
+                            f"unknown chat_format {shown_text(chat_format)}"
                             + (f"; did you mean {guess!r}?" if guess else
                                f"; llama-cpp-python knows: {', '.join(sorted(known))}")
                             + " (or omit it to use the GGUF's own template)")

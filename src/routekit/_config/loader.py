@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from .. import _constants as C
 from .checks import check_breakers, cross_check, get, kind_of, section
 from .model import BreakerConfig, ChainConfig, Config, HealthConfig, ModelConfig, ProviderKind
-from .values import MAX_SECONDS, looks_like_secret
+from .values import MAX_SECONDS, looks_like_secret, shown_text
 from .._exceptions import ConfigError, ConfigIssue
 from .._secrets import redact
 from .yaml_lines import YamlDocument, YamlProblem, parse_yaml
@@ -390,9 +390,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        if looks_like_secret(value) or redact(value) != value:
-            return "a string that looks like an API key (not shown)"
-        return repr(value if len(value) <= 40 else value[:37] + "...")
+        return shown_text(value)
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, (list, tuple)):

@@ -22,6 +22,7 @@ from .values import (
     MAX_TOKENS,
     check_base_url,
     looks_like_secret,
+    shown_text,
 )
 
 ProviderKind = Literal[
@@ -142,7 +143,7 @@ class HealthConfig(_Strict):
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
-            raise ValueError(f"must start with '/', got {v!r}")
+            raise ValueError(f"must start with '/', got {shown_text(v)}")
         return v
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "finite_number",
     "has_control",
     "looks_like_secret",
+    "shown_text",
     "whole_number",
     "without_userinfo",
 ]
@@ -47,6 +48,15 @@ _KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "xai-", "pk_", "rk_", "AIza", "ghp
                  "ghu_", "ghs_", "ghr_", "github_pat_", "xoxb-", "xoxp-", "xoxa-", "glpat-",
                  "r8_", "pplx-", "nvapi-", "AKIA")
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9]{20,}")
+
+
+def shown_text(value: str) -> str:
+    """``value`` as an error message may quote it: never a key-shaped one, never 4 kB."""
+    from .._secrets import redact
+
+    if looks_like_secret(value) or redact(value) != value:
+        return "a string that looks like an API key (not shown)"
+    return repr(value if len(value) <= 40 else value[:37] + "...")
 
 
 def looks_like_secret(text: str) -> bool:
