@@ -264,8 +264,9 @@ def test_a_request_in_flight_during_close_builds_no_new_client() -> None:
         router.close()
         t.join(10)
         assert p1._client is None and p1._http is None  # nothing built after close
-        assert errors and isinstance(errors[0], AllCandidatesFailed)
-        assert "closed" in str(errors[0])
+        # Said as it is (the router closed), not as every candidate failing.
+        assert errors and not isinstance(errors[0], AllCandidatesFailed)
+        assert "router was closed" in str(errors[0])
         snap = router.health()  # probing a closed router creates nothing either
         assert p1._client is None
         assert all(not p.ok or p.probe is None for p in snap.providers)
@@ -623,3 +624,53 @@ def test_a_sync_stream_read_while_its_router_closes_in_another_thread_ends_at_on
     assert outcome["at"] - start < 2.0  # at once, not after the 4 s read timeout
     assert stream.route.attempts[-1].error_type == "StreamInterrupted"
     assert router.health(probe=False)["p"].breaker.failures == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_closing_the_router_under_a_call_blames_no_provider(mode: str) -> None:
+    # The call's client is closed under it: that error says nothing about the provider. It
+    # used to count against the breakers (both ended open with ~10 requests in flight), walk
+    # on to the fallback, and end as AllCandidatesFailed telling the user to start servers.
+    from routekit import RouteKitError
+
+    with FaultServer() as server:
+        server.think_seconds = 3.0
+        cfg = chain([server.url("think"), server.url("ok")])
+        errors: list[BaseException] = []
+        if mode == "sync":
+            router = Router(cfg, health_probes=False)
+
+            def call() -> None:
+                try:
+                    router.chat.completions.create(model="m0", messages=MSG, timeout=8)
+                except BaseException as exc:  # noqa: BLE001 - what the caller sees
+                    errors.append(exc)
+
+            thread = threading.Thread(target=call)
+            thread.start()
+            assert wait_for(lambda: server.requests >= 1)
+            router.close()
+            thread.join(10)
+            board = router._state.board
+        else:
+            async def go() -> Any:
+                arouter = AsyncRouter(cfg, health_probes=False)
+                task = asyncio.ensure_future(arouter.chat.completions.create(
+                    model="m0", messages=MSG, timeout=8))
+                while server.requests < 1:
+                    await asyncio.sleep(0.01)
+                await arouter.aclose()
+                try:
+                    await task
+                except BaseException as exc:  # noqa: BLE001
+                    errors.append(exc)
+                return arouter._state.board
+
+            board = asyncio.run(go())
+        assert server.count("ok") == 0  # no fallback tried
+    (error,) = errors
+    assert not isinstance(error, AllCandidatesFailed)
+    assert isinstance(error, RouteKitError) and "router was closed" in str(error)
+    assert [(a.model, a.outcome) for a in error.route.attempts] == [("m0", "error")]
+    assert {b.state for b in board.models.values()} == {"closed"}
+    assert {b.state for b in board.providers.values()} == {"closed"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import ProviderError
+from .._exceptions import ProviderError, RouteKitError
 from .endpoints import acomplete_call, complete_call
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ def complete_sync(req: RequestState) -> ChatCompletion:
                 continue
             except BaseException as exc:  # cancelled mid-call: the route and metrics say so
                 req.record_error(entry, exc)
+                if isinstance(exc, RouteKitError) and exc.route is None:
+                    req.with_route(exc)  # the router closed under the call
                 raise
             finally:
                 if bulkhead is not None:
@@ -67,6 +69,8 @@ async def complete_async(req: RequestState) -> ChatCompletion:
                 continue
             except BaseException as exc:  # cancelled mid-call: the route and metrics say so
                 req.record_error(entry, exc)
+                if isinstance(exc, RouteKitError) and exc.route is None:
+                    req.with_route(exc)  # the router closed under the call
                 raise
             finally:
                 if bulkhead is not None:
@@ -89,6 +93,8 @@ def _call_sync(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> ChatComp
         try:
             result: ChatCompletion = call(request, deadline)
         except ProviderError as exc:
+            if req.router.closed:
+                raise req.closed_under(entry) from exc
             req.failed_call(entry, exc)
             raise
         except BaseException:  # cancelled, or a bug: no verdict, but give permits back
@@ -120,6 +126,8 @@ async def _call_async(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> C
         try:
             result: ChatCompletion = await call(request, deadline)
         except ProviderError as exc:
+            if req.router.closed:
+                raise req.closed_under(entry) from exc
             req.failed_call(entry, exc)
             raise
         except BaseException:  # cancelled, or a bug: no verdict, but give permits back

@@ -439,6 +439,14 @@ class RequestState:
                      (self.clock.now() - self.started) * 1000.0,
                      "chat.completions" if self.prompt is None else "completions")
 
+    def closed_under(self, entry: ModelEntry) -> RouteKitError:
+        """The router was closed while ``entry`` was called: its error says nothing about
+        the provider (its client was closed under it). No breaker hears of it, no fallback
+        is tried, and the route says what happened."""
+        self.release_permits(entry)
+        return RouteKitError(f"the router was closed while {entry.name} via "
+                             f"{entry.provider_name} was answering")
+
     def with_route(self, exc: RouteKitError) -> RouteKitError:
         exc.route = self.route()
         return exc
