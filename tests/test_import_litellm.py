@@ -355,3 +355,55 @@ def test_empty_file_and_fifo_are_clear_errors(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     proc = routekit("import", "litellm", str(fifo), code=1, timeout=20)
     assert "is not a regular file" in proc.stderr
+
+
+def test_a_made_up_name_never_takes_a_model_name_the_file_uses() -> None:
+    # Two deployments of gpt-4o, then a group really named gpt-4o-2: the second gpt-4o
+    # deployment was named gpt-4o-2, and the app's gpt-4o-2 was sent to Groq's Llama.
+    text = """
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: gpt-4o
+    litellm_params: {model: groq/llama-3.3-70b-versatile, api_key: os.environ/GROQ_API_KEY}
+  - model_name: gpt-4o-2
+    litellm_params: {model: openai/gpt-4o-2024-08-06, api_key: os.environ/OPENAI_API_KEY}
+"""
+    config = _load(text)
+    assert config.models["gpt-4o-2"].model_id == "gpt-4o-2024-08-06"
+    assert config.provider_of("gpt-4o-2").kind == "openai"
+    spare = config.chain_of("gpt-4o")[0]
+    assert spare not in ("gpt-4o", "gpt-4o-2")
+    assert config.models[spare].model_id == "llama-3.3-70b-versatile"
+
+
+def test_settings_in_both_sections_are_taken_or_said() -> None:
+    text = """
+model_list:
+  - {model_name: a, litellm_params: {model: ollama/a}}
+  - {model_name: b, litellm_params: {model: ollama/b}}
+  - {model_name: c, litellm_params: {model: ollama/c}}
+router_settings: {fallbacks: [{a: [b]}], num_retries: 1}
+litellm_settings: {fallbacks: [{c: [a]}], num_retries: 5}
+"""
+    result = import_litellm(text)
+    config = load_config_text(result.yaml)
+    assert config.chain_of("a") == ["b"] and config.chain_of("c") == ["a"]  # both rules
+    assert config.routing.retry.max_attempts == 2  # router_settings' num_retries 1
+    assert "litellm_settings.num_retries 5: router_settings.num_retries (1)" in result.yaml
+
+
+def test_defaults_routekit_would_refuse_are_not_copied() -> None:
+    text = """
+model_list:
+  - model_name: a
+    litellm_params: {model: ollama/a, temperature: "0.2", top_p: -1, stop: 7, seed: 1.5,
+                     max_tokens: 64}
+"""
+    result = import_litellm(text)
+    config = load_config_text(result.yaml)
+    assert config.models["a"].defaults == {"max_tokens": 64}
+    for said in ('temperature "0.2": must be a number from 0 to 2',
+                 "top_p -1: must be a number from 0 to 1", "stop 7: must be text",
+                 "seed 1.5: must be a whole number"):
+        assert said in result.yaml, said

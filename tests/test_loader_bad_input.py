@@ -442,3 +442,19 @@ def test_a_key_written_where_a_name_belongs_is_never_echoed(text: str) -> None:
         load_config_text(text)
     assert "SECRET" not in str(info.value)
     assert "SECRET" not in repr(info.value.issues)
+
+
+def test_a_models_defaults_are_held_to_what_a_request_is() -> None:
+    # create(temperature=7) is refused; a default of 7 was sent upstream on every request.
+    text = BASE.replace("a: {provider: o}", "a: {provider: o, defaults: {temperature: 7, "
+                        "top_p: '0.5', max_tokens: 0, seed: 1.5, stop: 7, top_k: 40}}")
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    got = {i.path: i.message for i in info.value.issues}
+    assert got == {
+        'models["a"].defaults["temperature"]': "must be a number from 0 to 2, got 7",
+        'models["a"].defaults["top_p"]': "must be a number from 0 to 1, got '0.5'",
+        'models["a"].defaults["max_tokens"]': "must be a whole number >= 1, got 0",
+        'models["a"].defaults["seed"]': "must be a whole number, got 1.5",
+        'models["a"].defaults["stop"]': "must be text or a list of text, got 7",
+    }  # top_k: not an OpenAI parameter with limits; a server may take it

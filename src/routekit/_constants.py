@@ -118,5 +118,15 @@ LLAMA_OPENAI_SAMPLING: frozenset[str] = frozenset(
 LLAMA_OWN_SAMPLING: frozenset[str] = frozenset(
     {"top_k", "min_p", "typical_p", "repeat_penalty", "mirostat_mode", "mirostat_tau",
      "mirostat_eta", "grammar"})
+
+# The OpenAI API's own limits on parameters: (low, high, whole number?). Requests and a
+# model's ``defaults`` are both held to them.
+PARAM_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "max_tokens": (1, float("inf"), True), "max_completion_tokens": (1, float("inf"), True),
+    "n": (1, 128, True), "temperature": (0.0, 2.0, False), "top_p": (0.0, 1.0, False),
+    "presence_penalty": (-2.0, 2.0, False), "frequency_penalty": (-2.0, 2.0, False),
+    "top_logprobs": (0, 20, True),
+}
+
 IN_PROCESS_DEFAULT_KEYS: frozenset[str] = (
     LLAMA_OPENAI_SAMPLING | LLAMA_OWN_SAMPLING | {"max_tokens", "max_completion_tokens"})

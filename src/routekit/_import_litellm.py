@@ -22,8 +22,8 @@ import yaml
 
 from . import _constants as C
 from ._config.values import (MAX_COUNT, MAX_PRICE, MAX_SECONDS, MAX_TOKENS, check_base_url,
-                             default_value_ok, finite_number, has_control, looks_like_secret,
-                             whole_number, without_userinfo)
+                             default_problem, default_value_ok, finite_number, has_control,
+                             looks_like_secret, whole_number, without_userinfo)
 from ._config.yaml_lines import YamlProblem, dotted_path, parse_yaml
 from ._secrets import redact
 
@@ -153,6 +153,8 @@ class _Importer:
         self.models: dict[str, _Model] = {}
         self.groups: dict[str, list[str]] = {}  # LiteLLM model_name → routekit models
         self.listed: set[str] = set()  # every model_name in model_list, imported or not
+        self.taken: set[Any] = set()  # every model_name the file has, before any is read
+        self.overridden: set[str] = set()  # settings both sections set: said once
         self.header: list[str] = []
         self.routing: dict[str, Any] = {}
         self.routing_comments: list[str] = []
@@ -187,6 +189,9 @@ class _Importer:
             raise LiteLLMImportError("no 'model_list': this does not look like a LiteLLM "
                                      "proxy or Router config (a list of {model_name, "
                                      "litellm_params} is required)")
+        # A name made up for a group's second deployment must not be one the file uses:
+        # an app asking for that model would reach this deployment instead.
+        self.taken = {item.get("model_name") for item in items if isinstance(item, Mapping)}
         for i, item in enumerate(items):
             if not isinstance(item, Mapping):
                 self.skip(f"model_list[{i}]: not a mapping")
@@ -298,11 +303,14 @@ class _Importer:
         defaults: dict[str, Any] = {}
         for k in _DEFAULTS:
             value = params.get(k)
-            if value is not None and default_value_ok(value):
+            if value is None:
+                continue
+            problem = (default_problem(k, value) if default_value_ok(value) else
+                       "expected a number, text, true/false or a list of strings")
+            if problem is None:
                 defaults[k] = value
-            elif value is not None:
-                self.skip(f"{where}: {k} {_shown(value)}: expected a number, text, true/false "
-                          "or a list of strings")
+            else:  # routekit would refuse it at load (a request with it, at the call)
+                self.skip(f"{where}: {k} {_shown(value)}: {problem}")
         if defaults:
             fields["defaults"] = defaults
         model = _Model(name, fields, notes)
@@ -331,7 +339,7 @@ class _Importer:
 
     def unique(self, group: str) -> str:
         n = len(self.groups.get(group, [])) + 1
-        while f"{group}-{n}" in self.models:
+        while f"{group}-{n}" in self.models or f"{group}-{n}" in self.taken:
             n += 1
         return f"{group}-{n}"
 
@@ -398,11 +406,25 @@ class _Importer:
     # -- fallbacks ------------------------------------------------------------------------
 
     def setting(self, name: str) -> Any:
+        """``name`` from router_settings, else litellm_settings. Set in both: lists (the
+        fallback rules) are taken from both; otherwise router_settings' value is, and the
+        other is listed as not imported."""
+        found = []
         for section in ("router_settings", "litellm_settings"):
             block = self.data.get(section)
             if isinstance(block, Mapping) and block.get(name) is not None:
-                return block[name]
-        return None
+                found.append((section, block[name]))
+        if not found:
+            return None
+        if len(found) == 2:
+            (used, value), (other, dropped) = found
+            if isinstance(value, list) and isinstance(dropped, list):
+                return value + dropped
+            if dropped != value and name not in self.overridden:
+                self.overridden.add(name)
+                self.skip(f"{other}.{name} {_shown(dropped)}: {used}.{name} "
+                          f"({_shown(value)}) is the one imported")
+        return found[0][1]
 
     def fallbacks(self) -> None:
         for setting, label in (("fallbacks", "fallbacks"),

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from .. import _constants as C
 from .model import BreakerConfig, Config
-from .values import has_control, shown_text
+from .values import default_problem, default_value_ok, has_control, shown_text
 from .yaml_lines import YamlDocument
 
 __all__ = ["Issues", "check_breakers", "chat_formats", "cross_check", "get", "kind_of", "section"]
@@ -141,6 +141,12 @@ def cross_check(data: Mapping[str, Any], ctx: Issues) -> None:
                     ctx.add(("models", name, "defaults", key),
                             f"{key!r} cannot be a default: routekit sets it on every call "
                             f"(reserved: {', '.join(sorted(_RESERVED_DEFAULTS))})", key=True)
+                elif isinstance(key, str) and default_value_ok(defaults[key]):
+                    # Held to what a request is held to: create(temperature=7) is refused.
+                    # (A value no default can be, a mapping say, is pydantic's to name.)
+                    problem = default_problem(key, defaults[key])
+                    if problem is not None:
+                        ctx.add(("models", name, "defaults", key), problem)
         if kind in C.IN_PROCESS_KINDS:
             if get(model, "model_id") is not None:
                 ctx.add(("models", name, "model_id"), "'model_id' names a model on a server; "

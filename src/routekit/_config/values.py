@@ -14,6 +14,8 @@ import unicodedata
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import _constants as C
+
 __all__ = [
     "MAX_COUNT",
     "MAX_HOURS",
@@ -21,6 +23,7 @@ __all__ = [
     "MAX_SECONDS",
     "MAX_TOKENS",
     "check_base_url",
+    "default_problem",
     "default_value_ok",
     "finite_number",
     "has_control",
@@ -139,6 +142,26 @@ def default_value_ok(value: Any) -> bool:
     if isinstance(value, (int, float)):
         return finite_number(value) is not None
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def default_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` as the default of request parameter ``name`` (the
+    limits the OpenAI API sets, which requests are held to), or None."""
+    limits = C.PARAM_LIMITS.get(name)
+    if limits is not None:
+        lo, hi, whole = limits
+        kind = int if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+            if whole:
+                return (f"must be a whole number >= {lo:g}" if hi == math.inf else
+                        f"must be a whole number from {lo:g} to {hi:g}") + f", got {value!r}"
+            return f"must be a number from {lo:g} to {hi:g}, got {value!r}"
+    elif name == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"must be a whole number, got {value!r}"
+    elif name == "stop" and not (isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value))):
+        return f"must be text or a list of text, got {value!r}"
+    return None
 
 
 def without_userinfo(url: str) -> tuple[str, bool]:

@@ -19,6 +19,7 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
 
+from .. import _constants as C
 from .._exceptions import BadRequest
 from ..providers._base import RequestParams
 from .request import RequestState
@@ -93,12 +94,7 @@ Stop = Union[str, Sequence[str], None]
 Timeout = Any  # float | httpx.Timeout | openai.NOT_GIVEN | None
 
 # The OpenAI API's own limits on parameters: (low, high, whole number?)
-_LIMITS: dict[str, tuple[float, float, bool]] = {
-    "max_tokens": (1, math.inf, True), "max_completion_tokens": (1, math.inf, True),
-    "n": (1, 128, True), "temperature": (0.0, 2.0, False), "top_p": (0.0, 1.0, False),
-    "presence_penalty": (-2.0, 2.0, False), "frequency_penalty": (-2.0, 2.0, False),
-    "top_logprobs": (0, 20, True),
-}
+_LIMITS: dict[str, tuple[float, float, bool]] = C.PARAM_LIMITS
 # Text completions: ``logprobs`` is a count there (0-5), and ``best_of`` at least 1.
 _TEXT_LIMITS: dict[str, tuple[float, float, bool]] = {
     **_LIMITS, "logprobs": (0, 5, True), "best_of": (1, 20, True),
