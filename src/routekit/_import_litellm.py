@@ -25,6 +25,7 @@ from ._config.values import (MAX_COUNT, MAX_PRICE, MAX_SECONDS, MAX_TOKENS, chec
                              default_problem, default_value_ok, finite_number, has_control,
                              looks_like_secret, whole_number, without_userinfo)
 from ._config.yaml_lines import YamlProblem, dotted_path, parse_yaml
+from ._litellm_presets import LOOPBACK as _LOOPBACK, PRESETS as _PRESETS
 from ._secrets import redact
 
 __all__ = ["ImportResult", "LiteLLMImportError", "import_litellm"]
@@ -34,38 +35,6 @@ class LiteLLMImportError(ValueError):
     """The input is not a LiteLLM config routekit can read; the message says why."""
 
 
-@dataclass(frozen=True)
-class _Preset:
-    kind: str
-    base_url: str | None  # None: LiteLLM's default for the kind (OpenAI's own API)
-    key_env: str | None  # the variable LiteLLM reads when the config names no key
-    note: str = ""
-
-
-_LOCAL = "http://127.0.0.1"
-# LiteLLM provider prefixes whose endpoint speaks the OpenAI chat API.
-_PRESETS: dict[str, _Preset] = {
-    "openai": _Preset("openai", None, "OPENAI_API_KEY"),
-    "ollama": _Preset("ollama", f"{_LOCAL}:11434/v1", None),
-    "ollama_chat": _Preset("ollama", f"{_LOCAL}:11434/v1", None),
-    "hosted_vllm": _Preset("vllm", f"{_LOCAL}:8000/v1", None),
-    "vllm": _Preset("vllm", f"{_LOCAL}:8000/v1", None,
-                    "LiteLLM's vllm/ runs vLLM inside the proxy; routekit talks to a vLLM "
-                    "server (vllm serve) at this URL"),
-    "llamafile": _Preset("llama_cpp_server", f"{_LOCAL}:8080/v1", None),
-    "lm_studio": _Preset("llama_cpp_server", f"{_LOCAL}:1234/v1", None),
-    "groq": _Preset("openai", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
-    "together_ai": _Preset("openai", "https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
-    "deepseek": _Preset("openai", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
-    "mistral": _Preset("openai", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
-    "openrouter": _Preset("openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
-    "fireworks_ai": _Preset("openai", "https://api.fireworks.ai/inference/v1",
-                            "FIREWORKS_AI_API_KEY"),
-    "xai": _Preset("openai", "https://api.x.ai/v1", "XAI_API_KEY"),
-    "perplexity": _Preset("openai", "https://api.perplexity.ai", "PERPLEXITYAI_API_KEY"),
-    "deepinfra": _Preset("openai", "https://api.deepinfra.com/v1/openai", "DEEPINFRA_API_KEY"),
-}
-_LOOPBACK = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "host.docker.internal"}
 # Per-request generation parameters LiteLLM lets a deployment fix; routekit: model defaults.
 _DEFAULTS = ("temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty",
              "frequency_penalty")
