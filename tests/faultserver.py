@@ -19,6 +19,7 @@ Modes:
   think         "ok" after ``think_seconds`` of silence (a stream's headers first)
   slow_probe    "ok" at once for requests; health GETs answer after ``think_seconds`` (a
                 server too busy for its probe endpoint while it serves traffic)
+  drip_stream   SSE chunks, one every ``trickle_every`` s, then ``[DONE]``
   stall_stream  SSE first chunks, then silence (up to ``hang_seconds``); when the client
                 hangs up meanwhile, ``server.hangups`` (a semaphore) is released
   hang          reads the request, then silence (up to ``hang_seconds``)
@@ -311,6 +312,17 @@ class _Handler(BaseHTTPRequestHandler):
                 raise
             self._wait_for_hangup(owner.hang_seconds)
             self.close_connection = True
+        elif mode == "drip_stream":
+            # Every chunk well within any read timeout, the whole far past a total one.
+            self._start_sse()
+            try:
+                for chunk in owner.chunks(model, finish=True):
+                    self._event(chunk)
+                    self._wait(owner.trickle_every)
+                self._event("[DONE]")
+                self._end_chunked()
+            except OSError:  # the client hung up: its deadline passed
+                self.close_connection = True
         elif mode == "hang":
             self._wait_for_hangup(owner.hang_seconds)
             self.close_connection = True

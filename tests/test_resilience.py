@@ -403,6 +403,24 @@ def test_a_slow_reader_is_not_cut_by_the_deadline(mode: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_total_still_bounds_a_stream_that_drips_for_a_fast_reader(mode: str) -> None:
+    # The reader's own time no longer counts; the server's still does: chunks every 0.1 s
+    # (well within read 0.5) for ~4 s of answer, against a total of 1 s.
+    from routekit import StreamInterrupted
+
+    words = " ".join(f"w{i}" for i in range(40))
+    with FaultServer(text=words) as server:
+        server.trickle_every = 0.1
+        cfg = _thinking(server.url("drip_stream"), read=0.5, total=1.0)
+        start = time.monotonic()
+        with pytest.raises(StreamInterrupted) as info:
+            _ask(mode, cfg, True)
+        took = time.monotonic() - start
+    assert 0.9 < took < 3.0, took  # ~1 s; wide margin for a loaded machine
+    assert "deadline" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_read_still_bounds_a_silence_between_chunks(mode: str) -> None:
     from routekit import StreamInterrupted
 
