@@ -165,14 +165,6 @@ class ProviderConfig(_Strict):
     # health: false turns probing off for it.
     breaker: BreakerConfig | None = None
     health: HealthConfig | Literal[False] | None = None
-
-    @field_validator("health", mode="before")
-    @classmethod
-    def _health_or_off(cls, v: Any) -> Any:
-        # pydantic's Literal[False] takes 0 (0 == False): probes silently off. Only false.
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            raise ValueError(f"expected a mapping or false, got {v!r}")
-        return v
     # For validate and simulate: the share of time the provider is up, or MTBF/MTTR (hours)
     # from which it follows; providers in one correlation_group fail together.
     availability: float | None = Field(default=None, gt=0, le=1)
@@ -197,6 +189,14 @@ class ProviderConfig(_Strict):
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         return v if v is None else check_base_url(v)
+
+    @field_validator("health", mode="before")
+    @classmethod
+    def _health_or_off(cls, v: Any) -> Any:
+        # pydantic's Literal[False] takes 0 (0 == False): probes silently off. Only false.
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            raise ValueError(f"expected a mapping or false, got {v!r}")
+        return v
 
     @property
     def effective_base_url(self) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import _constants as C
+from .._secrets import redact
 
 __all__ = [
     "MAX_COUNT",
@@ -27,6 +28,7 @@ __all__ = [
     "default_value_ok",
     "finite_number",
     "has_control",
+    "limit_problem",
     "looks_like_secret",
     "shown_text",
     "whole_number",
@@ -55,8 +57,6 @@ _TOKEN_RUN = re.compile(r"[A-Za-z0-9]{20,}")
 
 def shown_text(value: str) -> str:
     """``value`` as an error message may quote it: never a key-shaped one, never 4 kB."""
-    from .._secrets import redact
-
     if looks_like_secret(value) or redact(value) != value:
         return "a string that looks like an API key (not shown)"
     return repr(value if len(value) <= 40 else value[:37] + "...")
@@ -144,21 +144,29 @@ def default_value_ok(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
+def limit_problem(value: Any, limits: tuple[float, float, bool]) -> str | None:
+    """What is wrong with ``value`` for a parameter with ``limits`` (low, high, whole
+    number?; ``_constants.PARAM_LIMITS``), or None. A request's arguments and a model's
+    defaults are both held to it."""
+    lo, hi, whole = limits
+    kind = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+        if whole:
+            return (f"must be a whole number >= {lo:g}" if hi == math.inf else
+                    f"must be a whole number from {lo:g} to {hi:g}") + f", got {value!r}"
+        return f"must be a number from {lo:g} to {hi:g}, got {value!r}"
+    return None
+
+
 def default_problem(name: str, value: Any) -> str | None:
     """What is wrong with ``value`` as the default of request parameter ``name`` (the
     limits the OpenAI API sets, which requests are held to), or None."""
     limits = C.PARAM_LIMITS.get(name)
     if limits is not None:
-        lo, hi, whole = limits
-        kind = int if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
-            if whole:
-                return (f"must be a whole number >= {lo:g}" if hi == math.inf else
-                        f"must be a whole number from {lo:g} to {hi:g}") + f", got {value!r}"
-            return f"must be a number from {lo:g} to {hi:g}, got {value!r}"
-    elif name == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
+        return limit_problem(value, limits)
+    if name == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
         return f"must be a whole number, got {value!r}"
-    elif name == "stop" and not (isinstance(value, str) or (
+    if name == "stop" and not (isinstance(value, str) or (
             isinstance(value, list) and all(isinstance(v, str) for v in value))):
         return f"must be text or a list of text, got {value!r}"
     return None

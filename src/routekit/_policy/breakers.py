@@ -79,8 +79,7 @@ class Breaker:
     __slots__ = (
         "name", "level", "config", "rate_mode", "trip_on_refused", "state", "reason",
         "reopen_at", "trips", "failures", "probes", "period", "closed_since", "successes",
-        "_lock",
-        "_buckets", "_bucket_width", "_on_change",
+        "_lock", "_buckets", "_bucket_width", "_on_change",
     )
 
     def __init__(self, name: str, level: str, config: BreakerConfig, *, cloud: bool,
