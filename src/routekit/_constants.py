@@ -128,5 +128,19 @@ PARAM_LIMITS: dict[str, tuple[float, float, bool]] = {
     "top_logprobs": (0, 20, True),
 }
 
+def limit_problem(value: object, limits: tuple[float, float, bool]) -> str | None:
+    """What is wrong with ``value`` for a parameter with ``limits`` (low, high, whole
+    number?; ``PARAM_LIMITS``), or None. A request's arguments and a model's
+    defaults are both held to it."""
+    lo, hi, whole = limits
+    kind = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+        if whole:
+            return (f"must be a whole number >= {lo:g}" if hi == float("inf") else
+                    f"must be a whole number from {lo:g} to {hi:g}") + f", got {value!r}"
+        return f"must be a number from {lo:g} to {hi:g}, got {value!r}"
+    return None
+
+
 IN_PROCESS_DEFAULT_KEYS: frozenset[str] = (
     LLAMA_OPENAI_SAMPLING | LLAMA_OWN_SAMPLING | {"max_tokens", "max_completion_tokens"})

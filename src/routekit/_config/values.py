@@ -28,7 +28,6 @@ __all__ = [
     "default_value_ok",
     "finite_number",
     "has_control",
-    "limit_problem",
     "looks_like_secret",
     "shown_text",
     "whole_number",
@@ -144,26 +143,12 @@ def default_value_ok(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def limit_problem(value: Any, limits: tuple[float, float, bool]) -> str | None:
-    """What is wrong with ``value`` for a parameter with ``limits`` (low, high, whole
-    number?; ``_constants.PARAM_LIMITS``), or None. A request's arguments and a model's
-    defaults are both held to it."""
-    lo, hi, whole = limits
-    kind = int if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
-        if whole:
-            return (f"must be a whole number >= {lo:g}" if hi == math.inf else
-                    f"must be a whole number from {lo:g} to {hi:g}") + f", got {value!r}"
-        return f"must be a number from {lo:g} to {hi:g}, got {value!r}"
-    return None
-
-
 def default_problem(name: str, value: Any) -> str | None:
     """What is wrong with ``value`` as the default of request parameter ``name`` (the
     limits the OpenAI API sets, which requests are held to), or None."""
     limits = C.PARAM_LIMITS.get(name)
     if limits is not None:
-        return limit_problem(value, limits)
+        return C.limit_problem(value, limits)
     if name == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
         return f"must be a whole number, got {value!r}"
     if name == "stop" and not (isinstance(value, str) or (

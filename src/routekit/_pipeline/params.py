@@ -20,7 +20,6 @@ import sys
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
 
 from .. import _constants as C
-from .._config.values import limit_problem
 from .._exceptions import BadRequest
 from ..providers._base import RequestParams
 from .request import RequestState
@@ -213,11 +212,11 @@ def _params(values: tuple[Any, ...], names: tuple[str, ...] = PARAM_NAMES,
             continue
         limits = all_limits.get(name)
         if limits is not None:
-            # The test inline (no call on the hot path), the words limit_problem's.
+            # The test inline (no call on the hot path), the words C.limit_problem's.
             lo, hi, whole = limits
             if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) \
                     or not lo <= v <= hi:
-                raise _bad(f"{name} {limit_problem(v, limits)}")
+                raise _bad(f"{name} {C.limit_problem(v, limits)}")
         out[name] = v
     if isinstance(out.get("response_format"), type):
         # openai's own check, word for word in spirit: a class is parse()'s argument, and
