@@ -150,19 +150,25 @@ def own_copy(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_a_library_bound_to_its_own_copy_is_named_until_libstdcxx_is_global(
     own_copy: str
 ) -> None:
-    owner, reason, own, after = _fresh(
+    sibling_file = os.path.join(os.path.dirname(own_copy), "libllama.so")
+    owner, reason, sibling, own, after = _fresh(
         "import ctypes, json, numpy\n"
         "from cxx_runtime import cxx_conflict, share_libstdcxx, symbol_file\n"
         f"lib = ctypes.CDLL({own_copy!r})  # RTLD_LOCAL, as llama-cpp-python opens libllama\n"
         "owner = symbol_file(lib._handle)\n"
         "reason = cxx_conflict(lib._handle, '/elsewhere/libllama.so')\n"
+        f"sibling = cxx_conflict(lib._handle, {sibling_file!r})\n"
         f"own = cxx_conflict(lib._handle, {own_copy!r})\n"
         "share_libstdcxx()\n"
         "after = cxx_conflict(lib._handle, '/elsewhere/libllama.so')\n"
-        "print(json.dumps([owner, reason, own, after]))\n")
+        "print(json.dumps([owner, reason, sibling, own, after]))\n")
     assert owner == own_copy
-    assert reason is not None and own_copy in reason and "numpy" in reason
-    assert "RTLD_GLOBAL" in reason  # says what to do about it
+    # Another library's copy: it was loaded first and exports it.
+    assert reason is not None and own_copy in reason and "exports the copy" in reason
+    assert "Import llama_cpp before it" in reason and "RTLD_GLOBAL" in reason
+    # A copy inside the build itself (beside libllama, as libggml-cuda's): libstdc++ came first.
+    assert sibling is not None and own_copy in sibling and "numpy" in sibling
+    assert "RTLD_GLOBAL" in sibling  # says what to do about it
     assert own is None  # a library's own static copy (-static-libstdc++) is not a conflict
     assert after is None  # the global scope is searched first
 
@@ -335,15 +341,79 @@ def test_every_loaded_library_beside_libllama_is_checked(own_copy: str, user_of_
     assert reason is not None and own_copy in reason
 
 
+# std::num_put<char>::id: a GNU_UNIQUE object (a facet id), one of the 106 that a library
+# linked with -static-libstdc++ exports unless it keeps them private.
+_NUM_PUT_ID = "_ZNSt7num_putIcSt19ostreambuf_iteratorIcSt11char_traitsIcEEE2idE"
+
+
+@pytest.fixture(scope="module")
+def exported_copy(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A C++ library linked with libstdc++ statically that exports the copy, GNU_UNIQUE facet
+    ids included: routekit's _core as the GPU image's toolchain built it before CMakeLists.txt
+    kept static archives private (tools/static_cxx_check.sh builds both)."""
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    assert compiler, "a C++ compiler is needed (the one that builds routekit._core)"
+    folder = tmp_path_factory.mktemp("exported")
+    (folder / "copy.cpp").write_text(
+        "#include <sstream>\n"
+        'extern "C" int copy_format(long v) {\n'
+        "    std::ostringstream out; out << v; return (int)out.str().size(); }\n")
+    lib = folder / "libexported.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-static-libstdc++", "-o", str(lib),
+                    str(folder / "copy.cpp")], check=True, timeout=180)
+    return str(lib)
+
+
+def test_a_unique_object_won_by_an_exported_copy_still_counts(
+    exported_copy: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A library that needs only libstdc++ (standing for llama.cpp) is loaded after a library
+    # exporting a copy was. Its import of a facet id is bound to the copy's: the dynamic linker
+    # keeps one definition of a GNU_UNIQUE object per process, the first loaded, whatever
+    # RTLD_LOCAL says. A lookup of that name from libstdc++ itself answers with the copy's too,
+    # so whether libstdc++ defines it must not be judged by where the lookup lands.
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    assert compiler
+    folder = tmp_path_factory.mktemp("uniqueuser")
+    (folder / "user.c").write_text(
+        f"extern char {_NUM_PUT_ID}[];\n"
+        f"void *facet_id(void) {{ return {_NUM_PUT_ID}; }}\n")
+    user = folder / "libuser.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(user), str(folder / "user.c"),
+                    "-lstdc++"], check=True, timeout=120)
+    formatted, lookup, defines, bound, reason = _fresh(
+        "import ctypes, json\n"
+        "from cxx_runtime import cxx_conflict, libstdcxx_defines, std_bindings, symbol_file\n"
+        f"copy = ctypes.CDLL({exported_copy!r})\n"
+        "formatted = copy.copy_format(12345)\n"
+        "real = ctypes.CDLL('libstdc++.so.6')  # privately, as numpy loads it\n"
+        f"user = ctypes.CDLL({str(user)!r})\n"
+        f"print(json.dumps([formatted, symbol_file(real._handle, {_NUM_PUT_ID!r}),\n"
+        f"    libstdcxx_defines({_NUM_PUT_ID!r}), std_bindings(user._handle, {str(user)!r}),\n"
+        f"    cxx_conflict(user._handle, {str(user)!r})]))\n")
+    assert formatted == 5
+    assert lookup == exported_copy  # the precondition: the copy won the unique object
+    assert defines is True
+    assert bound == [[_NUM_PUT_ID, exported_copy]]
+    assert reason is not None and exported_copy in reason and _NUM_PUT_ID in reason
+    assert "exports the copy" in reason and "--exclude-libs" in reason
+
+
 def test_the_real_libllama_here_has_no_conflict() -> None:
     from routekit.providers.llama_cpp.cxx_runtime import (libstdcxx_defines, llama_cxx_conflict,
                                                           std_bindings, symbol_file)
 
     # conftest made libstdc++ global before this module imported llama_cpp, as routekit does.
     assert _is_libstdcxx(symbol_file(None))
-    if not llama_cpp.llama_supports_gpu_offload():  # a CUDA build carries its own copy
-        assert _is_libstdcxx(symbol_file(llama_cpp.llama_cpp._lib._handle))
     lib = llama_cpp.llama_cpp._lib
+    # A lookup from libllama's own handle searches its dependencies, not the global scope: it
+    # finds libstdc++ unless the build carries its own copy (every CUDA build on the GPU image,
+    # and a CPU build linked with -static-libstdc++: tools/static_cxx_check.sh), in which case
+    # it finds that copy in the build's folder, and nothing else.
+    found = symbol_file(lib._handle)
+    assert found is not None
+    assert _is_libstdcxx(found) or (
+        os.path.dirname(os.path.realpath(found)) == os.path.dirname(os.path.realpath(lib._name)))
     bindings = std_bindings(lib._handle, lib._name)
     assert bindings is not None and len(bindings) > 10  # libllama imports many std:: symbols
     # Everything libstdc++ defines is bound to it (a CUDA build takes what it does not export,

@@ -5,10 +5,11 @@
 Imports in the named order (``llama``: llama_cpp alone; ``numpy``: numpy, then llama_cpp;
 ``routekit``: routekit, then llama_cpp directly; ``shared``: routekit, then llama_cpp the way
 routekit imports it, libstdc++ made global first), prints for every loaded library of
-llama-cpp-python the std:: imports bound outside libstdc++ (how many, how many of them
-libstdc++ defines, the first few), then loads MODEL with full offload and prints LOADED. A
-crash shows as the missing LOADED line and the exit status. ``cxx_runtime`` is loaded from its
-file alone, so that reading the bindings does not import routekit (which changes the order).
+llama-cpp-python its std:: imports (how many are bound outside libstdc++, how many of those
+libstdc++ defines, how many bind to each file, the first few), then loads MODEL with full
+offload and prints LOADED. A crash shows as the missing LOADED line and the exit status.
+``cxx_runtime`` is loaded from its file alone, so that reading the bindings does not import
+routekit (which changes the order). Also used on a CPU by tools/static_cxx_check.sh.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections import Counter
 
 order, model = sys.argv[1], sys.argv[2]
 if order == "numpy":
@@ -56,8 +58,9 @@ for name in sorted(os.listdir(folder)):
         continue
     out = [(s, p) for s, p in bound if p is not None and not cr._is_libstdcxx(p)]
     real = [(s, p) for s, p in out if cr.libstdcxx_defines(s)]
+    by_file = Counter(os.path.basename(p) if p else "unbound" for _, p in bound)
     print(f"  {name}: {len(bound)} std:: imports, {len(out)} bound outside libstdc++, "
-          f"{len(real)} of them defined by libstdc++ too")
+          f"{len(real)} of them defined by libstdc++ too; by file {dict(by_file)}")
     for s, p in (real or out)[:4]:
         print(f"      {s} -> {p}")
 print("conflict:", cr.llama_cxx_conflict(llama_cpp))

@@ -17,10 +17,14 @@ first in the global scope, then in its own dependencies, in order. What came bef
   ``libggml-cuda.so``), CPU loads included.
 - the real libstdc++ made global first (``RTLD_GLOBAL``): everything it defines binds to it,
   the rest (``std::__at_thread_exit``, which it does not export) to a copy. Loads.
-- ``import routekit`` first: any load died, though llama.cpp's bindings were those of the
-  order that loads. ``_core``, built by that toolchain, exported a third copy, GNU_UNIQUE
-  objects included: the likely cause (not yet rerun on a GPU). CMakeLists.txt now keeps static
-  archives' symbols private; ``_core`` makes the libstdc++ it links global at import.
+- ``import routekit`` first: any load died. ``_core``, built by that toolchain, exported a
+  third copy, GNU_UNIQUE objects included, and one such object (``std::string``'s empty
+  representation) of libggml's was bound to it. Shown on a CPU build linked the same way
+  (tools/static_cxx_check.sh; no GPU was lent to rerun it there): with that ``_core`` every
+  import order binds one of libggml's calls to ``_core``, with ``_core`` as built now
+  (CMakeLists.txt keeps static archives' symbols private) ``import routekit`` first binds
+  exactly as ``import llama_cpp`` alone. Where ``_core`` links libstdc++ dynamically, it makes
+  that libstdc++ global at import.
 
 The fix: before ``llama_cpp`` is first imported, :func:`share_libstdcxx` opens
 ``libstdc++.so.6`` with ``RTLD_GLOBAL`` (``_core`` did already where it links libstdc++
@@ -236,7 +240,13 @@ def _is_libstdcxx(path: str) -> bool:
 def libstdcxx_defines(name: str) -> bool:
     """Whether the process's libstdc++ defines ``name`` itself (its default version), so a
     binding elsewhere means the real runtime lost to a copy. True (count it) when libstdc++ is
-    not loaded: then nothing can tell, and every caller of this loaded libstdc++ anyway."""
+    not loaded: then nothing can tell, and every caller of this loaded libstdc++ anyway.
+
+    A lookup from libstdc++'s handle searches it and its dependencies (libc, libm, libgcc_s:
+    none defines a std:: name), so finding the name at all is the answer. Where it is found
+    does not tell: for a GNU_UNIQUE object (a facet id, ``std::num_put<char>::id``) the
+    dynamic linker answers with the process-wide definition, which is a copy's when a library
+    exporting one was loaded first (tests/test_cxx_runtime.py shows it)."""
     if not _LINUX:
         return True
     libdl = _libdl()
@@ -244,11 +254,9 @@ def libstdcxx_defines(name: str) -> bool:
     if not handle:
         return True
     try:
-        address = libdl.dlsym(handle, name.encode())
-        owner = _file_at(address) if address else None
+        return bool(libdl.dlsym(handle, name.encode()))
     finally:
         libdl.dlclose(handle)  # drops only the reference dlopen just took
-    return owner is not None and _is_libstdcxx(owner)
 
 
 def cxx_conflict(handle: int, own_file: str | None = None) -> str | None:
@@ -296,7 +304,7 @@ def _judge(libraries: list[tuple[int, str | None]]) -> str | None:
         return None
     others = [found for runtime, found in copies.items() if runtime != "build"]
     symbol, owner = others[0] if others else copies["build"]
-    return _explain(symbol, owner)
+    return _explain(symbol, owner, build)
 
 
 def _lookup_conflict(handle: int, own_file: str | None) -> str | None:
@@ -311,17 +319,29 @@ def _lookup_conflict(handle: int, own_file: str | None) -> str | None:
     shared = symbol_file(None)
     if shared is not None and _is_libstdcxx(shared):
         return None
-    return _explain(PROBE_SYMBOL, owner)
+    build = os.path.dirname(os.path.realpath(own_file)) if own_file is not None else None
+    return _explain(PROBE_SYMBOL, owner, build)
 
 
-def _explain(symbol: str, owner: str) -> str:
-    return (f"llama.cpp's C++ calls ({symbol}) are bound to the copy of libstdc++ inside "
-            f"{owner}, which crashes the process on the first model load: llama_cpp was "
-            "imported after another module (numpy 2, for one) had loaded libstdc++ privately, "
-            "and this llama-cpp-python build carries its own copy of libstdc++'s symbols. Let "
-            "routekit import llama_cpp, or import it before anything else that loads C++ "
-            "code, or run ctypes.CDLL('libstdc++.so.6', mode=ctypes.RTLD_GLOBAL) before "
-            "importing it")
+def _explain(symbol: str, owner: str, build: str | None) -> str:
+    """The refusal: what ``symbol`` was bound to, why that happens, and the ways out. A copy
+    inside the build itself (``build``, its folder) came in because libstdc++ was loaded
+    first, privately; a copy another library exports came in because that library was."""
+    head = (f"llama.cpp's C++ calls ({symbol}) are bound to the copy of libstdc++ inside "
+            f"{owner}, which crashes the process on the first model load: ")
+    if build is not None and os.path.dirname(os.path.realpath(owner)) == build:
+        return head + (
+            "llama_cpp was imported after another module (numpy 2, for one) had loaded "
+            "libstdc++ privately, and this llama-cpp-python build carries its own copy of "
+            "libstdc++'s symbols. Let routekit import llama_cpp, or import it before anything "
+            "else that loads C++ code, or run ctypes.CDLL('libstdc++.so.6', "
+            "mode=ctypes.RTLD_GLOBAL) before importing it")
+    return head + (
+        "that library was loaded before llama_cpp and exports the copy it was linked with "
+        "(libstdc++'s GNU_UNIQUE objects, such as facet ids, then have one definition in the "
+        "whole process, the first loaded). Import llama_cpp before it, or run "
+        "ctypes.CDLL('libstdc++.so.6', mode=ctypes.RTLD_GLOBAL) before importing either, or "
+        "rebuild it keeping its static libstdc++ private (-Wl,--exclude-libs,ALL)")
 
 
 def llama_cxx_conflict(llama_cpp: Any) -> str | None:
