@@ -332,6 +332,45 @@ def test_exponent_numbers_without_a_dot_are_numbers() -> None:
     assert issue.message.startswith("expected a number, got '1e3'")
 
 
+@pytest.mark.parametrize("written,fragment", [
+    ("010", "the number 010 starts with a zero, which YAML 1.1 reads as octal (010 is 8)"),
+    ("-012", "reads as octal (-012 is -10)"),
+    ("08", "the number 08 starts with a zero, which YAML 1.1 reads as text (octal has no 8 or 9)"),
+    ("1:30", "1:30 is a base-60 number to YAML 1.1"),
+    ("1:30.5", "1:30.5 is a base-60 number to YAML 1.1"),
+])
+def test_numbers_yaml_1_1_reads_otherwise_are_refused_with_path_and_line(
+    written: str, fragment: str
+) -> None:
+    # PyYAML reads a plain 010 as 8, 08 as text and 1:30 as 90: a deadline of 010 seconds
+    # loaded as 8. Whatever the writer meant, guessing would be silent.
+    text = BASE.replace("{kind: ollama}", f"{{kind: ollama, timeout: {{connect: {written}}}}}")
+    issue, _ = only_issue(text)  # one issue: 08's "expected a number, got '08'" is moot
+    assert (issue.path, issue.line) == ('providers["o"].timeout.connect', 2)
+    assert fragment in issue.message and "in quotes to mean the text" in issue.message
+
+
+def test_unambiguous_numbers_and_quoted_text_still_load() -> None:
+    config = load_config_text(BASE.replace("{kind: ollama}", "{kind: ollama, timeout: "
+                                           "{connect: 0.5, total: 0x1E, read: 1_0}}"))
+    timeout = config.providers["o"].timeout
+    assert timeout is not None and (timeout.connect, timeout.total, timeout.read) == (0.5, 30, 10)
+    config = load_config_text(BASE.replace("  a: {provider: o}", "  a: {provider: o, model_id: '010'}"))
+    assert config.models["a"].model_id == "010"
+
+
+def test_an_ambiguous_key_is_named_as_written_beside_other_problems() -> None:
+    issues = pytest.raises(ConfigError, load_config_text, BASE.replace(
+        "  a: {provider: o}",
+        "  a: {provider: o, price: {input_per_1k: 010, output_per_1k: true}}\n  010: {provider: o}"),
+    ).value.issues
+    assert [(i.path, i.line) for i in issues] == [
+        ('models["a"].price.input_per_1k', 4), ('models["a"].price.output_per_1k', 4),
+        ('models["010"]', 5)]
+    assert "octal" in issues[0].message and issues[1].message.startswith("expected a number")
+    assert "octal" in issues[2].message  # not also "expected a name (a string), got 8"
+
+
 @pytest.mark.parametrize("line,path", [
     ("  a: {provider: !!binary bm9wZQ==}", 'models["a"].provider'),
     ("  a: {provider: o, model_id: !!binary bm9wZQ==}", 'models["a"].model_id'),

@@ -165,10 +165,18 @@ def _read_capped(fh: typing.BinaryIO, limit: int) -> bytes:
 
 def _build(data: Any, doc: YamlDocument | None, source: str | None, strict_legacy: bool) -> Config:
     ctx = _Context(doc)
+    ambiguous: set[tuple[str, int]] = set()  # (path as read, line) of each refused number
+    said: set[int] = set()  # ids of the issues that refuse them
     if doc is not None:
         for dup in doc.duplicates:
             ctx.add(dup.path, f"duplicate key {dup.path[-1]!r}; first written on line {dup.first_line}",
                     line=dup.line)
+        for amb in doc.ambiguous:
+            # A key is named as written (models["010"]), not as YAML 1.1 read it (models[8]).
+            shown = ctx.path_of((*amb.path[:-1], amb.text)) if amb.key else None
+            ctx.add(amb.path, amb.message, key=amb.key, line=amb.line, path=shown)
+            ambiguous.add((ctx.path_of(amb.path), amb.line))
+            said.add(id(ctx.issues[-1]))
     data = {k: v for k, v in data.items() if not (k in _SECTIONS and v is None)}
     for name, model in section(data, "models").items():
         if isinstance(model, Mapping) and "inferred" in model:
@@ -186,6 +194,9 @@ def _build(data: Any, doc: YamlDocument | None, source: str | None, strict_legac
     cross_check(data, ctx)
     if config is not None:
         check_breakers(config, ctx)
+    if ambiguous:  # what else was said of the value as read (08 is text; -012 is -10) is moot
+        ctx.issues = [i for i in ctx.issues if (i.path, i.line) not in ambiguous or id(i) in said
+                      or i.message.startswith(("unknown field", "duplicate key"))]
     if ctx.issues or config is None:
         raise ConfigError(ctx.sorted_issues(), source=source)
     return config

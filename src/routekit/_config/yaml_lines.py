@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
     _C_PARSER = False
 
-__all__ = ["Duplicate", "YamlDocument", "YamlProblem", "dotted_path", "parse_yaml"]
+__all__ = ["Ambiguous", "Duplicate", "YamlDocument", "YamlProblem", "dotted_path", "parse_yaml"]
 
 RawPath = Sequence[Hashable]
 
@@ -49,6 +49,42 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
+
+
+# YAML 1.1 (PyYAML) also reads a plain ``010`` as octal 8 (and ``08`` as text), and ``1:30``
+# as 90 (base 60). Nobody writing a deadline, a price or a retry count means either, and
+# reading ``010`` as 8 or as 10 would be a silent guess: :func:`_scan` finds them and the
+# loader refuses them with their path and line. ``0``, ``0.5``, hex (``0x1F``) and binary
+# (``0b101``) are unambiguous and stay numbers; quoted, any of them is text.
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
+_BASE_60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+
+
+def _ambiguity(node: Node) -> str | None:
+    """Why a plain scalar is a number YAML 1.1 reads otherwise than it looks, or None."""
+    if not isinstance(node, ScalarNode) or node.style:  # plain: None (PyYAML) or "" (libyaml)
+        return None
+    text = str(node.value)
+    if _LEADING_ZERO.match(text):
+        digits = text.lstrip("+-").replace("_", "")
+        reading = (f"as octal ({text} is {int(digits, 8) * (-1 if text[0] == '-' else 1)})"
+                   if set(digits) <= set("01234567") else "as text (octal has no 8 or 9)")
+        return (f"the number {text} starts with a zero, which YAML 1.1 reads {reading}: write "
+                "it without the leading zero, or in quotes to mean the text")
+    if _BASE_60.match(text):
+        return (f"{text} is a base-60 number to YAML 1.1: write the number itself, or put it "
+                "in quotes to mean the text")
+    return None
+
+
+class Ambiguous(NamedTuple):
+    """A plain scalar YAML 1.1 reads as another number than it looks (or as text)."""
+
+    path: tuple[Hashable, ...]  # raw path to the value, or to the key when ``key``
+    line: int
+    message: str
+    key: bool
+    text: str  # as written
 
 
 class YamlProblem(Exception):
@@ -84,10 +120,12 @@ class YamlDocument:
     large config pays for line lookups only where there are errors to report.
     """
 
-    def __init__(self, root: MappingNode, data: Any, duplicates: list[Duplicate]) -> None:
+    def __init__(self, root: MappingNode, data: Any, duplicates: list[Duplicate],
+                 ambiguous: list[Ambiguous]) -> None:
         self.root = root
         self.data = data
         self.duplicates = duplicates
+        self.ambiguous = ambiguous
         self._keys = _KeyReader()
         self._index: dict[int, dict[Hashable, tuple[Node, Node]]] = {}
 
@@ -197,14 +235,14 @@ def parse_yaml(text: str) -> YamlDocument:
                 [ConfigIssue("", f"the top level must be a mapping of sections, got {got}", _line(root))]
             )
         _check_expansion(root, C.MAX_YAML_EXPANDED_NODES)
-        duplicates = _find_duplicates(root)
+        duplicates, ambiguous = _scan(root)
         try:
             data = loader.construct_document(root)
         except yaml.MarkedYAMLError as exc:
             raise YamlProblem([_marked_issue(exc)]) from None
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             raise YamlProblem([ConfigIssue("", f"invalid YAML value: {exc}")]) from None
-        return YamlDocument(root, data, duplicates)
+        return YamlDocument(root, data, duplicates, ambiguous)
     finally:
         loader.dispose()
 
@@ -280,12 +318,20 @@ def _check_expansion(root: Node, limit: int) -> None:
                 stack.append((child, False))
 
 
-def _find_duplicates(root: MappingNode) -> list[Duplicate]:
-    """Every key written twice in one mapping (each node visited once, aliases or not)."""
+def _scan(root: MappingNode) -> tuple[list[Duplicate], list[Ambiguous]]:
+    """Every key written twice in one mapping, and every plain scalar YAML 1.1 reads as
+    another number than it looks (each node visited once, aliases or not)."""
     keys = _KeyReader()
     found: list[Duplicate] = []
+    ambiguous: list[Ambiguous] = []
     seen: set[int] = set()
     stack: list[tuple[Node, tuple[Hashable, ...]]] = [(root, ())]
+
+    def check(node: Node, path: tuple[Hashable, ...], key: bool = False) -> None:
+        why = _ambiguity(node)
+        if why is not None:
+            ambiguous.append(Ambiguous(path, _line(node), why, key, str(node.value)))
+
     while stack:
         node, path = stack.pop()
         if id(node) in seen:
@@ -298,15 +344,21 @@ def _find_duplicates(root: MappingNode) -> list[Duplicate]:
                     stack.append((v_node, path))
                     continue
                 key = keys.read(k_node)
+                check(k_node, path + (key,), key=True)
                 if key in first:
                     found.append(Duplicate(path + (key,), _line(k_node), _line(first[key])))
                 else:
                     first[key] = k_node
                 if isinstance(v_node, (MappingNode, SequenceNode)):
                     stack.append((v_node, path + (key,)))
+                else:
+                    check(v_node, path + (key,))
         elif isinstance(node, SequenceNode):
             for i, item in enumerate(node.value):
                 if isinstance(item, (MappingNode, SequenceNode)):
                     stack.append((item, path + (i,)))
+                else:
+                    check(item, path + (i,))
     found.sort(key=lambda d: d.line)
-    return found
+    ambiguous.sort(key=lambda a: a.line)
+    return found, ambiguous
