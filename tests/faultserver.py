@@ -22,6 +22,9 @@ Modes:
   drip_stream   SSE chunks, one every ``trickle_every`` s, then ``[DONE]``
   stall_stream  SSE first chunks, then silence (up to ``hang_seconds``); when the client
                 hangs up meanwhile, ``server.hangups`` (a semaphore) is released
+  role_stall    SSE with only the role chunk, then silence (up to ``hang_seconds``)
+  reasoning     SSE: the role chunk, ``reasoning_chunks`` chunks of ``reasoning_content``
+                one every ``trickle_every`` s (a reasoning model thinking), then the answer
   hang          reads the request, then silence (up to ``hang_seconds``)
   trickle       200 with a Content-Length, then one byte every ``trickle_every`` s (GET too)
   echo_header   200 completion whose response header ``x-echo-authorization`` echoes the key
@@ -323,6 +326,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self._end_chunked()
             except OSError:  # the client hung up: its deadline passed
                 self.close_connection = True
+        elif mode == "role_stall":
+            self._start_sse()
+            self._event(owner.chunks(model, finish=True)[0])
+            self._wait_for_hangup(owner.hang_seconds)
+            self.close_connection = True
+        elif mode == "reasoning":
+            self._start_sse()
+            first, *answer = owner.chunks(model, finish=True)
+            self._event(first)
+            try:
+                for i in range(owner.reasoning_chunks):
+                    self._event({**first, "choices": [{"index": 0, "finish_reason": None,
+                                 "delta": {"reasoning_content": f"step {i}. "}}]})
+                    self._wait(owner.trickle_every)
+                for chunk in answer:
+                    self._event(chunk)
+                self._event("[DONE]")
+                self._end_chunked()
+            except OSError:  # the client hung up
+                self.close_connection = True
         elif mode == "hang":
             self._wait_for_hangup(owner.hang_seconds)
             self.close_connection = True
@@ -389,6 +412,7 @@ class FaultServer:
         self.mode = mode
         self.trickle_every = 0.5
         self.think_seconds = 1.0  # "think": the silence before the first byte of the answer
+        self.reasoning_chunks = 5  # "reasoning": reasoning_content chunks before the answer
         self.served_log = served_log
         self.sequence: list[str] = []
         self.text = text

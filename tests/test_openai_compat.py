@@ -443,6 +443,21 @@ def test_first_byte_deadline_cuts_a_hang_but_not_a_slow_stream(fault: FaultServe
     p2.close()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_role_only_chunk_does_not_end_the_wait_for_the_first_byte(fault: FaultServer,
+                                                                      mode: str) -> None:
+    # A server that sends the role chunk and then stalls has not begun to answer: first_byte
+    # (0.3 s) still cuts it, not total (5 s), and the error says so.
+    p = make(fault.url("role_stall"))
+    got: list[Any] = []
+    t0 = time.monotonic()
+    with pytest.raises(RequestTimeout, match="no first byte within 0.3 s"):
+        stream(p, req(), Deadline(connect=1.0, read=30.0, total=5.0, first_byte=0.3), mode, got)
+    assert time.monotonic() - t0 < 3.0
+    assert len(got) == 1 and got[0].choices[0].delta.role == "assistant"
+    p.close()
+
+
 def test_closing_stream_early_closes_the_http_response(fault: FaultServer) -> None:
     p = make(fault.url("stall_stream"))
     gen = p.stream(req(), DL)

@@ -226,6 +226,67 @@ def test_a_trickling_server_cannot_hold_an_async_call_past_its_deadline() -> Non
         assert asyncio.run(go(fault.url("trickle"))) < 3.0
 
 
+@pytest.mark.parametrize("how", ["sync", "sync-stream", "async-stream"])
+def test_a_server_that_sends_only_the_role_chunk_then_stalls_leaves_time_for_the_fallback(
+    how: str
+) -> None:
+    # Sending the role chunk is not answering: the first-byte share still caps the head
+    # candidate, so the fallback gets the rest of the deadline (it used to get nothing: the
+    # stalled head took all 4 s and the fallback was skipped).
+    with FaultServer(hang_seconds=10) as fault:
+        cfg = chain([fault.url("role_stall"), fault.url("ok")], deadline=4)
+        cfg["providers"]["p0"]["timeout"] = {"connect": 1, "read": 60, "total": 60}
+
+        async def in_async() -> Any:
+            async with AsyncRouter(cfg) as router:
+                s = await router.chat.completions.create(model="m0", messages=MSG, stream=True)
+                return await s.text(), s.route
+
+        t0 = time.monotonic()
+        if how == "async-stream":
+            text, route = asyncio.run(in_async())
+        else:
+            with Router(cfg) as router:
+                if how == "sync":
+                    reply = router.chat.completions.create(model="m0", messages=MSG)
+                    text, route = reply.choices[0].message.content, reply.route
+                else:
+                    s = router.chat.completions.create(model="m0", messages=MSG, stream=True)
+                    text, route = s.text(), s.route
+        elapsed = time.monotonic() - t0
+    assert text == fault.text and route.answered_by.model == "m1"
+    head = route.attempts[0]
+    assert (head.model, head.error_type) == ("m0", "RequestTimeout")
+    assert "no first byte" in str(head.error)
+    assert elapsed < 3.9  # the fallback answered inside the 4 s deadline
+
+
+def test_a_reasoning_model_s_thinking_streams_as_it_comes() -> None:
+    # vLLM streams reasoning_content (Ollama: reasoning) before the answer, for minutes on a
+    # real model. The stream commits at the first of them; it used to hold every chunk back
+    # until the first answer text.
+    with FaultServer() as fault:
+        fault.trickle_every = 0.3
+        fault.reasoning_chunks = 4
+        with Router(chain([fault.url("reasoning")])) as router:
+            t0 = time.monotonic()
+            s = router.chat.completions.create(model="m0", messages=MSG, stream=True)
+            first_reasoning = None
+            got = []
+            for chunk in s:
+                delta = chunk.choices[0].delta if chunk.choices else None
+                if first_reasoning is None and getattr(delta, "reasoning_content", None):
+                    first_reasoning = time.monotonic() - t0
+                got.append(chunk)
+            total = time.monotonic() - t0
+    thinking = [c.choices[0].delta.reasoning_content for c in got
+                if c.choices and getattr(c.choices[0].delta, "reasoning_content", None)]
+    assert thinking == [f"step {i}. " for i in range(4)]
+    assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == fault.text
+    # 4 x 0.3 s of thinking: the first step arrives at once, not with the answer at ~1.2 s.
+    assert first_reasoning is not None and first_reasoning < total / 2, (first_reasoning, total)
+
+
 def test_health_timeout_bounds_a_trickling_probe(tmp_path: Path) -> None:
     import yaml
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 from .._exceptions import UnsupportedRequest
+from ..providers._base import chat_chunk_answers, text_chunk_answers
 
 if TYPE_CHECKING:
     from .entries import ModelEntry
@@ -96,30 +97,14 @@ def _chat_text(chunk: Any) -> str:
     return ""
 
 
-def _chat_commits(chunk: Any) -> bool:
-    """Does this chunk carry part of the answer (so the stream is this candidate's now)?"""
-    for choice in chunk.choices:
-        if choice.finish_reason is not None:
-            return True
-        delta = choice.delta
-        if delta is not None and (delta.content or delta.tool_calls or delta.function_call
-                                  or getattr(delta, "refusal", None)):
-            return True
-    return False
-
-
 def _text_text(chunk: Any) -> str:
     if chunk.choices:
         return str(chunk.choices[0].text or "")
     return ""
 
 
-def _text_commits(chunk: Any) -> bool:
-    return any(c.text or c.finish_reason is not None for c in chunk.choices)
-
-
 def chunk_reader(req: RequestState) -> tuple[Callable[[Any], str], Callable[[Any], bool]]:
     """(the chunk's text, does the chunk commit the stream) for this request's endpoint."""
     if req.prompt is None:
-        return _chat_text, _chat_commits
-    return _text_text, _text_commits
+        return _chat_text, chat_chunk_answers
+    return _text_text, text_chunk_answers

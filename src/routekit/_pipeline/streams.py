@@ -2,9 +2,11 @@
 
 Owns ``Stream`` / ``AsyncStream`` (iterators *and* context managers that close the provider's
 stream in ``finally``) and their drivers. A stream **commits** on its first chunk that
-carries something of the answer — text, a tool call, a refusal, or a finish reason — not on
-a role-only first chunk, which OpenAI-style servers send before anything else: a server that
-sends that and then stalls or resets is a failed candidate, and the next one is tried.
+carries something of the answer — text, reasoning text, a tool call, a refusal, or a finish
+reason (``providers._base.chat_chunk_answers``) — not on a role-only first chunk, which
+OpenAI-style servers send before anything else: a server that sends that and then stalls
+(HTTP providers keep their ``first_byte`` limit until the answer begins) or resets is a
+failed candidate, and the next one is tried.
 Chunks before the commit are held back and delivered with it.
 
 Before the commit, a failure moves on (or retries) exactly as a non-streaming call does;

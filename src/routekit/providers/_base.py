@@ -106,6 +106,30 @@ class Deadline(NamedTuple):
     first_byte: float | None = None
 
 
+def chat_chunk_answers(chunk: Any) -> bool:
+    """Does this chat chunk carry part of the answer? Text, a tool call, a refusal, a
+    finish_reason, or reasoning text (vLLM's ``reasoning_content``, Ollama's ``reasoning``:
+    what a reasoning model streams first, for minutes maybe) do. A role-only chunk does not:
+    a server that sends one and then stalls has not begun to answer. The pipeline commits a
+    stream to its candidate at the first such chunk; HTTP providers bound the wait for it by
+    ``first_byte``."""
+    for choice in chunk.choices:
+        if choice.finish_reason is not None:
+            return True
+        delta = choice.delta
+        if delta is not None and (delta.content or delta.tool_calls or delta.function_call
+                                  or getattr(delta, "refusal", None)
+                                  or getattr(delta, "reasoning_content", None)
+                                  or getattr(delta, "reasoning", None)):
+            return True
+    return False
+
+
+def text_chunk_answers(chunk: Any) -> bool:
+    """:func:`chat_chunk_answers` for a legacy text completion's chunk."""
+    return any(c.text or c.finish_reason is not None for c in chunk.choices)
+
+
 @runtime_checkable
 class Provider(Protocol):
     """What the attempt loop needs from a backend. Implementations state their thread safety."""

@@ -47,18 +47,16 @@ from ..._exceptions import (
     RequestTimeout,
 )
 from ..._secrets import install_log_redaction, secret_from_env
-from .._base import ChatRequest, Deadline, HealthReport
+from .._base import ChatRequest, Deadline, HealthReport, chat_chunk_answers, text_chunk_answers
 from .assemble import Assembler, TextAssembler
 from .call_args import call_kwargs
 from .errors import translate
 from .loops import running_loop_key, start_closer
 from .probe import failed as failed_probe
 from .probe import judge, probe_url
-from .transport import call_deadline, http_lib, install_deadlines
+from .transport import call_deadline, http_lib, install_deadlines, tls_context
 
 if TYPE_CHECKING:
-    import ssl
-
     import anyio
     import openai
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -188,7 +186,7 @@ class OpenAICompatProvider:
         else:
             # One verifying context for every TLS client in the process: each new one
             # would load the CA bundle again (~20 ms).
-            opts["verify"] = _tls_context()
+            opts["verify"] = tls_context()
             opts["follow_redirects"] = True
         return opts
 
@@ -314,7 +312,7 @@ class OpenAICompatProvider:
             with call_deadline(first_end):
                 result = create(**kwargs)
         except Exception as exc:
-            raise self._failed(exc, request, deadline, first_end, end, 0) from exc
+            raise self._failed(exc, request, deadline, first_end, end, False) from exc
         return self._checked(result, request)
 
     def _assembled(self, request: ChatRequest, deadline: Deadline) -> Any:
@@ -345,27 +343,30 @@ class OpenAICompatProvider:
         kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=False),
                               stream=True, include_usage=include_usage)
         chunks = 0
-        finished = False
+        finished = answered = False
+        answers = chat_chunk_answers if request.prompt is None else text_chunk_answers
         try:
             with call_deadline(first_end):
                 upstream = create(**kwargs)
         except Exception as exc:
-            raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
+            raise self._failed(exc, request, deadline, first_end, end, False) from exc
         pull = upstream.__next__
         silence = deadline.read
         try:
             while True:
-                # The first chunk by first_byte; each later one within ``read`` of the last.
-                t_end = first_end if not chunks else _silence_end(end, silence)
+                # The answer's first chunk (a role-only one is not) by first_byte; each later
+                # one within ``read`` of the last.
+                t_end = first_end if not answered else _silence_end(end, silence)
                 try:
                     with call_deadline(t_end):
                         chunk = pull()
                 except StopIteration:
                     break
                 except Exception as exc:
-                    raise self._failed(exc, request, deadline, first_end, end, chunks,
+                    raise self._failed(exc, request, deadline, first_end, end, answered,
                                        t_end) from exc
                 chunks += 1
+                answered = answered or answers(chunk)
                 if not finished:
                     for choice in chunk.choices:
                         if choice.finish_reason is not None:
@@ -381,21 +382,21 @@ class OpenAICompatProvider:
             raise self._unfinished(chunks, request)
 
     def _failed(self, exc: BaseException, request: ChatRequest, deadline: Deadline,
-                first_end: float, end: float, chunks: int,
+                first_end: float, end: float, answered: bool,
                 silence_end: float | None = None) -> ProviderError:
         err = translate(exc, provider=self.name, model=request.model)
         if isinstance(err, RequestTimeout):
             now = time.monotonic()
-            if not chunks and first_end < end and now >= first_end - 0.001:
+            if not answered and first_end < end and now >= first_end - 0.001:
                 return self._first_byte_timeout(request, deadline,
                                                 deadline.total - (end - first_end))
             if now >= end - 0.001:
                 return RequestTimeout(
                     f"provider {self.name!r}: the attempt's deadline ({deadline.total:.3g} s) "
-                    f"passed" + (" while streaming" if chunks else ""),
+                    f"passed" + (" while streaming" if answered else ""),
                     provider=self.name, model=request.model,
                 )
-            if chunks and silence_end is not None and now >= silence_end - 0.001:
+            if answered and silence_end is not None and now >= silence_end - 0.001:
                 return RequestTimeout(
                     f"provider {self.name!r}: the stream stalled (no chunk for "
                     f"{deadline.read:.3g} s, the read timeout)",
@@ -425,7 +426,7 @@ class OpenAICompatProvider:
             with _deadline_scope(first_end - time.monotonic()):
                 result = await create(**kwargs)
         except Exception as exc:
-            raise self._failed(exc, request, deadline, first_end, end, 0) from exc
+            raise self._failed(exc, request, deadline, first_end, end, False) from exc
         return self._checked(result, request)
 
     def astream(
@@ -444,26 +445,28 @@ class OpenAICompatProvider:
         kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=False),
                               stream=True, include_usage=include_usage)
         chunks = 0
-        finished = False
+        finished = answered = False
+        answers = chat_chunk_answers if request.prompt is None else text_chunk_answers
         try:
             with _deadline_scope(first_end - time.monotonic()):
                 upstream = await create(**kwargs)
         except Exception as exc:
-            raise self._failed(exc, request, deadline, first_end, end, chunks) from exc
+            raise self._failed(exc, request, deadline, first_end, end, False) from exc
         pull = upstream.__anext__
         silence = deadline.read
         try:
             while True:
-                t_end = first_end if not chunks else _silence_end(end, silence)
+                t_end = first_end if not answered else _silence_end(end, silence)
                 try:
                     with _deadline_scope(t_end - time.monotonic()):
                         chunk = await pull()
                 except StopAsyncIteration:
                     break
                 except Exception as exc:
-                    raise self._failed(exc, request, deadline, first_end, end, chunks,
+                    raise self._failed(exc, request, deadline, first_end, end, answered,
                                        t_end) from exc
                 chunks += 1
+                answered = answered or answers(chunk)
                 if not finished:
                     for choice in chunk.choices:
                         if choice.finish_reason is not None:
@@ -596,20 +599,6 @@ class OpenAICompatProvider:
     async def aclose(self) -> None:
         await self.aclose_loop()
         self.close()
-
-
-_tls_lock = threading.Lock()
-_tls: ssl.SSLContext | None = None
-
-
-def _tls_context() -> ssl.SSLContext:
-    global _tls
-    with _tls_lock:
-        if _tls is None:
-            lib = http_lib()
-
-            _tls = lib.create_ssl_context(verify=True, trust_env=True)
-        return _tls
 
 
 def _unsendable(key: str) -> str | None:

@@ -52,6 +52,20 @@ def http_lib() -> ModuleType:
     return _lib
 
 
+_tls_lock = threading.Lock()
+_tls: Any = None
+
+
+def tls_context() -> Any:
+    """One ``ssl.SSLContext`` for every client, made once by the HTTP library (its
+    certificate store, with ``SSL_CERT_FILE`` and the like honoured)."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = http_lib().create_ssl_context(verify=True, trust_env=True)
+        return _tls
+
+
 def core_lib() -> ModuleType:
     """``httpcore2`` or ``httpcore``: the transport core under ``http_lib()``."""
     global _core
