@@ -705,23 +705,26 @@ def test_a_sync_stream_read_while_its_router_closes_in_another_thread_ends_at_on
     assert router.health(probe=False)["p"].breaker.failures == 0
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", ["sync", "async", "sync-stream", "async-stream"])
 def test_closing_the_router_under_a_call_blames_no_provider(mode: str) -> None:
     # The call's client is closed under it: that error says nothing about the provider. It
     # used to count against the breakers (both ended open with ~10 requests in flight), walk
     # on to the fallback, and end as AllCandidatesFailed telling the user to start servers.
+    # A stream waiting for its first chunk did so still (probe report).
     from routekit import RouteKitError
 
+    stream = mode.endswith("-stream")
     with FaultServer() as server:
         server.think_seconds = 3.0
         cfg = chain([server.url("think"), server.url("ok")])
         errors: list[BaseException] = []
-        if mode == "sync":
+        if mode.startswith("sync"):
             router = Router(cfg, health_probes=False)
 
             def call() -> None:
                 try:
-                    router.chat.completions.create(model="m0", messages=MSG, timeout=8)
+                    router.chat.completions.create(model="m0", messages=MSG, timeout=8,
+                                                   stream=stream)
                 except BaseException as exc:  # noqa: BLE001 - what the caller sees
                     errors.append(exc)
 
@@ -735,7 +738,7 @@ def test_closing_the_router_under_a_call_blames_no_provider(mode: str) -> None:
             async def go() -> Any:
                 arouter = AsyncRouter(cfg, health_probes=False)
                 task = asyncio.ensure_future(arouter.chat.completions.create(
-                    model="m0", messages=MSG, timeout=8))
+                    model="m0", messages=MSG, timeout=8, stream=stream))
                 while server.requests < 1:
                     await asyncio.sleep(0.01)
                 await arouter.aclose()

@@ -199,6 +199,8 @@ def _open_sync(req: RequestState, entry: ModelEntry
                 raise _ended_early(entry)
         except ProviderError as exc:
             _close(it)
+            if req.router.closed:  # its client was closed under it: no verdict on it
+                raise req.closed_under(entry) from exc
             req.failed_call(entry, exc)
             raise
         except BaseException:  # cancelled, or a bug: no verdict, but give permits back
@@ -247,6 +249,8 @@ def _run_sync(req: RequestState, release: Release | None, closed_by_other: list[
                         continue
                     except BaseException as exc:  # interrupted while opening: on record
                         req.record_error(entry, exc)
+                        if isinstance(exc, RouteKitError) and exc.route is None:
+                            req.with_route(exc)  # the router closed under the call
                         raise
                     req.first_byte_at = req.clock.now()
                     partial = req.partial
@@ -435,6 +439,8 @@ async def _aopen(req: RequestState, entry: ModelEntry
                 raise _ended_early(entry)
         except ProviderError as exc:
             await _aclose(ait)
+            if req.router.closed:
+                raise req.closed_under(entry) from exc
             req.failed_call(entry, exc)
             raise
         except BaseException:
@@ -479,6 +485,8 @@ async def _run_async(req: RequestState, release: Release | None,
                         continue
                     except BaseException as exc:  # cancelled while opening: on record
                         req.record_error(entry, exc)
+                        if isinstance(exc, RouteKitError) and exc.route is None:
+                            req.with_route(exc)
                         raise
                     req.first_byte_at = req.clock.now()
                     partial = req.partial
