@@ -767,6 +767,10 @@ def test_translate_context_phrases() -> None:
     assert is_context_length_message("the request exceeds the available context size, try increasing it")
     assert is_context_length_message("This model's maximum context length is 4096 tokens")
     assert not is_context_length_message("temperature must be between 0 and 2")
+    # Text Generation Inference says it with a 422.
+    assert is_context_length_message(
+        "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: "
+        "4000 `inputs` tokens and 200 `max_new_tokens`")
 
 
 def test_closed_port_refuses() -> None:

@@ -12,7 +12,7 @@ EXPECTED = [
     "BadRequest", "Config", "ConfigError", "ConfigIssue", "ConnectionFailed",
     "ContextLengthExceeded", "HealthSnapshot", "MissingAPIKey", "ModelNotFound",
     "NoRouteError", "Overloaded", "ProviderBusy", "ProviderError", "ProviderHealth",
-    "RateLimited", "RequestTimeout", "Route", "RouteKitError", "Router", "ServerError",
+    "RateLimited", "RequestRejected", "RequestTimeout", "Route", "RouteKitError", "Router", "ServerError",
     "StatusError", "Stream", "StreamInterrupted", "UnsupportedRequest", "__version__",
     "load_config",
 ]

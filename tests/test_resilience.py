@@ -21,7 +21,8 @@ from conftest import http_provider, read_in_thread, read_to_the_end, routekit_pa
 from faultserver import FaultServer, closed_port
 from procserver import ProcServer
 
-from routekit import AllCandidatesFailed, AsyncRouter, ConfigError, Router, load_config
+from routekit import (AllCandidatesFailed, AsyncRouter, ConfigError, Router, StatusError,
+                      load_config)
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -285,6 +286,54 @@ def test_a_reasoning_model_s_thinking_streams_as_it_comes() -> None:
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == fault.text
     # 4 x 0.3 s of thinking: the first step arrives at once, not with the answer at ~1.2 s.
     assert first_reasoning is not None and first_reasoning < total / 2, (first_reasoning, total)
+
+
+@pytest.mark.parametrize("kind", ["openai", "vllm"])
+def test_a_probe_answered_429_is_up_not_an_outage(kind: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cloud rate-limits /v1/models with the rest of an account's traffic. A 429 to the
+    # probe opened the provider's breaker, taking every model of it out of plans; a request's
+    # 429 counts against its model's breaker alone.
+    monkeypatch.setenv("RK_TEST_PROBE_KEY", "rk-test-probe-key")
+    with FaultServer() as fault:
+        cfg = chain([fault.url("429"), fault.url("ok")])
+        cfg["providers"]["p0"] = http_provider(fault.url("429"), kind=kind,
+                                               api_key_env="RK_TEST_PROBE_KEY")
+        cfg["models"]["m0b"] = {"provider": "p0"}
+        cfg["fallback_chains"]["m0b"] = {"chain": ["m1"]}
+        with Router(cfg, health_probes=False) as router:
+            for _ in range(6):  # past the failure threshold, were each one a failure
+                p0 = router.health()["p0"]
+            plan = router.plan("m0b")
+    assert p0.probe is not None and p0.probe.ok and "HTTP 429" in p0.probe.detail
+    assert p0.breaker.state == "closed"
+    assert plan == ["m0b", "m1"]
+
+
+@pytest.mark.parametrize("status", ["413", "422"])
+def test_a_request_one_server_rejects_moves_on_and_opens_no_breaker(status: str) -> None:
+    # FastAPI-based servers (llama_cpp.server, TGI) answer 422 to a field their schema does
+    # not take; a proxy answers 413 to a body too large for it. Each is about the request as
+    # this server reads it: another candidate may take it, and five of them opened the
+    # model's breaker for every caller (probe report).
+    from routekit import RequestRejected
+
+    with FaultServer() as fault:
+        cfg = chain([fault.url(status), fault.url("ok")])
+        cfg["routing"]["retry"] = {"max_attempts": 3, "backoff_initial": 0.01, "jitter": 0}
+        with Router(cfg, health_probes=False) as router:
+            replies = [router.chat.completions.create(model="m0", messages=MSG)
+                       for _ in range(7)]
+            health = router.health(probe=False)
+            plan = router.plan("m0")
+        rejected = fault.count(status)
+    for reply in replies:
+        head, answer = reply.route.attempts
+        assert (head.model, head.error_type, answer.model) == ("m0", "RequestRejected", "m1")
+        assert head.status_code == int(status)
+    assert rejected == 7  # not retried on the server that rejected it
+    assert health["p0"].breaker.state == "closed" and plan == ["m0", "m1"]
+    assert issubclass(RequestRejected, StatusError) and RequestRejected.breaker_scope is None
 
 
 def test_health_timeout_bounds_a_trickling_probe(tmp_path: Path) -> None:

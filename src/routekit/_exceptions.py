@@ -56,6 +56,7 @@ __all__ = [
     "ProviderBusy",
     "ProviderError",
     "RateLimited",
+    "RequestRejected",
     "RequestTimeout",
     "RouteKitError",
     "ServerError",
@@ -259,6 +260,15 @@ class ContextLengthExceeded(BadRequest):
     """The prompt does not fit this model's context window; a larger one may take it."""
 
     fatal = False
+
+
+class RequestRejected(StatusError):
+    """413, 414, 422 or 431: this server refused the request as it was written (too large
+    for it or a proxy in front of it; a field its schema does not take, as FastAPI-based
+    servers answer 422). Another candidate may take it, so the plan moves on; it is not
+    retried here, and says nothing about the server's health (no breaker counts it)."""
+
+    breaker_scope: BreakerScope = None
 
 
 class AuthenticationFailed(StatusError):

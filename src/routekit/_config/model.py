@@ -98,8 +98,8 @@ class BreakerConfig(_Strict):
     failed at ``failure_rate`` or more; ``auto`` uses ``rate`` for cloud kinds and
     ``consecutive`` for the others. ``trip_on_refused``: a refused connection to a local
     provider trips its breaker at once. An open breaker stays open ``open_initial`` seconds,
-    multiplied by ``open_multiplier`` on each trip that follows without a close in between, up
-    to ``open_max``; then it is half-open and lets ``half_open_probes`` request(s) through at
+    multiplied by ``open_multiplier`` on each trip until it has stayed closed ``open_max``
+    seconds (a flapping server backs off as one that stays down), up to ``open_max``; then it is half-open and lets ``half_open_probes`` request(s) through at
     a time.
     """
 

@@ -29,6 +29,7 @@ from ..._exceptions import (
     ModelNotFound,
     ProviderError,
     RateLimited,
+    RequestRejected,
     RequestTimeout,
     ServerError,
     StatusError,
@@ -43,7 +44,10 @@ __all__ = ["is_context_length_message", "parse_retry_after", "redact_body", "tra
 #     512 tokens. However, you requested 1218 tokens ...", "code": "context_length_exceeded"}}
 #   OpenAI: code "context_length_exceeded"; vLLM: "This model's maximum context length is ...";
 #   llama.cpp's C++ server: type "exceed_context_size_error", "exceeds the available context size".
+#   Text Generation Inference: 422 "Input validation error: `inputs` tokens + `max_new_tokens`
+#     must be <= 4096. Given: ...".
 _CONTEXT_PHRASES = (
+    "`inputs` tokens + `max_new_tokens`",
     "context length",
     "context_length",
     "maximum context",
@@ -142,10 +146,12 @@ def _from_status(
         "model": model,
         "body": clean_body,
     }
-    if status in (400, 413) and _is_context_error(body, detail):
+    if status in (400, 413, 422) and _is_context_error(body, detail):
         return ContextLengthExceeded(message, **kw)
     if status == 400:
         return BadRequest(message, **kw)
+    if status in (413, 414, 422, 431):
+        return RequestRejected(message, **kw)
     if status in (401, 403):
         return AuthenticationFailed(message, **kw)
     if status == 404:

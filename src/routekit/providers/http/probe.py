@@ -31,8 +31,15 @@ def probe_url(base_url: str, kind: str, path: str | None) -> str:
 
 
 def judge(provider: str, url: str, status: int, body: bytes, latency_ms: float) -> HealthReport:
-    """Up on a 200 (a model list is counted when the endpoint lists models), down otherwise."""
+    """Up on a 200 (a model list is counted when the endpoint lists models), down otherwise,
+    except a 429: the server answered, so it is up. A cloud rate-limits ``/v1/models`` with
+    the rest of an account's traffic; taking that for an outage opened the provider's breaker
+    and took every model of it out of plans, where a request's 429 counts against its model's
+    breaker alone."""
     path = urlsplit(url).path
+    if status == 429:
+        return HealthReport(provider, True, f"GET {path} answered HTTP 429 (rate limited: up)",
+                            latency_ms)
     if status != 200:
         return HealthReport(provider, False, f"GET {path} answered HTTP {status}", latency_ms)
     detail = f"GET {path}: 200"
