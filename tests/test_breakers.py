@@ -623,6 +623,35 @@ def test_health_probes_open_and_close_breakers() -> None:
     router.close()
 
 
+@pytest.mark.parametrize("health", [{"timeout": 5}, {"timeout": 5, "interval": 30}])
+def test_health_takes_the_configured_probe_timeout_with_or_without_background_probes(
+    health: dict[str, Any]
+) -> None:
+    # Without an interval (probes are off by default) router.health() probed with 1 s
+    # whatever routing.health.timeout said: a field accepted and ignored.
+    cfg = config(1, routing={"health": health})
+    provider = FakeProvider("p0")
+    with Router(cfg, providers={"p0": provider}, health_probes=False) as router:
+        router.health()
+        router.health(timeout=0.25)  # the caller's own bound still wins
+    assert provider.health_timeouts == [5.0, 0.25]
+
+
+def test_health_reports_a_breaker_half_open_once_its_open_time_is_up() -> None:
+    # health(probe=False) of an idle router said "open", ok False, forever after the open
+    # time had passed, while plan() and requests treated the breaker as half-open.
+    clock = FakeClock()
+    provider = FakeProvider("p0", clock=clock)
+    cfg = config(1, routing={"breaker": {"failure_threshold": 1}})
+    with Router(cfg, clock=clock, providers={"p0": provider}, health_probes=False) as router:
+        provider.healthy = False
+        router.health()  # a failed probe opens the provider's breaker
+        assert router.health(probe=False)["p0"].breaker.state == "open"
+        clock.advance(60.0)
+        snap = router.health(probe=False)["p0"]
+    assert snap.breaker.state == "half_open" and snap.breaker.reopens_in is None
+
+
 def test_probe_intervals_are_per_provider_and_can_be_turned_off() -> None:
     cfg = config(2, routing={"health": {"interval": 10, "jitter": 0}})
     cfg["providers"]["p1"]["health"] = False

@@ -96,11 +96,13 @@ class RouterState:
             self.warm(progress=progress)
 
     def _health_config(self, name: str) -> HealthConfig | None:
+        """The provider's probe settings (None: ``health: false``). Without an ``interval``
+        nothing probes it in the background, but ``health()`` still probes with its
+        ``timeout``."""
         p = self.config.providers[name]
         if p.health is False:
             return None
-        cfg = overlay(self.config.routing.health, p.health)
-        return cfg if cfg.interval is not None else None
+        return overlay(self.config.routing.health, p.health)
 
     def _build_providers(self, given: dict[str, Provider]) -> None:
         cfg = self.config

@@ -324,6 +324,9 @@ class HealthMonitor:
     def snapshot(self) -> HealthSnapshot:
         now = self._clock.now()
         board = self._board
+        # An open breaker whose time is up is half-open, as plan() and requests see it: an
+        # idle router's readiness check must not stay red until traffic comes.
+        board.tick(now)
         models_of: dict[str, list[BreakerSnapshot]] = {name: [] for name in self._providers}
         providers_snap, models_snap = board.snapshots(now)
         by_name = {s.name: s for s in providers_snap}
