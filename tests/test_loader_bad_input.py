@@ -497,3 +497,32 @@ def test_a_models_defaults_are_held_to_what_a_request_is() -> None:
         'models["a"].defaults["seed"]': "must be a whole number, got 1.5",
         'models["a"].defaults["stop"]': "must be text or a list of text, got 7",
     }  # top_k: not an OpenAI parameter with limits; a server may take it
+
+
+@pytest.mark.parametrize("provider,routing,path,why", [
+    ("{kind: openai, api_key_env: HOME, breaker: {trip_on_refused: true}}", "",
+     'providers["o"].breaker.trip_on_refused', "a refused connection to a cloud"),
+    ("{kind: vllm, breaker: {mode: consecutive, window: 30}}", "",
+     'providers["o"].breaker.window', "failures in a row (mode consecutive)"),
+    ("{kind: openai, api_key_env: HOME, breaker: {failure_threshold: 3}}", "",
+     'providers["o"].breaker.failure_threshold', "a failure rate (mode rate)"),
+    ("{kind: vllm}", "routing: {breaker: {mode: consecutive, failure_rate: 0.2}}\n",
+     "routing.breaker.failure_rate", "failures in a row"),
+])
+def test_a_breaker_field_no_breaker_reads_is_refused(provider: str, routing: str, path: str,
+                                                     why: str) -> None:
+    # Accepted and ignored, each was a promise the router did not keep (probe report).
+    issue, _ = only_issue(BASE.replace("{kind: ollama}", provider) + routing)
+    assert issue.path == path and issue.message.startswith("has no effect here")
+    assert why in issue.message
+
+
+def test_breaker_fields_some_provider_reads_load() -> None:
+    # routing.breaker is every provider's: a rate field there is read by the cloud one (auto
+    # is rate for cloud kinds), failure_threshold by the local one.
+    config = load_config_text(
+        "providers:\n  o: {kind: ollama}\n  c: {kind: openai, api_key_env: HOME}\n"
+        "models:\n  a: {provider: o}\n  b: {provider: c, model_id: x}\n"
+        "fallback_chains:\n  a: {chain: [b]}\n"
+        "routing: {breaker: {failure_rate: 0.3, failure_threshold: 3, trip_on_refused: true}}\n")
+    assert config.routing.breaker.failure_rate == 0.3

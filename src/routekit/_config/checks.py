@@ -266,6 +266,7 @@ def check_breakers(config: Config, ctx: Issues) -> None:
                    f"from {origin('open_initial', own, path)}; set open_initial here too")
         ctx.add(path + (field,), msg)
 
+    _check_breaker_fields_used(config, ctx)
     if {"open_initial", "open_max"} & routing_set:  # both defaults are in order
         check(routing, None, ("routing", "breaker"))
     for name, prov in config.providers.items():
@@ -274,3 +275,58 @@ def check_breakers(config: Config, ctx: Issues) -> None:
             continue  # routing's values: checked above
         merged = routing.model_copy(update={k: getattr(own, k) for k in own.model_fields_set})
         check(merged, own, ("providers", name, "breaker"))
+
+
+# Breaker fields only one mode reads (_policy/breakers.py): ``rate`` reads the window,
+# ``consecutive`` the threshold; ``trip_on_refused`` acts on local HTTP kinds alone.
+_RATE_FIELDS = ("window", "window_min_calls", "failure_rate")
+
+
+def _check_breaker_fields_used(config: Config, ctx: Issues) -> None:
+    """A breaker field written where no provider's breaker reads it is refused at its line
+    (accepted and ignored, it would be a promise the router does not keep): a rate field
+    under ``mode: consecutive``, ``failure_threshold`` under ``mode: rate``, and
+    ``trip_on_refused`` on cloud or in-process kinds. ``routing.breaker``'s fields count as
+    read when any provider that does not set the field itself reads it."""
+    routing = config.routing.breaker
+    # where a field is written ("NAME.field", ".field" for routing) -> who takes it from there
+    readers: dict[str, list[tuple[BreakerConfig, bool, bool]]] = {}
+    for name, prov in config.providers.items():
+        own = prov.breaker
+        merged = routing if own is None else routing.model_copy(
+            update={k: getattr(own, k) for k in own.model_fields_set})
+        for field in (*_RATE_FIELDS, "failure_threshold", "trip_on_refused"):
+            here = own is not None and field in own.model_fields_set
+            readers.setdefault(f"{name if here else ''}.{field}", []).append(
+                (merged, prov.is_cloud, prov.in_process))
+
+    def why_unused(field: str, takers: list[tuple[BreakerConfig, bool, bool]]) -> str | None:
+        reasons = []
+        for merged, cloud, in_process in takers:
+            rate = merged.mode == "rate" or (merged.mode == "auto" and cloud)
+            if field in _RATE_FIELDS and rate or field == "failure_threshold" and not rate:
+                return None
+            if field == "trip_on_refused" and not cloud and not in_process:
+                return None
+            reasons.append("the breaker counts failures in a row (mode consecutive)"
+                           if field in _RATE_FIELDS else
+                           "the breaker counts a failure rate (mode rate)"
+                           if field == "failure_threshold" else
+                           "a refused connection to a cloud or in-process kind counts as one "
+                           "failure")
+        return reasons[0] if reasons and len(set(reasons)) == 1 else (
+            "no provider's breaker reads it" if reasons else None)
+
+    blocks = [("", routing), *((n, p.breaker) for n, p in config.providers.items())]
+    for name, block in blocks:
+        if block is None:
+            continue
+        base = ("providers", name, "breaker") if name else ("routing", "breaker")
+        for field in sorted(block.model_fields_set & {*_RATE_FIELDS, "failure_threshold",
+                                                     "trip_on_refused"}):
+            takers = readers.get(f"{name}.{field}", [])
+            if not takers:
+                continue  # every provider sets it itself (routing's is theirs to override)
+            why = why_unused(field, takers)
+            if why is not None:
+                ctx.add(base + (field,), f"has no effect here: {why}")

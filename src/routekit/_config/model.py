@@ -99,8 +99,9 @@ class BreakerConfig(_Strict):
     ``consecutive`` for the others. ``trip_on_refused``: a refused connection to a local
     provider trips its breaker at once. An open breaker stays open ``open_initial`` seconds,
     multiplied by ``open_multiplier`` on each trip until it has stayed closed ``open_max``
-    seconds (a flapping server backs off as one that stays down), up to ``open_max``; then it is half-open and lets ``half_open_probes`` request(s) through at
-    a time.
+    seconds (a flapping server backs off as one that stays down), up to ``open_max``; then
+    it is half-open and lets ``half_open_probes`` request(s) through at a time. A field no
+    breaker reads where it is written is refused (``checks._check_breaker_fields_used``).
     """
 
     enabled: bool = True
