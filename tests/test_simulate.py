@@ -245,17 +245,19 @@ def test_first_byte_share_caps_the_wait_while_fallbacks_remain() -> None:
     assert set(result.independent.entries["m"].delays) == {1.0}
 
 
-def test_first_byte_off_falls_back_to_read_and_fast_failures_cost_refused_ms() -> None:
+def test_first_byte_off_waits_for_the_total_and_fast_failures_cost_refused_ms() -> None:
+    # As the router: without a first-byte limit a hung attempt runs to its total (read bounds
+    # only silences once bytes flow); here 50 s, under half the 120 s budget.
     cfg = load_config({
         "providers": {"srv": {"kind": "vllm", "availability": 0.5,
                               "timeout": {"first_byte": False, "read": 7, "total": 50}},
                       "lc": {"kind": "llama_cpp", "availability": 1.0}},
         "models": {"m": {"provider": "srv"}, "t": {"provider": "lc", **LC}},
         "fallback_chains": {"m": {"chain": ["t"]}}})
-    assert hang_limit(cfg, "srv") == 7.0
+    assert hang_limit(cfg, "srv") == 50.0
     hung = simulate(cfg, SimOptions(requests=1_000, entries={"m": 1.0}, hang_share=1.0,
                                     timeline=False))
-    assert set(hung.independent.entries["m"].delays) == {7.0}
+    assert set(hung.independent.entries["m"].delays) == {50.0}
     fast = simulate(cfg, SimOptions(requests=1_000, entries={"m": 1.0}, hang_share=0.0,
                                     refused_ms=2.5, timeline=False))
     assert set(fast.independent.entries["m"].delays) == {0.0025}
@@ -264,7 +266,7 @@ def test_first_byte_off_falls_back_to_read_and_fast_failures_cost_refused_ms() -
 def test_kind_defaults_apply_when_first_byte_is_unset() -> None:
     cfg = _seed_config()
     assert hang_limit(cfg, "ollama") == 10.0  # DEFAULT_FIRST_BYTE["ollama"]
-    assert hang_limit(cfg, "cloud") == 60.0  # no first-byte default: read (60 s)
+    assert hang_limit(cfg, "cloud") == 120.0  # no first-byte default: the total (120 s)
 
 
 def test_the_last_candidate_may_wait_for_the_rest_of_the_budget() -> None:

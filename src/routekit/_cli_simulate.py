@@ -28,9 +28,11 @@ Two passes, both seeded and deterministic:
 Providers in one correlation_group (or --group) go down together, as one unit at its
 least available member's availability. A down provider hangs in --hang-share of its
 outages and fails fast otherwise. Hop costs come from the config: a fast failure costs
---refused-ms, a hung hop waits timeout.first_byte (kind default when unset; read/total when
-off), at most routing.first_byte_share of the remaining budget while later candidates
-remain; a hop skipped by an open breaker costs --skip-ms. Cost per 1,000 requests uses
+--refused-ms; a hung hop waits as the router's attempt does: timeout.first_byte (the
+provider's timeout fields over routing.timeout; kind default when unset), or timeout.total
+when there is no first-byte limit, at most routing.first_byte_share of the remaining
+budget while later candidates remain and the rest of the budget for the last candidate;
+a hop skipped by an open breaker costs --skip-ms. Cost per 1,000 requests uses
 models' price with --prompt-tokens / --completion-tokens. Per-model breakers and retries
 are not simulated (see routekit/_simulate.py)."""
 
@@ -74,6 +76,9 @@ def run_simulate(args: argparse.Namespace, out: Console, err: Console) -> int:
     from ._simulate_report import plot, print_comparison, print_result
     from .cli import EXIT_FAIL, EXIT_OK, _say, _usage
 
+    if args.compare == "":  # an unset shell variable, as an empty config path
+        return _usage(args, err, "the --compare path is empty: give a second config, or "
+                      "leave --compare out")
     if args.plot:  # before minutes of simulation, not after
         try:
             import matplotlib  # noqa: F401
@@ -86,7 +91,7 @@ def run_simulate(args: argparse.Namespace, out: Console, err: Console) -> int:
         groups = dict(_group(g) for g in args.group) or None
     except ValueError as exc:
         return _usage(args, err, str(exc))
-    paths = [args.config] + ([args.compare] if args.compare else [])
+    paths = [args.config] + ([args.compare] if args.compare is not None else [])
     configs = [load_config(path) for path in paths]
     if groups:
         # With --compare a member may exist in one layout only; in neither is a typo.

@@ -22,9 +22,11 @@ failure shows in one of two ways, drawn per outage: it *hangs* (with probability
 
 *Cost of a failed hop*, from the config: fast failure (refused connection, or a cloud
 error) ``refused_ms`` (0.64 ms: the median measured by ``benchmarks/bench_overhead.py``); a
-hung hop waits for its first byte up to ``timeout.first_byte`` (the provider's ``timeout``,
-else ``routing.timeout``; unset: the kind's default in ``_constants.DEFAULT_FIRST_BYTE``;
-off or none: ``min(read, total)``), and while later candidates remain at most
+hung hop waits as the router's attempt does (``hang_limit``): for its first byte up to
+``timeout.first_byte`` (the provider's ``timeout`` fields laid over ``routing.timeout``;
+unset: the kind's default in ``_constants.DEFAULT_FIRST_BYTE``), or without such a limit
+(off, or none for the kind) until the attempt's ``timeout.total``: ``read`` bounds only
+the silences once bytes flow. While later candidates remain it waits at most
 ``routing.first_byte_share`` of what is left of the request budget (``routing.deadline``,
 else ``timeout.total``); the last candidate may wait for the rest of the budget. A hung hop
 is not retried; retries are not modelled (a down unit stays down for the seconds a retry
@@ -75,6 +77,7 @@ from ._analysis import (
 )
 from ._config.model import BreakerConfig, Config
 from ._config.values import MAX_TOKENS
+from ._pipeline.entries import first_byte_of, overlay
 from ._plan import CompiledGraph
 
 __all__ = [
@@ -85,6 +88,7 @@ __all__ = [
     "SimResult",
     "effective_breaker",
     "hang_limit",
+    "hang_waits",
     "simulate",
 ]
 
@@ -100,6 +104,7 @@ MAX_OUTAGES = 100_000_000
 MAX_TIMELINE_S = 100 * 365.25 * 86400.0
 MAX_HOURS = 1e9  # as the config's mtbf_hours / mttr_hours
 MAX_HOP_MS = 3_600_000.0
+MAX_SEED = (1 << 64) - 1  # the core's generators take a 64-bit seed
 
 Progress = Callable[[float], None]  # fraction of the whole run done, 0..1
 
@@ -132,6 +137,11 @@ class SimOptions:
         for option, value in floats.items():
             if value is not None and not _finite(value):
                 raise ValueError(f"{option} must be a finite number, got {value!r:.40}")
+        # The seed as given, never reduced: -1 and 2**64 - 1 (2**64 and 0) are not one run.
+        seed = self.seed
+        if isinstance(seed, bool) or not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+            raise ValueError(f"--seed must be a whole number from 0 to {MAX_SEED} "
+                             f"(2**64 - 1), got {_shown(seed)}")
         if self.requests < 1:
             raise ValueError(f"--requests must be at least 1, got {self.requests}")
         if not self.rps > 0:
@@ -168,6 +178,12 @@ class SimOptions:
                                              else "raise --rps or give --hours"))
 
 
+def _shown(value: object) -> str:  # str() of an int refuses past 4,300 digits
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    return f"{value!r:.80}"
+
+
 def _finite(value: float) -> bool:
     try:
         return math.isfinite(value)
@@ -177,22 +193,22 @@ def _finite(value: float) -> bool:
 
 def effective_breaker(config: Config, provider: str) -> BreakerConfig:
     """``routing.breaker`` with the fields the provider's own ``breaker`` sets on top."""
-    base = config.routing.breaker
-    own = config.providers[provider].breaker
-    if own is None:
-        return base
-    return base.model_copy(update={k: getattr(own, k) for k in own.model_fields_set})
+    return overlay(config.routing.breaker, config.providers[provider].breaker)
 
 
 def hang_limit(config: Config, provider: str) -> float:
-    """Seconds a hung hop on this provider waits for its first byte, before the share cap."""
+    """Seconds a hung hop here waits before the request's caps, as the router's attempt: the
+    first-byte limit, else ``total``, of the provider's ``timeout`` over ``routing``'s."""
     p = config.providers[provider]
-    t = p.timeout or config.routing.timeout
-    fb = t.first_byte
-    if fb is None:
-        fb = C.DEFAULT_FIRST_BYTE.get(p.kind)
-    limit = t.read if fb is None or fb is False else fb
-    return min(limit, t.total)
+    t = overlay(config.routing.timeout, p.timeout)
+    fb = first_byte_of(t, p.kind)
+    return t.total if fb is None else min(fb, t.total)
+
+
+def hang_waits(config: Config, provider: str, budget: float) -> tuple[float, float]:
+    """(most a hung hop here waits while later candidates remain, as the last candidate)."""
+    limit = hang_limit(config, provider)
+    return (min(limit, config.routing.first_byte_share * budget), min(limit, budget))
 
 
 @dataclass(frozen=True)
@@ -206,7 +222,9 @@ class ProviderFacts:
     mtbf_hours: float
     mttr_hours: float
     failure: str  # "refused" | "error" | "in-process"
-    hang_limit_s: float
+    hang_limit_s: float  # before the request's caps (the core's input)
+    hang_wait_s: float  # at most, at a request's start, while later candidates remain
+    hang_wait_last_s: float  # at most, as the last candidate
     breaker: str  # "5 in a row or refused", "≥50% of ≥20 in 10 s", "off"
     open_s: tuple[float, float, float]  # initial, multiplier, max
 
@@ -481,11 +499,13 @@ class _Built:
                 desc += " or refused"
         failure = ("in-process" if prov.kind in C.IN_PROCESS_KINDS
                    else "error" if prov.kind in C.CLOUD_KINDS else "refused")
+        wait, wait_last = hang_waits(self.config, name, self.budget)
         return ProviderFacts(
             name=name, kind=prov.kind, unit=self.units.names[u],
             availability=self.units.availability[u], mtbf_hours=up / 3600.0,
             mttr_hours=down / 3600.0, failure=failure, hang_limit_s=hang_limit(self.config, name),
-            breaker=desc, open_s=(b.open_initial, b.open_multiplier, b.open_max))
+            hang_wait_s=wait, hang_wait_last_s=wait_last, breaker=desc,
+            open_s=(b.open_initial, b.open_multiplier, b.open_max))
 
     @staticmethod
     def _local_http(kind: str) -> bool:
@@ -527,7 +547,7 @@ class _Built:
             "refused_cost": options.refused_ms / 1000.0,
             "skip_cost": options.skip_ms / 1000.0,
             "hang_share": options.hang_share,
-            "seed": options.seed & ((1 << 64) - 1),
+            "seed": options.seed,
         }
 
     def figures(self, name: str, raw: list[tuple[Any, ...]],

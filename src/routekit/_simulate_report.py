@@ -15,7 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ._analysis import availability_text, format_duration, nines
-from ._simulate import EntryFigures, PassFigures, SimResult, ccdf_points
+from ._simulate import (EntryFigures, PassFigures, ProviderFacts, SimResult,
+                        ccdf_points)
 
 __all__ = ["plot", "print_comparison", "print_result"]
 
@@ -97,10 +98,19 @@ def _providers(result: SimResult, console: Console) -> None:
     for p in result.providers:
         mtbf = "never down" if math.isinf(p.mtbf_hours) else (
             f"{format_duration(p.mtbf_hours * 3600)} / {format_duration(p.mttr_hours * 3600)}")
-        hung = "never" if p.failure == "in-process" else f"≤ {p.hang_limit_s:g} s"
+        hung = "never" if p.failure == "in-process" else _hung(p)
         row = [Text(p.name)] + ([Text(p.unit)] if grouped else [])
         table.add_row(*row, availability_text(1 - p.availability), mtbf, hung, p.breaker)
     console.print(table)
+
+
+def _hung(p: ProviderFacts) -> str:
+    """The most a hung hop waits: while later candidates remain (first_byte_share of the
+    budget caps it) and, where that differs, as a plan's last candidate."""
+    text = f"≤ {p.hang_wait_s:g} s"
+    if f"{p.hang_wait_last_s:g}" != f"{p.hang_wait_s:g}":
+        text += f", last {p.hang_wait_last_s:g} s"
+    return text
 
 
 def print_result(result: SimResult, console: Console) -> None:
