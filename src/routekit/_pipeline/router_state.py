@@ -67,6 +67,7 @@ class RouterState:
         self._lock = threading.Lock()
         # Metrics and traces (routekit._telemetry), when the router was given any.
         self.telemetry: Telemetry | None = None
+        self.on_close: list[Callable[[], None]] = []  # run once, as the router closes
         self.providers: dict[str, Provider] = {}
         self._build_providers(dict(providers or {}))
         self.board = BreakerBoard(
@@ -189,8 +190,16 @@ class RouterState:
             self.closed = True
             return True
 
+    def _closed_now(self) -> None:
+        for hook in self.on_close:
+            try:
+                hook()
+            except Exception:  # closing must release everything it can
+                log.warning("routekit: a close hook failed", exc_info=True)
+
     def close(self) -> None:
         if self._begin_close():
+            self._closed_now()
             self.monitor.stop()
             for p in self.providers.values():
                 try:
@@ -200,6 +209,7 @@ class RouterState:
 
     async def aclose(self) -> None:
         if self._begin_close():
+            self._closed_now()
             await self.monitor.astop()
             for p in self.providers.values():
                 try:

@@ -80,6 +80,7 @@ def attach(state: RouterState, *, metrics: Any = None, traces: Any = None) -> No
 
         sink = Metrics(state, None if metrics is True else metrics)
         state.board.listeners.append(sink.breaker_changed)
+        state.on_close.append(sink.router_closed)
         sinks.append(sink)
     if _on(traces):
         try:

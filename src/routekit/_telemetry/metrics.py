@@ -158,7 +158,7 @@ class Metrics:
         with self.families.sinks_lock:
             sinks = list(self.families.sinks)
         for sink in sinks:
-            if sink is not self and sink._state.closed:
+            if sink._state.closed:
                 continue
             board = sink._state.board
             breaker = (board.providers if level == "provider" else board.models).get(name)
@@ -169,6 +169,14 @@ class Metrics:
             # in either order (see BreakerBoard._on_change); the last one shows the truth.
             worst = max(worst, BREAKER_STATE_VALUES[breaker.state])
         gauge.set(worst)
+
+    def router_closed(self) -> None:
+        """This router's breakers no longer count: show the open routers' worst again (an
+        alert on a closed router's open breaker would fire forever)."""
+        board = self._state.board
+        for level, breakers in (("provider", board.providers), ("model", board.models)):
+            for name in breakers:
+                self._show(level, name)
 
     # -- breakers ------------------------------------------------------------------------------
 
