@@ -685,6 +685,31 @@ def test_the_probe_thread_runs_and_stops_with_the_router() -> None:
     assert fake.health_checks == checks  # closing stopped the probes
 
 
+def test_a_router_dropped_without_close_stops_probing() -> None:
+    # The probe thread held its monitor (and so the whole router state): a router dropped
+    # without close() probed its servers for the life of the process (probe report: 96
+    # probes a second from five routers nobody referenced).
+    import gc
+
+    cfg = config(1, routing={"health": {"interval": 0.05, "jitter": 0}})
+    fake = FakeProvider("p0")
+    router = Router(cfg, providers={"p0": fake})
+    thread = router._state.monitor._thread
+    assert thread is not None
+    deadline = 100
+    while fake.health_checks < 2 and deadline:
+        threading.Event().wait(0.05)
+        deadline -= 1
+    assert fake.health_checks >= 2
+    del router
+    gc.collect()
+    thread.join(5.0)  # it notices within one nap (at most 0.5 s)
+    assert not thread.is_alive()
+    checks = fake.health_checks
+    threading.Event().wait(0.2)
+    assert fake.health_checks == checks
+
+
 def test_the_probe_task_runs_and_stops_with_the_async_router() -> None:
     import asyncio
 

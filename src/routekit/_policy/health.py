@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -263,15 +264,11 @@ class HealthMonitor:
     def start_thread(self) -> None:
         if not self._schedules or self._thread is not None or self._stop.is_set():
             return
-        self._thread = threading.Thread(target=self._loop, name="routekit-health", daemon=True)
+        # The thread holds the monitor weakly: a router dropped without close() is collected
+        # and its probes stop, instead of probing its servers for the life of the process.
+        self._thread = threading.Thread(target=_probe_loop, args=(weakref.ref(self), self._stop),
+                                        name="routekit-health", daemon=True)
         self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._nap()):
-            try:
-                self.run_due()
-            except Exception:  # pragma: no cover - probe() already catches provider errors
-                log.exception("routekit health probes failed")
 
     def start_task(self) -> None:
         """Start the probe task on the running event loop, unless one runs there already
@@ -346,3 +343,24 @@ class HealthMonitor:
                 bulkhead.as_dict() if bulkhead is not None else None,
             ))
         return HealthSnapshot(out)
+
+
+def _probe_loop(ref: weakref.ReferenceType[HealthMonitor], stop: threading.Event) -> None:
+    """The probe thread: a round whenever one is due, until ``stop`` or the monitor is gone
+    (its router was dropped without ``close()``). Between rounds it holds no reference."""
+    while True:
+        monitor = ref()
+        if monitor is None:
+            return
+        nap = monitor._nap()
+        del monitor
+        if stop.wait(nap):
+            return
+        monitor = ref()
+        if monitor is None:
+            return
+        try:
+            monitor.run_due()
+        except Exception:  # pragma: no cover - probe() already catches provider errors
+            log.exception("routekit health probes failed")
+        del monitor
