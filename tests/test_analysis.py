@@ -196,3 +196,17 @@ def test_diversity_by_position_and_longest_path() -> None:
     assert report.edges == 3
     assert report.terminals == ["c"]
     assert math.isclose(sum(1 for _ in report.plans), 3)
+
+
+def test_a_max_depth_that_cuts_chains_short_is_a_warning() -> None:
+    # max_depth 1: a tries b only, though b falls back to c and c to d; nothing said so.
+    chains = {"a": ["b"], "b": ["c"], "c": ["d"]}
+    models = {"a": "ollama", "b": "vllm", "c": "ollama", "d": "vllm"}
+    base = _cfg(chains, models)
+    cut = base.model_copy(update={"routing": base.routing.model_copy(update={"max_depth": 1})})
+    found = {f.code: f.message for f in analyze(cut).warnings}
+    assert found["max-depth-cuts-chains"] == (
+        "routing.max_depth 1 cuts 2 chain(s) short: 'a' never tries 'c' (or what follows); "
+        "also 'b'")
+    whole = analyze(_cfg(chains, models))  # the default depth reaches every model
+    assert "max-depth-cuts-chains" not in {f.code for f in whole.warnings}

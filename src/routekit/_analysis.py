@@ -286,6 +286,18 @@ def analyze(config: Config, graph: CompiledGraph | None = None) -> Analysis:
         out.findings.append(
             Finding("error", "cycle", f"{kind}: {' → '.join(cycle)}")
         )
+    if depth < len(config.models):  # deeper than the model count cuts nothing
+        # One hop deeper shows whether the limit left anything out (as cheap as the plans).
+        deeper = graph.plans(max_depth=depth + 1, respect_availability=False)
+        cut = {e: [m for m in deeper[e] if m not in out.plans[e]] for e in out.plans}
+        cut = {e: missing for e, missing in cut.items() if missing}
+        if cut:
+            first, missing = next(iter(cut.items()))
+            out.findings.append(Finding(
+                "warning", "max-depth-cuts-chains",
+                f"routing.max_depth {depth} cuts {len(cut)} chain(s) short: '{first}' never "
+                f"tries {_short_list(missing, 4)} (or what follows)"
+                + (f"; also {_short_list(list(cut)[1:])}" if len(cut) > 1 else "")))
 
     kind_of = {name: p.kind for name, p in config.providers.items()}
     avail = {name: p.effective_availability for name, p in config.providers.items()}
