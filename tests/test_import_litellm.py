@@ -407,3 +407,180 @@ model_list:
                  "top_p -1: must be a number from 0 to 1", "stop 7: must be text",
                  "seed 1.5: must be a whole number"):
         assert said in result.yaml, said
+
+
+# -- timeouts: each deployment keeps its own, and the request budget fits them all ---------
+
+TIMEOUTS = """
+model_list:
+  - model_name: small
+    litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}
+  - model_name: big
+    litellm_params: {model: openai/o1, api_key: os.environ/OPENAI_API_KEY, timeout: 600}
+router_settings:
+  fallbacks: [{big: [small]}]
+"""
+
+
+def _answer(config, script: dict[str, list]):  # type: ignore[no-untyped-def]
+    """Ask for ``big`` on fake servers (fake time) where each model plays its ``script`` of
+    FakeReplies, then answers at once: (the answering attempt, seconds taken, each call's
+    (model, deadline) in order)."""
+    from routekit import Router
+    from routekit.testing import FakeClock, FakeProvider, FakeReply
+
+    def play(request):  # type: ignore[no-untyped-def]
+        left = script.get(request.model)
+        return left.pop(0) if left else FakeReply(text=request.model)
+
+    clock = FakeClock()
+    providers = {name: FakeProvider(name, kind=p.kind, clock=clock, default=play)
+                 for name, p in config.providers.items()}
+    router = Router(config, clock=clock, health_probes=False, providers=providers)
+    start = clock.now()
+    reply = router.chat.completions.create(model="big", messages=[{"role": "user", "content": "hi"}])
+    calls = sorted((c.at, c.request.model, c.deadline) for p in providers.values() for c in p.calls)
+    return reply.route.answered_by, clock.now() - start, [(m, d) for _, m, d in calls]
+
+
+def test_a_deployment_timeout_takes_effect_and_stays_with_its_deployment() -> None:
+    from routekit.testing import FakeReply
+
+    result = import_litellm(TIMEOUTS)
+    config = load_config_text(result.yaml)
+    # o1 may take 500 s, as LiteLLM lets it (it was cut at the 120 s default budget).
+    answered, took, _ = _answer(config, {"big": [FakeReply(delay=500)]})
+    assert (answered.model, took) == ("big", 500)
+    # Hung: cut at its own 600 s, then the fallback gets its own (default) 120 s, not 600.
+    answered, took, calls = _answer(config, {"big": [FakeReply(delay=3600)],
+                                             "small": [FakeReply(delay=100)]})
+    assert (answered.model, took) == ("small", 700)
+    assert [(m, d.total) for m, d in calls] == [("big", 600), ("small", 120)]
+    assert config.provider_of("big").timeout.total == 600  # type: ignore[union-attr]
+    assert config.provider_of("small").timeout is None
+    assert "the endpoint of 'openai' again, for 'big' (timeout 600 s)" in result.yaml
+    assert "deadline: " in result.yaml and "so that no attempt is cut short" in result.yaml
+    assert "get routekit's 120 s per attempt" in result.yaml  # small's, said
+
+
+def test_a_retry_with_fallbacks_after_it_may_wait_its_whole_timeout() -> None:
+    # big fails after 590 s (a 500), and its retry answers after 550 s: LiteLLM waits for it.
+    from routekit._exceptions import ServerError
+    from routekit.testing import FakeReply
+
+    text = TIMEOUTS.replace("gpt-4o-mini, ", "gpt-4o-mini, timeout: 10, ") + "  num_retries: 1\n"
+    result = import_litellm(text)
+    config = load_config_text(result.yaml)
+    failed = ServerError("busy", status_code=500)
+    answered, took, calls = _answer(config, {"big": [FakeReply(delay=590, error=failed),
+                                                     FakeReply(delay=550)]})
+    assert answered.model == "big" and took == pytest.approx(1140, abs=3)  # + the retry wait
+    assert config.routing.first_byte_share == 1
+    assert "first_byte_share: 1, so that a model with fallbacks may wait" in result.yaml
+
+
+def test_the_budget_fits_every_retry_and_fallback_at_its_whole_timeout() -> None:
+    # The shipped example: gpt-4o 300 s, router_settings.timeout 60 s, 3 tries each.
+    config = load_config_text(import_litellm(CASES["example"]).yaml)
+    assert config.provider_of("gpt-4o").timeout.total == 300  # type: ignore[union-attr]
+    assert config.provider_of("gpt-4o-mini").timeout is None  # the router's 60 s
+    assert config.routing.timeout.total == 60
+    r = config.routing
+    wait = max(r.retry.backoff_max, r.retry.retry_after_cap) + r.retry.jitter
+    # gpt-4o, then gpt-4o-mini and llama-70b-groq: 3 tries each, every one timing out.
+    assert r.deadline is not None and r.deadline >= 3 * 300 + 6 * 60 + 6 * wait
+    assert r.first_byte_share * (r.deadline - 2 * (300 + wait)) >= 300  # 3rd try: uncut
+
+
+def test_a_local_servers_first_byte_limit_is_said_within_a_long_timeout() -> None:
+    result = import_litellm("model_list:\n"
+                            "  - {model_name: a, litellm_params: {model: ollama/a, timeout: 600}}\n")
+    assert "routekit's 10 s for a local server's first byte still applies" in result.yaml
+    assert load_config_text(result.yaml).provider_of("a").timeout.total == 600  # type: ignore[union-attr]
+
+
+def test_no_timeout_in_the_file_leaves_routekits_budget() -> None:
+    config = _load(QUICKSTART)
+    assert config.routing.deadline is None and config.routing.first_byte_share == 0.5
+
+
+# Plain scalars YAML (or routekit's loader, which reads 1e3 as a number and refuses 08, 010
+# and 1:30 rather than guess) would not read back as the same text.
+AWKWARD = ["1e3", "08", "010", "0:30", "1:30", "-08", "1_000", "-1e-3", "+1", ".5", "1E3",
+           "5e-2", "0x1F", "0o17", "0b101", "1.0", ".inf", ".NaN", "null", "~", "true", "yes",
+           "on", "2024-01-01", "0", "=", "<<", "'q'", 'a "b"', "a: b", "a #b", "#x", "@x",
+           "`x", "- x", "? x", "%x", "!x", "&x", "[x]", "{x}", "x,y", "|", ">", " x", "x "]
+
+
+def test_awkward_names_and_ids_round_trip() -> None:
+    import json
+
+    # JSON is YAML: every name is a quoted string in the LiteLLM file.
+    data = {"model_list": [{"model_name": name, "litellm_params": {"model": f"ollama/{name}"}}
+                           for name in AWKWARD]
+            + [{"model_name": f"id-{i}", "litellm_params": {"model": f"ollama/{name}"}}
+               for i, name in enumerate(AWKWARD)],
+            "router_settings": {"fallbacks": [{AWKWARD[0]: AWKWARD[1:]}]}}
+    result = import_litellm(json.dumps(data))
+    assert result.skipped == []
+    config = load_config_text(result.yaml)
+    assert list(config.models)[:len(AWKWARD)] == AWKWARD
+    assert all(config.models[name].model_id is None for name in AWKWARD)  # its own name
+    assert [config.models[f"id-{i}"].model_id for i in range(len(AWKWARD))] == AWKWARD
+    assert config.chain_of(AWKWARD[0]) == AWKWARD[1:]
+    assert config.routing.default_model == AWKWARD[0]
+
+
+def test_a_key_in_an_api_base_path_is_not_copied() -> None:
+    key = "sk-proj-RRRRRRRRRRRRRRRRRRRRRRRRRRRRRR"
+    result = import_litellm(textwrap.dedent(f"""
+        model_list:
+          - model_name: c
+            litellm_params: {{model: openai/x, api_base: "https://api.example.com/{key}/v1"}}
+          - model_name: runpod
+            litellm_params: {{model: openai/x, api_base: "https://api.runpod.ai/v2/abc123xyz/openai/v1"}}
+    """))
+    assert "RRRR" not in result.yaml and not any("RRRR" in s for s in result.skipped)
+    config = load_config_text(result.yaml)
+    assert list(config.models) == ["runpod"]  # an ID in a path is not a key
+    assert config.provider_of("runpod").base_url == "https://api.runpod.ai/v2/abc123xyz/openai/v1"
+    assert any(s.startswith("model_list[0] (c): api_base has what looks like an API key in it "
+                            "(not shown); it is not copied") for s in result.skipped)
+
+
+@pytest.mark.parametrize("router,litellm,said,check", [
+    ("num_retries: true", "num_retries: 5",
+     "router_settings.num_retries true: expected a whole number from 0 to 1,000,000,000; "
+     "litellm_settings.num_retries (5) is the one imported",
+     lambda r: r.retry.max_attempts == 6),
+    ("timeout: .nan", "timeout: 30",
+     "router_settings.timeout .nan: expected seconds, more than 0 and at most 31536000; "
+     "litellm_settings.timeout (30) is the one imported",
+     lambda r: r.timeout.total == 30),
+    ("allowed_fails: -1", "allowed_fails: 2", "litellm_settings.allowed_fails (2) is the one",
+     lambda r: r.breaker.failure_threshold == 3),
+    ("cooldown_time: '5'", "cooldown_time: 5", "litellm_settings.cooldown_time (5) is the one",
+     lambda r: r.breaker.open_initial == 5),
+    ("disable_cooldowns: 'yes'", "disable_cooldowns: true",
+     "router_settings.disable_cooldowns \"yes\": expected true or false; "
+     "litellm_settings.disable_cooldowns (true) is the one imported",
+     lambda r: r.breaker.enabled is False),
+    ("timeout: -1", "request_timeout: 45", "timeout: -1: expected seconds",
+     lambda r: r.timeout.total == 45),
+])
+def test_a_valid_setting_is_taken_when_the_other_section_has_an_invalid_one(
+        router: str, litellm: str, said: str, check) -> None:  # type: ignore[no-untyped-def]
+    result = import_litellm("model_list:\n  - {model_name: a, litellm_params: {model: ollama/a}}\n"
+                            f"router_settings: {{{router}}}\nlitellm_settings: {{{litellm}}}\n")
+    assert check(load_config_text(result.yaml).routing)
+    assert any(said in s for s in result.skipped), result.skipped
+    assert len(result.skipped) == 1, result.skipped  # said once
+
+
+def test_an_empty_output_name_is_a_usage_error(tmp_path: Path) -> None:
+    src = tmp_path / "ok.yaml"
+    src.write_text(QUICKSTART, encoding="utf-8")
+    for args in (["-o", ""], ["--output="]):
+        proc = routekit("import", "litellm", str(src), *args, code=2)
+        assert proc.stdout == ""  # no YAML on stdout: an empty -o is not "stdout"
+        assert proc.stderr.startswith("error: the output path is empty")

@@ -2,7 +2,8 @@
 
 Owns the mapping from LiteLLM's ``model_list``, ``router_settings``, ``litellm_settings``,
 ``general_settings`` and ``environment_variables`` to routekit's providers, models, chains
-and routing, and writing the result as commented YAML. Whatever has no routekit equivalent
+and routing, and the result as commented YAML (``_litellm_presets`` writes its values and
+comment lines, and works out the request budget). Whatever has no routekit equivalent
 becomes a comment saying why. It never copies a secret: ``api_key: os.environ/NAME``
 becomes ``api_key_env: NAME``, a literal key is dropped with a comment, and nothing from
 ``general_settings`` or ``environment_variables`` is written but names. The YAML is loaded
@@ -12,21 +13,24 @@ passes ``routekit validate``. Reads text; writes nothing (the CLI writes).
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
-
-import yaml
 
 from . import _constants as C
 from ._config.values import (MAX_COUNT, MAX_PRICE, MAX_SECONDS, MAX_TOKENS, check_base_url,
                              default_problem, default_value_ok, finite_number, has_control,
                              looks_like_secret, whole_number, without_userinfo)
 from ._config.yaml_lines import YamlProblem, dotted_path, parse_yaml
-from ._litellm_presets import LOOPBACK as _LOOPBACK, PRESETS as _PRESETS
-from ._secrets import redact
+from ._litellm_presets import (LOOPBACK as _LOOPBACK, PRESETS as _PRESETS, clean as _clean,
+                               entry as _entry, env_name as _env_name, first_byte_cut,
+                               count_problem, flow as _flow, seconds_problem, shown as _shown,
+                               with_v1 as _with_v1, worst_case)
+
+if TYPE_CHECKING:
+    from ._config.model import Config
 
 __all__ = ["ImportResult", "LiteLLMImportError", "import_litellm"]
 
@@ -41,7 +45,7 @@ _DEFAULTS = ("temperature", "top_p", "max_tokens", "stop", "seed", "presence_pen
 _HANDLED_PARAMS = {"model", "api_key", "api_base", "base_url", "timeout", "stream_timeout",
                    "rpm", "tpm", "max_parallel_requests", "max_retries",
                    "input_cost_per_token", "output_cost_per_token", *_DEFAULTS}
-_ENV = "os.environ/"
+_SETTINGS = ("router_settings", "litellm_settings")  # the first wins
 _MAX_BYTES = C.MAX_CONFIG_FILE_BYTES
 
 
@@ -68,57 +72,12 @@ class _Model:
     chain: list[str] = field(default_factory=list)
 
 
-_WORD = re.compile(r"[^\s'\"`,;:()\[\]{}<>]+")
-
-
-def _clean(text: object) -> str:
-    """One comment-safe line: a newline in a user's value must not end the comment, and a
-    key written where a name or number belongs is masked (whatever the field)."""
-    line = re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", " ", redact(str(text)))
-    return _WORD.sub(lambda m: "***" if looks_like_secret(m.group()) else m.group(), line)
-
-
-def _shown(value: Any) -> str:
-    """A user's value for a comment: short, on one line, secrets masked."""
-    try:
-        text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else _flow(value)
-    except (yaml.YAMLError, TypeError, ValueError):
-        text = type(value).__name__
-    text = _clean(text)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _flow(value: Any) -> str:
-    """A YAML flow scalar or collection on one line, quoted where YAML needs it."""
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_flow(k)}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_flow(v) for v in value) + "]"
-    if isinstance(value, str) and re.search(r"[\x00-\x1f\x7f\u2028\u2029\x85]", value):
-        return json.dumps(value)  # a JSON string is a double-quoted YAML scalar, one line
-    return yaml.safe_dump([value], default_flow_style=True, width=10**9,
-                          allow_unicode=True).strip()[1:-1]
-
-
-def _env_name(value: Any) -> str | None:
-    if isinstance(value, str) and value.startswith(_ENV):
-        name = value[len(_ENV):].strip()
-        if name and all(ch.isalnum() or ch == "_" for ch in name) and not looks_like_secret(name):
-            return name
-    return None
-
-
-def _with_v1(url: str) -> tuple[str, bool]:
-    parts = urlsplit(url)
-    if parts.path.strip("/") == "":
-        return url.rstrip("/") + "/v1", True
-    return url.rstrip("/"), False
-
-
 class _Importer:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.data = data
-        self.providers: dict[tuple[str, str | None, str | None], _Provider] = {}
+        # (kind, base_url, api_key_env, timeout) → provider
+        self.providers: dict[tuple[str, str | None, str | None, float | None], _Provider] = {}
+        self.timed = self.untimed = False  # some deployment set a timeout / some did not
         self.models: dict[str, _Model] = {}
         self.groups: dict[str, list[str]] = {}  # LiteLLM model_name → routekit models
         self.listed: set[str] = set()  # every model_name in model_list, imported or not
@@ -133,22 +92,16 @@ class _Importer:
 
     def seconds(self, label: str, raw: Any) -> float | None:
         """``raw`` as seconds; a value that is there but is not is said not imported."""
-        value = finite_number(raw)
-        if value is not None and 0 < value <= MAX_SECONDS:
-            return value
-        if raw is not None:
-            self.skip(f"{label} {_shown(raw)}: expected seconds, more than 0 and at most "
-                      f"{MAX_SECONDS:.0f}")
-        return None
+        return finite_number(self.checked(label, raw, seconds_problem(raw)))
 
     def count(self, label: str, raw: Any, low: int, high: int) -> int | None:
         """``raw`` as a whole number from ``low`` to ``high``; else said not imported."""
-        value = whole_number(raw)
-        if value is not None and low <= value <= high:
-            return value
-        if raw is not None:
-            self.skip(f"{label} {_shown(raw)}: expected a whole number from {low:,} to {high:,}")
-        return None
+        return whole_number(self.checked(label, raw, count_problem(raw, low, high)))
+
+    def checked(self, label: str, raw: Any, problem: str | None) -> Any:
+        if problem is not None and raw is not None:
+            self.skip(f"{label} {_shown(raw)}: {problem}")
+        return raw if problem is None else None
 
     # -- model_list ---------------------------------------------------------------------
 
@@ -229,6 +182,11 @@ class _Importer:
                     why = str(named)
                 return self.skip(f"{where}: api_base {why}; routekit needs the server's "
                                  "http(s) URL")
+            if any(looks_like_secret(part) for part in re.split(r"[/:.@;,=&]", url)):
+                return self.skip(f"{where}: api_base has what looks like an API key in it "
+                                 "(not shown); it is not copied, and without it this "
+                                 "deployment has no URL: give the server's URL without the "
+                                 "key, and the key in an environment variable (api_key_env)")
             if had_key:
                 notes.append("api_base carried credentials (user:password@); they are not "
                              "copied: put the key in an environment variable named by "
@@ -254,7 +212,8 @@ class _Importer:
         if key_env is None and kind == "openai":
             key_env = preset.key_env or "OPENAI_API_KEY"
             notes.append(f"api_key_env: {key_env} (the variable to hold this provider's key)")
-        provider = self.provider(prefix, kind, base_url, key_env)
+        timeout = self.seconds(f"{where}: timeout", params.get("timeout"))
+        provider = self.provider(prefix, kind, base_url, key_env, timeout, group)
         self.provider_extras(provider, params, item, group, where)
 
         name = group if group not in self.models else self.unique(group)
@@ -312,12 +271,17 @@ class _Importer:
             n += 1
         return f"{group}-{n}"
 
-    def provider(self, prefix: str, kind: str, base_url: str | None,
-                 key_env: str | None) -> _Provider:
-        key = (kind, base_url, key_env)
+    def provider(self, prefix: str, kind: str, base_url: str | None, key_env: str | None,
+                 timeout: float | None, group: str) -> _Provider:
+        """One provider per endpoint, key and timeout: LiteLLM times each deployment out on
+        its own, routekit each provider (``timeout.total`` per attempt)."""
+        self.timed |= timeout is not None
+        self.untimed |= timeout is None
+        key = (kind, base_url, key_env, timeout)
         found = self.providers.get(key)
         if found is not None:
             return found
+        twin = next((p for k, p in self.providers.items() if k[:3] == key[:3]), None)
         base = {"ollama_chat": "ollama", "hosted_vllm": "vllm"}.get(prefix, prefix)
         if kind == "llama_cpp_server" and prefix == "openai":
             base = "local-server"
@@ -331,19 +295,22 @@ class _Importer:
         if key_env is not None:
             fields["api_key_env"] = key_env
         provider = _Provider(name, fields)
+        if timeout is not None:
+            fields["timeout"] = {"total": timeout}
+            first_byte = C.DEFAULT_FIRST_BYTE.get(kind)
+            if first_byte is not None and first_byte < timeout:  # LiteLLM has no such limit
+                provider.comments.append(f"routekit's {first_byte:g} s for a local server's "
+                                         "first byte still applies: set timeout.first_byte to "
+                                         "wait longer")
+        if twin is not None:
+            own = f"timeout {timeout:g} s" if timeout is not None else "no timeout of its own"
+            provider.comments.append(f"the endpoint of '{twin.name}' again, for '{group}' "
+                                     f"({own}): routekit sets timeouts per provider")
         self.providers[key] = provider
         return provider
 
     def provider_extras(self, provider: _Provider, params: Mapping[str, Any],
                         item: Mapping[str, Any], group: str, where: str) -> None:
-        timeout = self.seconds(f"{where}: timeout", params.get("timeout"))
-        if timeout is not None:
-            current = provider.fields.get("timeout", {}).get("total")
-            if current is None:
-                provider.fields["timeout"] = {"total": timeout}
-            elif current != timeout:
-                provider.comments.append(f"'{group}' asked for timeout {timeout:g}; routekit "
-                                         f"times out per provider, kept {current:g}")
         limit = self.count(f"{where}: max_parallel_requests", params.get(
             "max_parallel_requests", item.get("max_parallel_requests")), 1, MAX_COUNT)
         if limit is not None:
@@ -374,12 +341,12 @@ class _Importer:
 
     # -- fallbacks ------------------------------------------------------------------------
 
-    def setting(self, name: str) -> Any:
+    def setting(self, name: str, problem: Callable[[Any], str | None] | None = None) -> Any:
         """``name`` from router_settings, else litellm_settings. Set in both: lists (the
-        fallback rules) are taken from both; otherwise router_settings' value is, and the
-        other is listed as not imported."""
+        fallback rules) are taken from both; otherwise router_settings' value is, unless
+        ``problem`` refuses it and not the other; the other is listed as not imported."""
         found = []
-        for section in ("router_settings", "litellm_settings"):
+        for section in _SETTINGS:
             block = self.data.get(section)
             if isinstance(block, Mapping) and block.get(name) is not None:
                 found.append((section, block[name]))
@@ -389,11 +356,23 @@ class _Importer:
             (used, value), (other, dropped) = found
             if isinstance(value, list) and isinstance(dropped, list):
                 return value + dropped
-            if dropped != value and name not in self.overridden:
+            why = None  # both valid, or neither: router_settings' (refused later if so)
+            if problem is not None and problem(value) is not None and problem(dropped) is None:
+                why = problem(value)
+                (used, value), (other, dropped) = (other, dropped), (used, value)
+            if (why or dropped != value) and name not in self.overridden:
                 self.overridden.add(name)
-                self.skip(f"{other}.{name} {_shown(dropped)}: {used}.{name} "
-                          f"({_shown(value)}) is the one imported")
+                self.skip(f"{other}.{name} {_shown(dropped)}: " + (f"{why}; " if why else "")
+                          + f"{used}.{name} ({_shown(value)}) is the one imported")
+            return value
         return found[0][1]
+
+    def setting_seconds(self, name: str) -> float | None:
+        return self.seconds(f"{name}:", self.setting(name, seconds_problem))
+
+    def setting_count(self, name: str, low: int, high: int) -> int | None:
+        return self.count(f"{name}:", self.setting(
+            name, lambda raw: count_problem(raw, low, high)), low, high)
 
     def fallbacks(self) -> None:
         for setting, label in (("fallbacks", "fallbacks"),
@@ -476,7 +455,7 @@ class _Importer:
     # -- settings ---------------------------------------------------------------------------
 
     def settings(self) -> None:
-        retries = self.count("num_retries:", self.setting("num_retries"), 0, 10**9)
+        retries = self.setting_count("num_retries", 0, 10**9)
         if retries is not None:
             attempts = min(20, retries + 1)
             self.routing["retry"] = {"max_attempts": attempts,
@@ -485,23 +464,25 @@ class _Importer:
                 self.routing_comments.append(
                     f"num_retries: {retries} → max_attempts 20, the most routekit allows "
                     "(per candidate)")
-        key = "timeout" if self.setting("timeout") is not None else "request_timeout"
-        timeout = self.seconds(f"{key}:", self.setting(key))
+        timeout = self.setting_seconds("timeout")
+        if timeout is None:  # LiteLLM's default for calls that set none (router or deployment)
+            timeout = self.setting_seconds("request_timeout")
         if timeout is not None:
             self.routing["timeout"] = {"total": timeout}
         breaker: dict[str, Any] = {}
-        disable = self.setting("disable_cooldowns")
+        disable = self.setting("disable_cooldowns", lambda raw: None if isinstance(
+            raw, bool) else "expected true or false")
         if disable is True:
             breaker["enabled"] = False
         elif disable is not None and disable is not False:
             self.skip(f"disable_cooldowns: {_shown(disable)}: expected true or false")
-        fails = self.count("allowed_fails:", self.setting("allowed_fails"), 0, MAX_COUNT - 1)
+        fails = self.setting_count("allowed_fails", 0, MAX_COUNT - 1)
         if fails is not None:
             breaker.update(mode="consecutive", failure_threshold=fails + 1)
             self.routing_comments.append(
                 f"allowed_fails: {fails} → a breaker that opens after {fails + 1} failures in "
                 "a row (LiteLLM counts failures per minute)")
-        cooldown = self.seconds("cooldown_time:", self.setting("cooldown_time"))
+        cooldown = self.setting_seconds("cooldown_time")
         if cooldown is not None:
             breaker.update(open_initial=cooldown, open_multiplier=1.0, open_max=cooldown)
             self.routing_comments.append(f"cooldown_time: {cooldown:g} → open for {cooldown:g} "
@@ -536,6 +517,33 @@ class _Importer:
             if key not in known:
                 self.skip(f"{key}: not a LiteLLM section routekit knows")
 
+    def budget(self, config: Config) -> bool:
+        """Let every attempt run its whole timeout, as LiteLLM does: ``routing.deadline``
+        (else ``timeout.total`` bounds the whole request) and, where its default would cut a
+        wait for a first byte short, ``first_byte_share``. True when the routing changed."""
+        if "timeout" not in self.routing and not self.timed:
+            return False  # LiteLLM's file sets no timeout: routekit's defaults stand
+        if self.untimed and "timeout" not in self.routing:
+            self.routing_comments.append(
+                "deployments without a timeout (none in router_settings either) get routekit's "
+                f"{config.routing.timeout.total:g} s per attempt (routing.timeout.total)")
+        seconds, entry = worst_case(config)
+        deadline = config.routing.timeout.total
+        if seconds > deadline:
+            deadline = min(math.ceil(seconds), MAX_SECONDS)
+            self.routing["deadline"] = deadline
+            self.routing_comments.append(
+                f"deadline: {deadline:g} s, so that no attempt is cut short: LiteLLM gives each "
+                "one (retries and fallbacks too) its whole timeout and sets no limit for the "
+                f"request; '{entry}' and its fallbacks take up to {seconds:g} s that way"
+                + (" (past routekit's limit)" if seconds > MAX_SECONDS else ""))
+        if first_byte_cut(config, deadline):
+            self.routing["first_byte_share"] = 1.0
+            self.routing_comments.append(
+                "first_byte_share: 1, so that a model with fallbacks may wait its whole timeout "
+                "for an answer, as in LiteLLM (routekit's default gives it a share of what is left)")
+        return "deadline" in self.routing or "first_byte_share" in self.routing
+
     # -- output -------------------------------------------------------------------------------
 
     def render(self, source: str) -> str:
@@ -567,15 +575,6 @@ class _Importer:
         for key, value in self.routing.items():
             out.append(f"  {key}: {_flow(value)}")
         return "\n".join(out) + "\n"
-
-
-def _entry(key: str, value: Any) -> str:
-    """One ``  key: value`` line of a section; a key past YAML's 1024-character limit for
-    simple keys is written as an explicit ``? key`` entry."""
-    flow_key = _flow(key)
-    if len(flow_key) > 1000:
-        return f"  ? {flow_key}\n  : {_flow(value)}"
-    return f"  {flow_key}: {_flow(value)}"
 
 
 _LITELLM_SHAPE = ("a LiteLLM config is a mapping with a 'model_list': a list of "
@@ -613,11 +612,14 @@ def import_litellm(text: str, *, source: str = "<litellm config>") -> ImportResu
     importer.fallbacks()
     importer.break_cycles()
     importer.settings()
-    rendered = importer.render(source)
-    try:
-        config = load_config_text(rendered, source="<imported>")
-    except ConfigError as exc:  # a bug here, not in the user's file: say so plainly
-        raise LiteLLMImportError(f"internal error: the imported config does not load: {exc}")
+    for budgeted in (False, True):  # the budget is worked out on the loaded config
+        rendered = importer.render(source)
+        try:
+            config = load_config_text(rendered, source="<imported>")
+        except ConfigError as exc:  # a bug here, not in the user's file: say so plainly
+            raise LiteLLMImportError(f"internal error: the imported config does not load: {exc}")
+        if budgeted or not importer.budget(config):
+            break
     if CompiledGraph.from_config(config).cycles(limit=1):
         raise LiteLLMImportError("internal error: the imported config has a cycle")
     return ImportResult(rendered, len(config.models), len(config.providers),

@@ -499,12 +499,15 @@ def _graph(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace, out: Console, err: Console) -> int:
     from ._import_litellm import LiteLLMImportError, import_litellm, read_litellm_file
 
+    if args.output == "":  # an unset shell variable, not "stdout": that is leaving -o out
+        return _usage(args, err, "the output path is empty: give a file, or leave -o out to "
+                      "write to stdout")
     try:
         result = import_litellm(read_litellm_file(args.config), source=args.config)
     except LiteLLMImportError as exc:
         _say(err, "error:", "bold red", f"cannot import {args.config}: {exc}")
         return EXIT_FAIL
-    if args.output:
+    if args.output is not None:
         if os.path.exists(args.output) and not args.force:
             _say(err, "error:", "bold red", f"{args.output} exists; add --force to overwrite")
             return EXIT_FAIL
@@ -517,7 +520,7 @@ def _import(args: argparse.Namespace, out: Console, err: Console) -> int:
     else:
         sys.stdout.write(result.yaml)
         sys.stdout.flush()  # the YAML first, then the summary on stderr
-    where = f" into {args.output}" if args.output else ""
+    where = f" into {args.output}" if args.output is not None else ""
     _say(err, "imported:", "bold green",
          f"{result.models} model(s) on {result.providers} provider(s){where}; "
          f"{len(result.skipped)} item(s) not imported (see the comments at the top); "
