@@ -305,6 +305,10 @@ def test_route_carries_cost_at_the_configured_price() -> None:
     assert reply.route.cost_usd == pytest.approx(expected)
     assert reply.route.as_dict()["cost_usd"] == pytest.approx(expected)
     assert Rig(config(1)).ask().route.cost_usd is None  # no price, no cost
+    # A free model (a local one) costs 0.0, not "unknown": sums across a chain need it.
+    free = config(1)
+    free["models"]["m0"]["price"] = {"input_per_1k": 0, "output_per_1k": 0}
+    assert Rig(free).ask().route.cost_usd == 0.0
 
 
 def test_model_defaults_reach_the_provider_under_the_callers_params() -> None:

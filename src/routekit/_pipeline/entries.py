@@ -28,13 +28,14 @@ class ModelEntry:
 
     __slots__ = (
         "name", "provider_name", "kind", "provider", "model_id", "defaults", "timeout",
-        "first_byte", "window", "price_in", "price_out", "bulkhead", "model_breaker",
+        "first_byte", "window", "price_in", "price_out", "priced", "bulkhead", "model_breaker",
         "provider_breaker", "in_process",
     )
 
     def __init__(self, name: str, provider_name: str, kind: str, provider: Provider,
                  model_id: str, defaults: dict[str, Any], timeout: TimeoutConfig,
-                 first_byte: float | None, window: int | None, price: tuple[float, float],
+                 first_byte: float | None, window: int | None,
+                 price: tuple[float, float] | None,
                  bulkhead: Bulkhead | None, model_breaker: Breaker,
                  provider_breaker: Breaker) -> None:
         self.name = name
@@ -46,7 +47,9 @@ class ModelEntry:
         self.timeout = timeout
         self.first_byte = first_byte
         self.window = window
-        self.price_in, self.price_out = price
+        # None: the config gives no price (cost unknown); (0, 0) is a free model (cost 0).
+        self.priced = price is not None
+        self.price_in, self.price_out = price if price is not None else (0.0, 0.0)
         self.bulkhead = bulkhead
         self.model_breaker = model_breaker
         self.provider_breaker = provider_breaker
@@ -54,7 +57,7 @@ class ModelEntry:
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """US dollars for one answer at this model's price; None when it has no price."""
-        if not self.price_in and not self.price_out:
+        if not self.priced:
             return None
         return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1000.0
 
@@ -103,7 +106,8 @@ def build_entries(config: Config, providers: dict[str, Provider], board: Breaker
             name, m.provider, p.kind, providers[m.provider], m.model_id or name,
             dict(m.defaults), timeout, first_byte_of(timeout, p.kind),
             context_window(m),
-            (m.price.input_per_1k, m.price.output_per_1k), bulkheads.get(m.provider),
+            (m.price.input_per_1k, m.price.output_per_1k) if "price" in m.model_fields_set
+            else None, bulkheads.get(m.provider),
             board.models[name], board.providers[m.provider],
         )
     return out
