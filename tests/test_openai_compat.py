@@ -561,6 +561,51 @@ def test_stream_options_only_on_streams(fault: FaultServer) -> None:
     p.close()
 
 
+@pytest.mark.parametrize("kind,sent_as", [("ollama", "max_tokens"), ("vllm", "max_tokens"),
+                                          ("llama_cpp_server", "max_tokens"),
+                                          ("openai", "max_completion_tokens")])
+def test_the_cap_goes_by_the_name_the_server_reads(fault: FaultServer, kind: str,
+                                                  sent_as: str) -> None:
+    # Ollama's OpenAI layer and llama_cpp.server read max_tokens only: a max_completion_tokens
+    # cap (the caller's, or a model default) left the answer uncapped there. OpenAI's
+    # reasoning models take max_completion_tokens only: it goes to the cloud as it is.
+    p = make(fault.base_url, kind=kind, api_key_env="HOME" if kind == "openai" else None)
+    p.complete(req(max_completion_tokens=9), DL)
+    p.complete(req(max_completion_tokens=9, max_tokens=4), DL)  # both: max_tokens kept
+    first, both = (r.body for r in fault.received)
+    assert first[sent_as] == 9 and len({"max_tokens", "max_completion_tokens"} & set(first)) == 1
+    assert both["max_tokens"] == 4
+    p.close()
+
+
+def test_a_text_completion_gets_the_cap_as_max_tokens_and_no_chat_only_defaults(
+    fault: FaultServer
+) -> None:
+    # /v1/completions has no max_completion_tokens (vLLM ignored the cap; OpenAI answers 400)
+    # and no reasoning_effort or response_format: a model's chat defaults must not go there.
+    p = make(fault.base_url, kind="openai", api_key_env="HOME")
+    text = ChatRequest("m1", "fault-model", [{"role": "user", "content": "Say"}],
+                       {"max_completion_tokens": 9, "reasoning_effort": "low",  # type: ignore
+                        "response_format": {"type": "json_object"}, "temperature": 0.5,
+                        "top_k": 4}, prompt="Say")
+    p.complete_text(text, DL)
+    body = fault.received[0].body
+    assert fault.received[0].path.endswith("/completions") and body["prompt"] == "Say"
+    assert body["max_tokens"] == 9 and body["temperature"] == 0.5 and body["top_k"] == 4
+    assert not {"max_completion_tokens", "reasoning_effort", "response_format"} & set(body)
+    p.close()
+
+
+@pytest.mark.slow
+def test_real_llama_server_honours_a_max_completion_tokens_cap(llama_url: str) -> None:
+    p = make(llama_url, stream_upstream=False)  # its usage comes with a whole answer
+    out = p.complete(req("gemma", text="Count from one to fifty.", max_completion_tokens=3,
+                         temperature=0.0), DL)
+    assert out.usage is not None and out.usage.completion_tokens <= 3
+    assert out.choices[0].finish_reason == "length"
+    p.close()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_stream_upstream_assembles_a_completion(fault: FaultServer, mode: str) -> None:
     """Local kinds stream a non-streaming request (asking for usage) and assemble it."""

@@ -145,6 +145,27 @@ def test_precheck_skips_candidates_whose_window_is_too_small(fault: FaultServer)
     assert fault.requests == 1  # the small model was never called
 
 
+@pytest.mark.parametrize("where", ["tool schema", "tool call arguments"])
+def test_precheck_counts_tools_and_tool_calls_too(fault: FaultServer, where: str) -> None:
+    # Tool schemas and an assistant's tool-call arguments are prompt tokens on the server;
+    # the pre-check counted message text only, and called a model whose window was far too
+    # small for them (probe report).
+    cfg = chain_config([fault.url("ok"), fault.url("ok")], windows={0: 200, 1: 100_000})
+    pad = "x" * 2000  # ~500 tokens at 4 characters a token
+    if where == "tool schema":
+        kw: dict[str, Any] = {"messages": MSG, "tools": [{"type": "function", "function": {
+            "name": "f", "description": pad, "parameters": {"type": "object"}}}]}
+    else:
+        kw = {"messages": MSG + [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "1", "type": "function", "function": {"name": "f", "arguments": pad}}]},
+            {"role": "tool", "tool_call_id": "1", "content": "ok"}]}
+    reply = call("sync", cfg, **kw)
+    first, second = reply.route.attempts
+    assert first.outcome == "skipped" and first.error_type == "ContextLengthExceeded"
+    assert second.outcome == "ok" and fault.requests == 1
+
+
 @modes
 def test_all_candidates_failed_carries_every_attempt(mode: str, fault: FaultServer) -> None:
     cfg = chain_config([f"http://127.0.0.1:{closed_port()}/v1", fault.url("500"),

@@ -58,7 +58,10 @@ def worth_retrying(exc: BaseException, retry_after_cap: float, last: bool) -> bo
     return True
 
 
-def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+def estimate_tokens(messages: list[dict[str, Any]], params: Any = None) -> int:
+    """The prompt's tokens, from its characters: message text, the tool calls an assistant
+    made (names and arguments), and the tool (function) schemas the request offers, which
+    the server's template puts in the prompt too."""
     chars = 0
     for m in messages:
         content = m.get("content")
@@ -68,7 +71,22 @@ def estimate_tokens(messages: list[dict[str, Any]]) -> int:
             for part in content:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     chars += len(part["text"])
+        calls = m.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    chars += sum(len(v) for v in function.values() if isinstance(v, str))
+        legacy = m.get("function_call")
+        if isinstance(legacy, dict):
+            chars += sum(len(v) for v in legacy.values() if isinstance(v, str))
         chars += 8  # role and template tokens
+    if params:
+        schemas = [params[k] for k in ("tools", "functions") if params.get(k)]
+        if schemas:
+            import json
+
+            chars += len(json.dumps(schemas, default=str))
     return int(chars / C.CHARS_PER_TOKEN) + 1
 
 
@@ -297,7 +315,7 @@ class RequestState:
         """(why, error type) when this candidate cannot serve the request, else None."""
         if entry.window is not None:
             if self._prompt_tokens < 0:
-                self._prompt_tokens = estimate_tokens(self.messages)
+                self._prompt_tokens = estimate_tokens(self.messages, self.params)
             params: Any = self.params
             wanted = (params.get("max_completion_tokens") or params.get("max_tokens")
                       or entry.defaults.get("max_completion_tokens")

@@ -51,20 +51,35 @@ def _known_text_create_args() -> frozenset[str]:
 
 
 def call_kwargs(request: ChatRequest, timeout: Any, *, stream: bool,
-                include_usage: bool = False) -> dict[str, Any]:
+                include_usage: bool = False, cap_as_max_tokens: bool = False) -> dict[str, Any]:
     """The keyword arguments of one ``create`` call for ``request`` (chat, or legacy text when
-    its ``prompt`` is set)."""
+    its ``prompt`` is set).
+
+    ``max_completion_tokens`` and ``max_tokens`` are one cap under two names. It is sent as
+    ``max_tokens`` where ``cap_as_max_tokens`` (local servers: Ollama's OpenAI layer and
+    llama_cpp.server read only that name, and left an answer uncapped) and on the legacy
+    text endpoint, which has no other. Chat-only parameters a model's ``defaults`` put in a
+    text completion (``reasoning_effort``, ``response_format``...) are left out: that
+    endpoint has no such parameter (vLLM ignores it, OpenAI answers 400)."""
     kw: dict[str, Any] = {"model": request.model_id, "timeout": timeout}
+    params: dict[str, Any] = request.params  # type: ignore[assignment]
+    chat_only: frozenset[str] = frozenset()
     if request.prompt is None:
         known = _create_args if _create_args is not None else _known_create_args()
         kw["messages"] = request.messages
     else:
         known = _known_text_create_args()
         kw["prompt"] = request.prompt
+        chat_only = _known_create_args() - known
+        cap_as_max_tokens = True
+    cap = params.get("max_completion_tokens")
+    if cap_as_max_tokens and cap is not None:
+        params = {k: v for k, v in params.items() if k != "max_completion_tokens"}
+        if params.get("max_tokens") is None:
+            params["max_tokens"] = cap
     extra: dict[str, Any] | None = None
-    params: dict[str, Any] = request.params  # type: ignore[assignment]
     for name, value in params.items():
-        if value is None or name in _RESERVED:
+        if value is None or name in _RESERVED or name in chat_only:
             continue
         if name in known:
             kw[name] = value

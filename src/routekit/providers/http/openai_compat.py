@@ -117,6 +117,7 @@ class OpenAICompatProvider:
         )
         self._plain_http = urlsplit(self.base_url).scheme == "http"
         self._loopback = _is_loopback(self.base_url)
+        self._local = config.kind not in C.CLOUD_KINDS  # call_args: the cap as max_tokens
 
         self._lock = threading.Lock()
         self._closed = False
@@ -305,7 +306,7 @@ class OpenAICompatProvider:
             return assembled
         create = self._sync_create(request.model, request.prompt is not None)
         kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=True),
-                              stream=False)
+                              stream=False, cap_as_max_tokens=self._local)
         # No byte arrives before the whole answer here: first_byte bounds all of it.
         first_end, end = self._ends(deadline)
         try:
@@ -341,7 +342,8 @@ class OpenAICompatProvider:
         # Per-read timeout is the stall bound; the first byte is bounded by the call
         # deadline (sync) or cancel scope (async) below, not by every later read.
         kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=False),
-                              stream=True, include_usage=include_usage)
+                              stream=True, include_usage=include_usage,
+                              cap_as_max_tokens=self._local)
         chunks = 0
         finished = answered = False
         answers = chat_chunk_answers if request.prompt is None else text_chunk_answers
@@ -419,7 +421,7 @@ class OpenAICompatProvider:
             return result
         create = self._async_create(request.model, request.prompt is not None)
         kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=True),
-                              stream=False)
+                              stream=False, cap_as_max_tokens=self._local)
         first_end, end = self._ends(deadline)
         try:
             # The client's read timeout bounds each socket read; the scope bounds the whole.
@@ -443,7 +445,8 @@ class OpenAICompatProvider:
         # Per-read timeout is the stall bound; the first byte is bounded by the call
         # deadline (sync) or cancel scope (async) below, not by every later read.
         kwargs = call_kwargs(request, self._timeout(deadline, request.model, first=False),
-                              stream=True, include_usage=include_usage)
+                              stream=True, include_usage=include_usage,
+                              cap_as_max_tokens=self._local)
         chunks = 0
         finished = answered = False
         answers = chat_chunk_answers if request.prompt is None else text_chunk_answers
