@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from test_pipeline import MSG, Rig, config, err503
 
-from routekit import ConnectionFailed, ModelNotFound, RequestTimeout, Router
+from routekit import AsyncRouter, ConnectionFailed, ModelNotFound, RequestTimeout, Router
 from routekit._config.model import BreakerConfig
 from routekit._policy.breakers import Breaker
 from routekit.testing import FakeClock, FakeProvider, FakeReply
@@ -650,6 +650,49 @@ def test_health_reports_a_breaker_half_open_once_its_open_time_is_up() -> None:
         clock.advance(60.0)
         snap = router.health(probe=False)["p0"]
     assert snap.breaker.state == "half_open" and snap.breaker.reopens_in is None
+
+
+@pytest.mark.parametrize("bad,error", [("2", TypeError), (True, TypeError),
+                                       (float("nan"), ValueError), (0, ValueError),
+                                       (-1, ValueError), (float("inf"), ValueError)])
+def test_a_bad_health_timeout_is_refused_before_any_probe(bad: Any,
+                                                          error: type[Exception]) -> None:
+    # health(timeout="2") or nan failed inside every probe, and each failed probe opened a
+    # healthy provider's breaker: the router dropped every model from its plans.
+    provider = FakeProvider("p0")
+    with Router(config(1), providers={"p0": provider}, health_probes=False) as router:
+        with pytest.raises(error, match="timeout"):
+            router.health(timeout=bad)
+        assert provider.health_timeouts == []
+        assert router.plan("m0") == ["m0"]
+
+
+def test_a_shared_async_router_runs_one_probe_task_whatever_the_loops() -> None:
+    # An AsyncRouter shared by threads, each running its own loop: every switch of loop
+    # started another probe task and left the others running (probe report: ~50 tasks a
+    # loop, 384 probes where 8 were due).
+    import asyncio
+    import time
+
+    provider = FakeProvider("p0")
+    cfg = config(1, routing={"health": {"interval": 0.3, "jitter": 0}})
+    router = AsyncRouter(cfg, providers={"p0": provider})
+    stop = time.monotonic() + 1.5
+    tasks: list[int] = []
+
+    async def worker() -> None:
+        while time.monotonic() < stop:
+            await router.chat.completions.create(model="m0", messages=MSG)
+            await asyncio.sleep(0.01)
+        tasks.append(sum(1 for t in asyncio.all_tasks() if t.get_name() == "routekit-health"))
+
+    threads = [threading.Thread(target=lambda: asyncio.run(worker())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert sum(tasks) <= 1, tasks
+    assert provider.health_checks <= 8, provider.health_checks  # 1.5 s / 0.3 s: about 5
 
 
 def test_probe_intervals_are_per_provider_and_can_be_turned_off() -> None:

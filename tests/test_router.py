@@ -449,3 +449,22 @@ def test_a_closed_router_refuses_requests(mode: str, fault: FaultServer) -> None
 
         asyncio.run(go())
     assert fault.requests == 0
+
+
+def test_plan_of_a_non_name_and_a_default_config_that_fails_say_what_was_wrong(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, fault: FaultServer
+) -> None:
+    from routekit import ConfigError
+
+    with Router(chain_config([fault.url("ok")])) as router:
+        with pytest.raises(TypeError, match=r"plan\(\) takes a model name \(a str\), got NoneType"):
+            router.plan(None)  # type: ignore[arg-type]  # was a TypeError from inside difflib
+    # Router.default() with a bad $ROUTEKIT_CONFIG said only "no such file": not where the
+    # path came from.
+    missing = str(tmp_path / "missing.yaml")
+    monkeypatch.setenv("ROUTEKIT_CONFIG", missing)
+    for cls in (Router, AsyncRouter):
+        with pytest.raises(ConfigError) as info:
+            cls.default(warm=False)
+        assert f"{missing} (named by $ROUTEKIT_CONFIG)" in str(info.value)
+        assert "no such file" in str(info.value)

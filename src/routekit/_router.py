@@ -52,6 +52,37 @@ class _AsyncChat:
         self.completions = completions
 
 
+def _default_config() -> Config:
+    """``Router.default()``'s config: ``$ROUTEKIT_CONFIG`` when set (its errors say that is
+    where the path came from), else the embedded default."""
+    from ._config.default import default_config_source
+    from ._exceptions import ConfigError
+
+    source = default_config_source()
+    try:
+        return _to_config(source)
+    except ConfigError as exc:
+        if not isinstance(source, str):
+            raise
+        raise ConfigError(exc.issues, source=f"{exc.source or source} (named by "
+                          "$ROUTEKIT_CONFIG)") from None
+
+
+def _probe_timeout(value: Any) -> float | None:
+    """``health(timeout=)``: None (each provider's configured probe timeout) or a positive
+    number of seconds. Anything else failed inside every probe, and each failed probe opened
+    a healthy provider's breaker."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"health(timeout=) takes a number of seconds or None, "
+                        f"got {type(value).__name__}")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"health(timeout=) must be a positive number of seconds, "
+                         f"got {value!r}")
+    return float(value)
+
+
 class _RouterBase:
     _state: RouterState
     _asgi = False
@@ -87,6 +118,8 @@ class _RouterBase:
     def plan(self, model: str) -> list[str]:
         """The candidates a request for ``model`` would try now, in order (open breakers
         left out)."""
+        if not isinstance(model, str):
+            raise TypeError(f"plan() takes a model name (a str), got {type(model).__name__}")
         state = self._state
         state.board.tick(state.clock.now())
         return state.graph.plan(model, max_depth=state.max_depth)
@@ -145,9 +178,7 @@ class Router(_RouterBase, ClientSurface):
                 metrics: bool | CollectorRegistry | None = None,
                 traces: bool | TracerProvider | None = None) -> Router:
         """Ollama → vLLM → in-process gemma3-270m, or ``$ROUTEKIT_CONFIG`` when set."""
-        from ._config.default import default_config_source
-
-        return cls(default_config_source(), warm=warm, progress=progress, metrics=metrics,
+        return cls(_default_config(), warm=warm, progress=progress, metrics=metrics,
                    traces=traces)
 
     def health(self, *, probe: bool = True, timeout: float | None = None) -> HealthSnapshot:
@@ -155,6 +186,7 @@ class Router(_RouterBase, ClientSurface):
         its bulkhead. ``probe=True`` probes every provider first (in parallel, each bounded
         by ``timeout`` or its configured probe timeout); ``False`` reports what the
         background probes and the traffic have seen."""
+        timeout = _probe_timeout(timeout)
         state = self._state
         if probe and not state.closed:
             state.monitor.probe_all(timeout)
@@ -205,13 +237,12 @@ class AsyncRouter(_RouterBase, AsyncClientSurface):
     def default(cls, *, warm: bool = True, progress: ProgressCallback | None = None,
                 metrics: bool | CollectorRegistry | None = None,
                 traces: bool | TracerProvider | None = None) -> AsyncRouter:
-        from ._config.default import default_config_source
-
-        return cls(default_config_source(), warm=warm, progress=progress, metrics=metrics,
+        return cls(_default_config(), warm=warm, progress=progress, metrics=metrics,
                    traces=traces)
 
     async def health(self, *, probe: bool = True, timeout: float | None = None
                      ) -> HealthSnapshot:
+        timeout = _probe_timeout(timeout)
         state = self._state
         if probe and not state.closed:
             await state.monitor.aprobe_all(timeout)
