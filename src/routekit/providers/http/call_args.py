@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._base import ChatRequest
+from .._base import ChatRequest, RequestParams
 
 __all__ = ["call_kwargs"]
 
@@ -70,7 +70,9 @@ def call_kwargs(request: ChatRequest, timeout: Any, *, stream: bool,
     else:
         known = _known_text_create_args()
         kw["prompt"] = request.prompt
-        chat_only = _known_create_args() - known
+        # Chat's parameters, as this openai has them and as routekit's own surface does (an
+        # older openai's signature lacks reasoning_effort, say), less the text endpoint's.
+        chat_only = (_known_create_args() | frozenset(RequestParams.__annotations__)) - known
         cap_as_max_tokens = True
     cap = params.get("max_completion_tokens")
     if cap_as_max_tokens and cap is not None:
