@@ -289,15 +289,15 @@ def _check_breaker_fields_used(config: Config, ctx: Issues) -> None:
     ``trip_on_refused`` on cloud or in-process kinds. ``routing.breaker``'s fields count as
     read when any provider that does not set the field itself reads it."""
     routing = config.routing.breaker
-    # where a field is written ("NAME.field", ".field" for routing) -> who takes it from there
-    readers: dict[str, list[tuple[BreakerConfig, bool, bool]]] = {}
+    # (provider, field) where it is written ("" for routing) -> who takes it from there
+    readers: dict[tuple[str, str], list[tuple[BreakerConfig, bool, bool]]] = {}
     for name, prov in config.providers.items():
         own = prov.breaker
         merged = routing if own is None else routing.model_copy(
             update={k: getattr(own, k) for k in own.model_fields_set})
         for field in (*_RATE_FIELDS, "failure_threshold", "trip_on_refused"):
             here = own is not None and field in own.model_fields_set
-            readers.setdefault(f"{name if here else ''}.{field}", []).append(
+            readers.setdefault((name if here else "", field), []).append(
                 (merged, prov.is_cloud, prov.in_process))
 
     def why_unused(field: str, takers: list[tuple[BreakerConfig, bool, bool]]) -> str | None:
@@ -314,8 +314,7 @@ def _check_breaker_fields_used(config: Config, ctx: Issues) -> None:
                            if field == "failure_threshold" else
                            "a refused connection to a cloud or in-process kind counts as one "
                            "failure")
-        return reasons[0] if reasons and len(set(reasons)) == 1 else (
-            "no provider's breaker reads it" if reasons else None)
+        return reasons[0] if len(set(reasons)) == 1 else "no provider's breaker reads it"
 
     blocks = [("", routing), *((n, p.breaker) for n, p in config.providers.items())]
     for name, block in blocks:
@@ -324,7 +323,7 @@ def _check_breaker_fields_used(config: Config, ctx: Issues) -> None:
         base = ("providers", name, "breaker") if name else ("routing", "breaker")
         for field in sorted(block.model_fields_set & {*_RATE_FIELDS, "failure_threshold",
                                                      "trip_on_refused"}):
-            takers = readers.get(f"{name}.{field}", [])
+            takers = readers.get((name, field), [])
             if not takers:
                 continue  # every provider sets it itself (routing's is theirs to override)
             why = why_unused(field, takers)

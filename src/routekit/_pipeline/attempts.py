@@ -93,8 +93,6 @@ def _call_sync(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> ChatComp
         try:
             result: ChatCompletion = call(request, deadline)
         except ProviderError as exc:
-            if req.router.closed:
-                raise req.closed_under(entry) from exc
             req.failed_call(entry, exc)
             raise
         except BaseException:  # cancelled, or a bug: no verdict, but give permits back
@@ -126,8 +124,6 @@ async def _call_async(req: RequestState, entry: ModelEntry, retry_cfg: Any) -> C
         try:
             result: ChatCompletion = await call(request, deadline)
         except ProviderError as exc:
-            if req.router.closed:
-                raise req.closed_under(entry) from exc
             req.failed_call(entry, exc)
             raise
         except BaseException:  # cancelled, or a bug: no verdict, but give permits back

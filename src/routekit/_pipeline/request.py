@@ -358,7 +358,10 @@ class RequestState:
     # -- outcomes --------------------------------------------------------------------------
 
     def failed_call(self, entry: ModelEntry, exc: ProviderError) -> None:
-        """One call on ``entry`` failed: tell its breakers (before any retry decision)."""
+        """One call on ``entry`` failed: tell its breakers (before any retry decision). Raises
+        ``closed_under``'s error instead when the router was closed under the call."""
+        if self.router.closed:
+            raise self.closed_under(entry) from exc
         scope = exc.breaker_scope
         if scope is None:
             self.release_permits(entry)

@@ -199,8 +199,6 @@ def _open_sync(req: RequestState, entry: ModelEntry
                 raise _ended_early(entry)
         except ProviderError as exc:
             _close(it)
-            if req.router.closed:  # its client was closed under it: no verdict on it
-                raise req.closed_under(entry) from exc
             req.failed_call(entry, exc)
             raise
         except BaseException:  # cancelled, or a bug: no verdict, but give permits back
@@ -439,8 +437,6 @@ async def _aopen(req: RequestState, entry: ModelEntry
                 raise _ended_early(entry)
         except ProviderError as exc:
             await _aclose(ait)
-            if req.router.closed:
-                raise req.closed_under(entry) from exc
             req.failed_call(entry, exc)
             raise
         except BaseException:

@@ -22,6 +22,7 @@ _RESERVED = frozenset(
 
 _create_args: frozenset[str] | None = None
 _text_create_args: frozenset[str] | None = None
+_text_chat_only: frozenset[str] = frozenset()  # set with _text_create_args
 
 
 def _known_create_args() -> frozenset[str]:
@@ -39,14 +40,18 @@ def _known_create_args() -> frozenset[str]:
 
 def _known_text_create_args() -> frozenset[str]:
     """Keyword arguments the installed ``completions.create`` accepts (computed once)."""
-    global _text_create_args
+    global _text_create_args, _text_chat_only
     if _text_create_args is None:
         import inspect
 
         from openai.resources.completions import Completions
 
         params = inspect.signature(Completions.create).parameters
-        _text_create_args = frozenset(params) - _RESERVED - {"self", "prompt"}
+        known = frozenset(params) - _RESERVED - {"self", "prompt"}
+        # Chat's parameters, as this openai has them and as routekit's own surface does (an
+        # older openai's signature lacks reasoning_effort, say), less the text endpoint's.
+        _text_chat_only = (_known_create_args() | frozenset(RequestParams.__annotations__)) - known
+        _text_create_args = known
     return _text_create_args
 
 
@@ -70,9 +75,7 @@ def call_kwargs(request: ChatRequest, timeout: Any, *, stream: bool,
     else:
         known = _known_text_create_args()
         kw["prompt"] = request.prompt
-        # Chat's parameters, as this openai has them and as routekit's own surface does (an
-        # older openai's signature lacks reasoning_effort, say), less the text endpoint's.
-        chat_only = (_known_create_args() | frozenset(RequestParams.__annotations__)) - known
+        chat_only = _text_chat_only
         cap_as_max_tokens = True
     cap = params.get("max_completion_tokens")
     if cap_as_max_tokens and cap is not None:
